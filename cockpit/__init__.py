@@ -1,0 +1,1 @@
+"""The cockpit: a Textual app that drives and watches the migration."""

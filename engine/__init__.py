@@ -1,0 +1,1 @@
+"""Migration engine: MongoDB (live or mongodump) -> PostgreSQL, with no UI."""

@@ -1,0 +1,212 @@
+"""The checkpoint: rows of schema cockpit_migration, committed in the same
+transaction as the rows they describe, and migration-checkpoint.json, a
+mirror for operators (written atomically, deleted on success).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from engine.schema_ddl import STATE_SCHEMA
+
+CHECKPOINT_FILE = "migration-checkpoint.json"
+
+STATE_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA};
+CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.run (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    source text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    steps_done text[] NOT NULL DEFAULT '{{}}'
+);
+CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.tables (
+    table_name text PRIMARY KEY,
+    collection text,
+    status text NOT NULL DEFAULT 'pending',
+    consumed bigint NOT NULL DEFAULT 0,
+    last_id text,
+    rows bigint NOT NULL DEFAULT 0,
+    quarantined bigint NOT NULL DEFAULT 0,
+    expected bigint NOT NULL DEFAULT 0,
+    changes jsonb NOT NULL DEFAULT '{{}}',
+    unmapped jsonb NOT NULL DEFAULT '{{}}',
+    started_at timestamptz,
+    updated_at timestamptz,
+    finished_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.quarantine (
+    seq bigserial PRIMARY KEY,
+    table_name text NOT NULL,
+    collection text NOT NULL,
+    object_id text NOT NULL,
+    reason_code text NOT NULL,
+    message text NOT NULL,
+    document text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.junction_pairs (
+    junction text NOT NULL,
+    left_id uuid NOT NULL,
+    right_id uuid NOT NULL,
+    side text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.adjustments (
+    table_name text NOT NULL,
+    object_id text NOT NULL,
+    column_name text NOT NULL,
+    rule text NOT NULL,
+    original text
+);
+"""
+
+
+@dataclass
+class TableState:
+    table: str
+    collection: str | None
+    status: str = "pending"  # pending | running | done
+    consumed: int = 0
+    last_id: str | None = None
+    rows: int = 0
+    quarantined: int = 0
+    expected: int = 0
+    changes: dict[str, int] = field(default_factory=dict)
+    unmapped: dict[str, dict] = field(default_factory=dict)
+    updated_at: dt.datetime | None = None
+
+
+@dataclass
+class RunState:
+    source: str
+    started_at: dt.datetime
+    steps_done: list[str]
+    tables: dict[str, TableState]
+
+    @property
+    def total_records(self) -> int:
+        return sum(t.rows for t in self.tables.values())
+
+    @property
+    def current_table(self) -> str | None:
+        for t in self.tables.values():
+            if t.status != "done":
+                return t.table
+        return None
+
+
+def state_exists(conn: psycopg.Connection) -> bool:
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables "
+        "WHERE table_schema = %s AND table_name = 'run')", [STATE_SCHEMA]).fetchone()[0]  # type: ignore[index]
+
+
+def create_state(conn: psycopg.Connection, source: str,
+                 tables: list[tuple[str, str | None, int]]) -> None:
+    """A fresh run: one row per table (name, collection, expected documents)."""
+    conn.execute(STATE_DDL)
+    conn.execute(f"INSERT INTO {STATE_SCHEMA}.run (source) VALUES (%s)", [source])
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO {STATE_SCHEMA}.tables (table_name, collection, expected) "
+            "VALUES (%s, %s, %s)", tables)
+
+
+def load_state(conn: psycopg.Connection) -> RunState | None:
+    if not state_exists(conn):
+        return None
+    run = conn.execute(f"SELECT source, started_at, steps_done FROM {STATE_SCHEMA}.run").fetchone()
+    if run is None:
+        return None
+    tables = {}
+    for r in conn.execute(
+            f"SELECT table_name, collection, status, consumed, last_id, rows, quarantined, "
+            f"expected, changes, unmapped, updated_at FROM {STATE_SCHEMA}.tables"):
+        tables[r[0]] = TableState(*r)
+    return RunState(run[0], run[1], list(run[2]), tables)
+
+
+def save_table(conn: psycopg.Connection, t: TableState) -> None:
+    """Part of the batch's transaction: the position covers exactly its rows."""
+    conn.execute(
+        f"UPDATE {STATE_SCHEMA}.tables SET status = %s, consumed = %s, last_id = %s, "
+        "rows = %s, quarantined = %s, expected = %s, changes = %s, unmapped = %s, "
+        "started_at = coalesce(started_at, now()), updated_at = now(), "
+        "finished_at = CASE WHEN %s = 'done' THEN now() END WHERE table_name = %s",
+        [t.status, t.consumed, t.last_id, t.rows, t.quarantined, t.expected,
+         Jsonb(t.changes), Jsonb(t.unmapped), t.status, t.table])
+    conn.execute(f"UPDATE {STATE_SCHEMA}.run SET updated_at = now()")
+
+
+def mark_step_done(conn: psycopg.Connection, step: str) -> None:
+    conn.execute(f"UPDATE {STATE_SCHEMA}.run SET steps_done = array_append(steps_done, %s), "
+                 "updated_at = now()", [step])
+
+
+def finish_run(conn: psycopg.Connection) -> None:
+    conn.execute(f"UPDATE {STATE_SCHEMA}.run SET finished_at = now(), updated_at = now()")
+
+
+def run_finished(conn: psycopg.Connection) -> bool:
+    if not state_exists(conn):
+        return False
+    row = conn.execute(f"SELECT finished_at IS NOT NULL FROM {STATE_SCHEMA}.run").fetchone()
+    return bool(row and row[0])
+
+
+class CheckpointFileError(Exception):
+    """migration-checkpoint.json exists but cannot be read."""
+
+
+def read_checkpoint_file(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointFileError(
+            f"Invalid checkpoint file {path} ({exc}).\n"
+            "Recovery (runbook Appendix A, 'Checkpoint File Corrupted'):\n"
+            f"  mv {path.name} {path.name}.corrupted\n"
+            "  cockpit migrate\n"
+            "The authoritative checkpoint lives in PostgreSQL (schema "
+            f"{STATE_SCHEMA}), so the run resumes from there with no loss and no "
+            "duplicate; the file is rewritten.") from None
+
+
+def write_checkpoint_file(path: Path, state: RunState, target: str) -> None:
+    """Atomically (temp file + rename): a reader never sees half a file."""
+    data = {
+        "currentTable": state.current_table,
+        "totalRecordsMigrated": state.total_records,
+        "source": state.source,
+        "target": target,
+        "startedAt": state.started_at.isoformat(),
+        "updatedAt": dt.datetime.now(dt.UTC).isoformat(),
+        "tables": {
+            t.table: {
+                "status": t.status, "collection": t.collection, "lastId": t.last_id,
+                "consumed": t.consumed, "rows": t.rows, "quarantined": t.quarantined,
+                "expected": t.expected,
+                "updatedAt": t.updated_at.isoformat() if t.updated_at else None,
+            } for t in state.tables.values()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

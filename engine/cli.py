@@ -1,0 +1,167 @@
+"""Headless command line: `cockpit <command>` or `python -m engine <command>`.
+
+Exit codes: 0 success; 1 failure; 2 wrong usage; 3 completed with quarantined
+records (or validation failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+import psycopg
+
+from engine import schema_ddl
+from engine.console import ConsoleRenderer
+from engine.control import MigrationControl
+from engine.mapping import nextcrm
+from engine.migrate import Migration, MigrationSettings, Outcome
+from engine.redact import redact_text, redact_url
+from engine.sources import SourceError, open_source
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mongo", default=os.environ.get("STAGING_MONGODB_URL"),
+                   help="source MongoDB URL (default: $STAGING_MONGODB_URL)")
+    p.add_argument("--dump", help="a mongodump folder (the dump root or its database folder)")
+    p.add_argument("--db", help="database name (default: from the URL, or the dump's only one)")
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--postgres", default=os.environ.get("STAGING_POSTGRESQL_URL"),
+                   help="target PostgreSQL URL (default: $STAGING_POSTGRESQL_URL)")
+
+
+def add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, default=Path.cwd(),
+                   help="where checkpoint, error logs and reports go (default: here)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cockpit", description="NextCRM MongoDB -> PostgreSQL migration. "
+        "Without a command: the cockpit (TUI).")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    schema = sub.add_parser("schema", help="target schema commands")
+    schema_sub = schema.add_subparsers(dest="schema_command", metavar="action", required=True)
+    deploy = schema_sub.add_parser("deploy", help="create the NextCRM schema (= prisma migrate "
+                                   "deploy): 39 tables, 121 indexes, 52 foreign keys")
+    add_target_args(deploy)
+    deploy.add_argument("--force", action="store_true",
+                        help="drop and recreate even if tables hold rows (all rows are lost)")
+
+    migrate = sub.add_parser("migrate", help="migrate (= pnpm migrate:mongo-to-postgres); "
+                             "resumes from the checkpoint if there is one")
+    add_source_args(migrate)
+    add_target_args(migrate)
+    add_run_dir(migrate)
+    migrate.add_argument("--batch-size", type=int, help="documents per batch and checkpoint")
+
+    gen = sub.add_parser("generate", help="write a realistic NextCRM dataset")
+    gen.add_argument("--scale", type=float, default=1.0, help="1.0 ~ 125,430 documents")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--dirt", type=float, default=0.002,
+                     help="share of documents given real-world dirt (default 0.002)")
+    target = gen.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="write a mongodump folder here")
+    target.add_argument("--mongo", help="write into this MongoDB")
+    gen.add_argument("--db", default="nextcrm")
+    gen.add_argument("--gzip", action="store_true", help="gzip the .bson files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    handler = {"schema": cmd_schema, "migrate": cmd_migrate, "generate": cmd_generate}
+    return handler[args.command](args)
+
+
+def need_postgres(args: argparse.Namespace) -> str:
+    if not args.postgres:
+        print("❌ No target: give --postgres URL or set STAGING_POSTGRESQL_URL", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    return args.postgres
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    url = need_postgres(args)
+    print(f"Deploying the NextCRM schema to {redact_url(url)}")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            counts = schema_ddl.deploy(conn, nextcrm(), force=args.force)
+    except schema_ddl.SchemaError as exc:
+        print(f"❌ {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except psycopg.Error as exc:
+        print(f"❌ PostgreSQL: {redact_text(str(exc)).strip()}", file=sys.stderr)
+        return EXIT_FAILED
+    m = nextcrm()
+    print_schema_verification(counts, len(m.tables), len(m.indexes), len(m.foreign_keys))
+    ok = (counts.tables, counts.secondary_indexes, counts.foreign_keys) == (
+        len(m.tables), len(m.indexes), len(m.foreign_keys))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def print_schema_verification(c: schema_ddl.CatalogCounts, tables: int, indexes: int,
+                              fks: int) -> None:
+    def mark(ok: bool) -> str:
+        return "✓" if ok else "✗"
+
+    print("Verification (live catalog, runbook 5.1 Step 3):")
+    print(f"  {mark(c.tables == tables)} tables: {c.tables} (expected {tables}: "
+          f"{tables - 10} entity + 10 junction)")
+    print(f"  {mark(c.secondary_indexes == indexes)} indexes: {c.indexes} in pg_indexes = "
+          f"{c.secondary_indexes} secondary (expected {indexes}) + "
+          f"{c.indexes - c.secondary_indexes} primary keys")
+    print(f"  {mark(c.foreign_keys == fks)} foreign keys: {c.foreign_keys} (expected {fks})")
+    print(f"  {mark(c.enums == 10)} enum types: {c.enums}")
+    print(f"  {'✓' if c.vector_extension else '-'} extension vector: "
+          f"{c.vector_extension or 'not available on this server'}")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    url = need_postgres(args)
+    try:
+        source = open_source(args.mongo, args.dump, args.db)
+    except SourceError as exc:
+        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    control = MigrationControl()
+    # Ctrl+C pauses: the batch in flight commits or rolls back whole, the
+    # checkpoint is saved, and the run exits 0; running again resumes.
+    previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
+    try:
+        migration = Migration(source, MigrationSettings(url, args.run_dir, args.batch_size),
+                              [ConsoleRenderer()], control)
+        outcome = migration.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        source.close()
+    return {Outcome.FINISHED: EXIT_OK, Outcome.PAUSED: EXIT_OK,
+            Outcome.FINISHED_WITH_QUARANTINE: EXIT_QUARANTINED}.get(outcome, EXIT_FAILED)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from engine.generate import Generator
+
+    gen = Generator(args.scale, args.seed, args.dirt)
+    total = sum(gen.counts.values())
+    if args.out:
+        print(f"Writing {total:,} documents (scale {args.scale}) to {args.out / args.db}")
+        dataset = gen.write_dump(args.out, args.db, gz=args.gzip)
+    else:
+        print(f"Writing {total:,} documents (scale {args.scale}) to {redact_url(args.mongo)}")
+        dataset = gen.write_mongo(args.mongo, args.db)
+    print(f"✓ {dataset.total:,} documents in {len(dataset.counts)} collections")
+    print("  dirt: " + ", ".join(f"{k} {v}" for k, v in sorted(dataset.dirt.items())))
+    return EXIT_OK

@@ -1,0 +1,144 @@
+"""The headless renderer: prints engine events like the runbook's
+"Example Console Output"."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from engine import events
+
+BAR = 20
+
+
+def bar(done: int, total: int) -> str:
+    frac = min(1.0, done / total) if total else 1.0
+    full = int(frac * BAR)
+    return "[" + "█" * full + "─" * (BAR - full) + f"] {frac * 100:3.0f}%"
+
+
+def duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.1f}s"
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+class ConsoleRenderer:
+    """An event sink that writes plain text; a progress line per batch on a TTY."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self.table_started = 0.0
+        self.table_base = 0
+        self.quarantined = 0
+        self.documents = 0
+
+    def line(self, text: str = "") -> None:
+        if self.tty:
+            self.out.write("\r\x1b[2K")
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def __call__(self, event: events.Event) -> None:  # noqa: C901 - one branch per event
+        match event:
+            case events.PlanReady():
+                self.line("🚀 NextCRM MongoDB → PostgreSQL Migration")
+                self.line("==========================================")
+                self.line(f"   Source: {event.source}")
+                self.line(f"   Target: {event.target}")
+                entity = sum(1 for t in event.tables if t.phase < 3)
+                junction = len(event.tables) - entity
+                self.line("\n📋 Migration Plan:")
+                self.line(f"   - Total tables: {len(event.tables)} ({entity} entity tables "
+                          f"+ {junction} junction tables)")
+                self.line(f"   - Documents in source: {sum(t.expected for t in event.tables):,}")
+                self.line(f"   - Batch size: {event.batch_size:,} records")
+                if event.resumed:
+                    done = [t.table for t in event.tables if t.done]
+                    self.line(f"\n📊 Checkpoint found: Resuming from {event.current_table} "
+                              f"({event.records_done:,} records already migrated)")
+                    if done:
+                        self.line(f"🔄 Skipping completed tables: {', '.join(done)}")
+            case events.PhaseStarted():
+                self.line(f"\n🔄 Phase {event.number}: {event.title}")
+            case events.TableStarted():
+                self.table_started = time.monotonic()
+                self.table_base = event.rows + event.quarantined
+                if event.rows:
+                    self.line(f"   🔄 Continuing: {event.table} ({event.rows:,} already)")
+            case events.BatchCommitted():
+                self.documents += event.batch_rows + event.batch_quarantined
+                if self.tty:
+                    done = event.rows + event.quarantined
+                    elapsed = time.monotonic() - self.table_started
+                    rate = (done - self.table_base) / elapsed if elapsed > 0 else 0.0
+                    eta = (event.expected - done) / rate if rate > 0 else 0.0
+                    self.out.write(f"\r\x1b[2K   🔄 {event.table} {bar(done, event.expected)} "
+                                   f"({done:,}/{event.expected:,}) | {rate:,.0f} rec/s | "
+                                   f"ETA: {duration(max(0.0, eta))}")
+                    self.out.flush()
+            case events.TableFinished():
+                rate = (event.rows + event.quarantined) / event.seconds if event.seconds else 0
+                q = f", {event.quarantined} quarantined" if event.quarantined else ""
+                mark = "⚠" if event.quarantined else "✓"
+                self.line(f"   {mark} {event.table} ({event.rows:,} records{q}) - "
+                          f"{duration(event.seconds)} ({rate:,.0f} rec/s)")
+            case events.TableSkipped():
+                self.line(f"   ⏭ {event.table} (done before: {event.rows:,} records)")
+            case events.DocumentQuarantined():
+                self.quarantined += 1
+            case events.JunctionFilled():
+                notes = []
+                if event.dangling:
+                    notes.append(f"{event.dangling} dangling pair(s) skipped")
+                if event.one_sided:
+                    notes.append(f"{event.one_sided} pair(s) held by one side only")
+                extra = f" - {'; '.join(notes)}" if notes else ""
+                self.line(f"   ✓ {event.table} ({event.rows:,} pairs){extra}")
+            case events.StepDone():
+                detail = f": {event.detail}" if event.detail else f" ({event.count})"
+                self.line(f"   ✓ {event.title}{detail}")
+            case events.Notice():
+                icon = {"warning": "⚠", "error": "❌"}.get(event.level, "ℹ")
+                self.line(f"{icon}  {event.text}")
+            case events.MigrationPaused():
+                self.line("\n⏸️  Migration paused")
+                self.line("💾 Saving checkpoint...")
+                self.line(f"✓ Checkpoint saved to {event.checkpoint_path}")
+                self.line(f"📊 Progress: {event.percent:.0f}% complete ({event.tables_done}/"
+                          f"{event.tables_total} tables, {event.total_records:,} records "
+                          "migrated)")
+                self.line("🔄 To resume, run: cockpit migrate (same --mongo/--dump and "
+                          "--postgres)")
+            case events.MigrationFinished():
+                self._finished(event)
+            case events.MigrationFailed():
+                self.line(f"\n❌ Migration failed: {event.message}")
+                if event.hint:
+                    self.line(f"   What to do: {event.hint}")
+
+    def _finished(self, event: events.MigrationFinished) -> None:
+        pct = 100.0 * event.quarantined / event.documents if event.documents else 0.0
+        speed = event.documents / event.seconds if event.seconds else 0.0
+        if event.quarantined:
+            self.line("\n⚠️  Migration completed with quarantined records")
+        else:
+            self.line("\n🎉 Migration Complete!")
+        self.line(f"   - Total records: {event.total_records:,}")
+        self.line(f"   - Duration: {duration(event.seconds)}")
+        self.line(f"   - Speed: {speed:,.0f} records/second")
+        self.line(f"   - Errors: {event.quarantined:,} records ({pct:.2f}%) quarantined")
+        self.line("\n💾 Checkpoint file deleted (migration finished)")
+        self.line(f"📊 Report: {event.report_path}")
+        if event.quarantined:
+            self.line("📊 See migration-errors.log for the quarantined documents and reasons")
+        self.line("\nNext steps:")
+        self.line("  1. Run validation: cockpit validate")
+        self.line("  2. Review migration-errors.log" if event.quarantined
+                  else "  2. Review the report")
+        self.line("  3. Test the application against PostgreSQL")

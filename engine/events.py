@@ -1,0 +1,157 @@
+"""What the engine reports, as plain dataclasses. Renderers subscribe to these;
+the engine never knows who listens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    table: str
+    collection: str | None
+    phase: int  # 1 lookup, 2 core entity, 3 junction
+    expected: int  # source documents (junctions: 0 until filled)
+    done: bool = False
+    rows: int = 0
+    quarantined: int = 0
+
+
+@dataclass(frozen=True)
+class PlanReady:
+    tables: tuple[TablePlan, ...]
+    batch_size: int
+    source: str
+    target: str
+    resumed: bool
+    current_table: str | None
+    records_done: int
+    source_only: tuple[str, ...] = ()  # collections with no mapping
+    missing: tuple[str, ...] = ()  # mapped collections absent from the source
+
+
+@dataclass(frozen=True)
+class PhaseStarted:
+    number: int
+    title: str
+
+
+@dataclass(frozen=True)
+class TableStarted:
+    table: str
+    expected: int
+    rows: int  # already migrated (resume)
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class BatchCommitted:
+    table: str
+    rows: int  # table totals after this batch
+    quarantined: int
+    expected: int
+    batch_rows: int
+    batch_quarantined: int
+    total_records: int  # all tables
+
+
+@dataclass(frozen=True)
+class DocumentQuarantined:
+    table: str
+    collection: str
+    object_id: str
+    reason_code: str
+    message: str
+    document: str  # MongoDB extended JSON
+
+
+@dataclass(frozen=True)
+class TableFinished:
+    table: str
+    rows: int
+    quarantined: int
+    seconds: float
+    changes: dict[str, int] = field(default_factory=dict)
+    unmapped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableSkipped:
+    table: str
+    rows: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """A post-load step: an index or FK created, references fixed, duplicates set aside."""
+
+    phase: int
+    title: str
+    detail: str = ""
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class JunctionFilled:
+    table: str
+    rows: int
+    dangling: int  # pairs naming a row that is not in the target
+    one_sided: int  # pairs only one side's array held
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    path: str
+    current_table: str | None
+    total_records: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    level: str  # info | warning | error
+    text: str
+
+
+@dataclass(frozen=True)
+class MigrationPaused:
+    percent: float
+    tables_done: int
+    tables_total: int
+    total_records: int
+    checkpoint_path: str
+
+
+@dataclass(frozen=True)
+class MigrationFinished:
+    total_records: int
+    quarantined: int
+    seconds: float
+    documents: int  # source documents read
+    report_path: str
+
+
+@dataclass(frozen=True)
+class MigrationFailed:
+    message: str
+    hint: str = ""
+
+
+Event = (PlanReady | PhaseStarted | TableStarted | BatchCommitted | DocumentQuarantined
+         | TableFinished | TableSkipped | StepDone | JunctionFilled | CheckpointSaved | Notice
+         | MigrationPaused | MigrationFinished | MigrationFailed)
+Sink = Callable[[Event], None]
+
+
+class RecordingSink:
+    """Keeps every event: for tests and for replaying a run."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]

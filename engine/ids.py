@@ -1,0 +1,48 @@
+"""ObjectId <-> UUID, deterministic and reversible.
+
+The UUID is an RFC 9562 version 8 UUID whose custom bits hold the 12 ObjectId
+bytes in order, so sorting UUIDs in PostgreSQL sorts by ObjectId too:
+
+    bits 0-47    ObjectId bits 0-47 (timestamp + start of the random part)
+    bits 48-51   version (0b1000)
+    bits 52-63   ObjectId bits 48-59
+    bits 64-65   variant (0b10)
+    bits 66-101  ObjectId bits 60-95
+    bits 102-127 zero
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from bson import ObjectId
+
+_LOW36 = (1 << 36) - 1
+_LOW26 = (1 << 26) - 1
+_VERSION_VARIANT = (0x8 << 76) | (0b10 << 62)
+
+
+def object_id_bytes_to_uuid_bytes(oid: bytes) -> bytes:
+    """The 16 UUID bytes for 12 ObjectId bytes (the hot path of the loader)."""
+    o = int.from_bytes(oid, "big")
+    u = ((o >> 48) << 80) | (((o >> 36) & 0xFFF) << 64) | ((o & _LOW36) << 26) | _VERSION_VARIANT
+    return u.to_bytes(16, "big")
+
+
+def object_id_to_uuid(oid: ObjectId | str | bytes) -> uuid.UUID:
+    """UUID for an ObjectId (or its 24-hex string, or its 12 bytes)."""
+    if isinstance(oid, str):
+        oid = ObjectId(oid)
+    raw = oid.binary if isinstance(oid, ObjectId) else bytes(oid)
+    if len(raw) != 12:
+        raise ValueError(f"an ObjectId has 12 bytes, got {len(raw)}")
+    return uuid.UUID(bytes=object_id_bytes_to_uuid_bytes(raw))
+
+
+def uuid_to_object_id(value: uuid.UUID | str) -> ObjectId:
+    """The ObjectId a UUID made by object_id_to_uuid came from."""
+    u = value.int if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).int
+    if (u >> 76) & 0xF != 0x8 or (u >> 62) & 0b11 != 0b10 or u & _LOW26:
+        raise ValueError(f"{value} was not made from an ObjectId")
+    o = ((u >> 80) << 48) | (((u >> 64) & 0xFFF) << 36) | ((u >> 26) & _LOW36)
+    return ObjectId(o.to_bytes(12, "big"))

@@ -1,0 +1,121 @@
+"""After the bulk load, set-wise in SQL: duplicate unique keys, dangling
+references, junction tables, then indexes and foreign keys."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from engine.mapping import ForeignKey, Junction, Mapping
+from engine.schema_ddl import STATE_SCHEMA, ident
+
+# The ObjectId hex inside a UUID made by engine.ids (see its layout).
+OBJECT_ID_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {STATE_SCHEMA}.object_id(u uuid) RETURNS text
+IMMUTABLE LANGUAGE sql AS $$
+  SELECT substr(h, 1, 12) || substr(h, 14, 3)
+         || lpad(to_hex(((('x' || substr(h, 17, 16))::bit(64) << 2) >> 28)::bigint), 9, '0')
+  FROM (SELECT replace(u::text, '-', '') AS h) s
+$$;
+"""
+
+
+@dataclass(frozen=True)
+class RemovedRow:
+    """A loaded row taken out again (it goes to quarantine)."""
+
+    table: str
+    id: uuid.UUID
+    reason_code: str
+    message: str
+
+
+def remove_duplicates(conn: psycopg.Connection, mapping: Mapping) -> list[RemovedRow]:
+    """Unique keys: the first document by _id keeps the value, later ones go."""
+    removed = []
+    for index in mapping.indexes:
+        if not index.unique:
+            continue
+        cols = sql.SQL(" AND ").join(
+            sql.SQL("a.{c} = b.{c}").format(c=ident(c)) for c in index.columns)
+        rows = conn.execute(sql.SQL(
+            "DELETE FROM {t} b WHERE EXISTS (SELECT 1 FROM {t} a WHERE {cols} AND a.id < b.id) "
+            "RETURNING b.id, (SELECT {s}.object_id(a.id) FROM {t} a WHERE {cols} "
+            "ORDER BY a.id LIMIT 1), {vals}").format(
+            t=ident(index.table), cols=cols, s=ident(STATE_SCHEMA),
+            vals=sql.SQL(", ").join(sql.SQL("b.{}").format(ident(c)) for c in index.columns)))
+        for row in rows:
+            what = ", ".join(f"{c}={v!r}" for c, v in zip(index.columns, row[2:], strict=True))
+            removed.append(RemovedRow(index.table, row[0], "duplicate_unique_key",
+                                      f"{what} already belongs to ObjectId({row[1]}) "
+                                      f"(unique index {index.name}; the first by _id is kept)"))
+    return removed
+
+
+def fix_dangling(conn: psycopg.Connection, mapping: Mapping,
+                 fk: ForeignKey) -> tuple[int, list[RemovedRow]]:
+    """References to rows not in the target: set NULL (recorded in
+    adjustments) or remove the row, as the mapping's rules say."""
+    table = mapping.tables[fk.table]
+    policy = mapping.rules.dangling_policy(fk, table.column(fk.column))
+    missing = sql.SQL("t.{c} IS NOT NULL AND NOT EXISTS "
+                      "(SELECT 1 FROM {r} r WHERE r.{rc} = t.{c})").format(
+        c=ident(fk.column), r=ident(fk.ref_table), rc=ident(fk.ref_column))
+    if policy == "set_null":
+        cur = conn.execute(sql.SQL("""
+            WITH bad AS (SELECT t.id, t.{c} AS original FROM {t} t WHERE {missing}),
+                 upd AS (UPDATE {t} t SET {c} = NULL FROM bad WHERE t.id = bad.id
+                         RETURNING t.id, bad.original)
+            INSERT INTO {s}.adjustments (table_name, object_id, column_name, rule, original)
+            SELECT {tn}, {s}.object_id(id), {cn}, 'dangling_reference_set_null',
+                   {s}.object_id(original) FROM upd""").format(
+            c=ident(fk.column), t=ident(fk.table), missing=missing, s=ident(STATE_SCHEMA),
+            tn=sql.Literal(fk.table), cn=sql.Literal(fk.column)))
+        return cur.rowcount, []
+    rows = conn.execute(sql.SQL(
+        "DELETE FROM {t} t WHERE {missing} RETURNING t.id, {s}.object_id(t.{c})").format(
+        t=ident(fk.table), missing=missing, s=ident(STATE_SCHEMA), c=ident(fk.column)))
+    removed = [RemovedRow(fk.table, r[0], "dangling_reference",
+                          f"{fk.column} points at {fk.ref_table} ObjectId({r[1]}), which is not "
+                          f"in the target (missing in the source or quarantined)")
+               for r in rows]
+    return len(removed), removed
+
+
+@dataclass(frozen=True)
+class JunctionResult:
+    rows: int
+    dangling: int
+    one_sided: int
+    dangling_examples: tuple[str, ...]
+
+
+def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResult:
+    """The union of both sides' arrays, deduplicated; pairs naming a row that
+    is not in the target are counted and skipped."""
+    params = {"j": junction.table}
+    exists = sql.SQL("EXISTS (SELECT 1 FROM {l} x WHERE x.id = p.left_id) AND "
+                     "EXISTS (SELECT 1 FROM {r} y WHERE y.id = p.right_id)").format(
+        l=ident(junction.left_table), r=ident(junction.right_table))
+    pairs = sql.SQL("{s}.junction_pairs").format(s=ident(STATE_SCHEMA))
+    inserted = conn.execute(sql.SQL(
+        "INSERT INTO {j} ({lc}, {rc}) SELECT DISTINCT p.left_id, p.right_id FROM {pairs} p "
+        "WHERE p.junction = %(j)s AND {exists} ON CONFLICT DO NOTHING").format(
+        j=ident(junction.table), lc=ident(junction.left_column),
+        rc=ident(junction.right_column), pairs=pairs, exists=exists), params).rowcount
+    dangling = conn.execute(sql.SQL(
+        "SELECT DISTINCT {s}.object_id(p.left_id), {s}.object_id(p.right_id) FROM {pairs} p "
+        "WHERE p.junction = %(j)s AND NOT ({exists})").format(
+        s=ident(STATE_SCHEMA), pairs=pairs, exists=exists), params).fetchall()
+    one_sided = 0
+    if len(junction.sources) > 1:
+        one_sided = conn.execute(sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {pairs} p WHERE p.junction = %(j)s "
+            "GROUP BY p.left_id, p.right_id HAVING count(DISTINCT p.side) = 1) x").format(
+            pairs=pairs), params).fetchone()[0]  # type: ignore[index]
+    examples = tuple(f"{junction.left_column}={a} {junction.right_column}={b}"
+                     for a, b in dangling[:5])
+    return JunctionResult(inserted, len(dangling), one_sided, examples)

@@ -1,0 +1,183 @@
+"""DDL for the target schema, built from the mapping, and `schema deploy`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from engine.mapping import ForeignKey, Index, Mapping, Table
+
+STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
+
+
+class SchemaError(Exception):
+    """The target is not in a state the command can work with (message says why)."""
+
+
+def ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+def create_enum(name: str, values: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+        ident(name), sql.SQL(", ").join(sql.Literal(v) for v in values))
+
+
+def create_table(table: Table) -> sql.Composed:
+    cols = []
+    for c in table.columns:
+        pg_type = sql.Identifier(c.pg_type) if c.kind == "enum" else sql.SQL(c.pg_type)
+        parts = [ident(c.name), pg_type]
+        if c.not_null:
+            parts.append(sql.SQL("NOT NULL"))
+        if c.sql_default:
+            parts.append(sql.SQL("DEFAULT " + c.sql_default))
+        cols.append(sql.SQL(" ").join(parts))
+    pk = sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
+        ident(f"{table.name}_pkey"), sql.SQL(", ").join(map(ident, table.primary_key)))
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+        ident(table.name), sql.SQL(", ").join([*cols, pk]))
+
+
+def create_index(index: Index) -> sql.Composed:
+    return sql.SQL("CREATE {}INDEX IF NOT EXISTS {} ON {} ({})").format(
+        sql.SQL("UNIQUE " if index.unique else ""), ident(index.name), ident(index.table),
+        sql.SQL(", ").join(map(ident, index.columns)))
+
+
+def add_foreign_key(fk: ForeignKey) -> sql.Composed:
+    return sql.SQL(
+        "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) "
+        "ON DELETE {} ON UPDATE CASCADE").format(
+        ident(fk.table), ident(fk.name), ident(fk.column), ident(fk.ref_table),
+        ident(fk.ref_column), sql.SQL(fk.on_delete))
+
+
+def drop_foreign_key(fk: ForeignKey) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+        ident(fk.table), ident(fk.name))
+
+
+def drop_index(index: Index) -> sql.Composed:
+    return sql.SQL("DROP INDEX IF EXISTS {}").format(ident(index.name))
+
+
+@dataclass(frozen=True)
+class CatalogCounts:
+    """What the live catalog of schema public holds (runbook 5.1 Step 3)."""
+
+    tables: int
+    indexes: int  # every index, primary keys included (pg_indexes)
+    secondary_indexes: int  # indexes that do not back a primary key
+    foreign_keys: int
+    enums: int
+    vector_extension: str | None  # installed version, if any
+
+
+def catalog_counts(conn: psycopg.Connection) -> CatalogCounts:
+    row = conn.execute("""
+        SELECT
+          (SELECT count(*) FROM information_schema.tables
+            WHERE table_schema = 'public' AND table_type = 'BASE TABLE'),
+          (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'),
+          (SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND NOT i.indisprimary),
+          (SELECT count(*) FROM information_schema.table_constraints
+            WHERE table_schema = 'public' AND constraint_type = 'FOREIGN KEY'),
+          (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+            WHERE n.nspname = 'public' AND t.typtype = 'e'),
+          (SELECT extversion FROM pg_extension WHERE extname = 'vector')
+    """).fetchone()
+    assert row is not None
+    return CatalogCounts(*row)
+
+
+def existing_tables(conn: psycopg.Connection, mapping: Mapping) -> list[str]:
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = 'public' AND table_name = ANY(%s)", [list(mapping.tables)])
+    return [r[0] for r in rows]
+
+
+def tables_with_rows(conn: psycopg.Connection, names: list[str]) -> list[str]:
+    full = []
+    for name in names:
+        q = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident(name))
+        if conn.execute(q).fetchone()[0]:  # type: ignore[index]
+            full.append(name)
+    return full
+
+
+def existing_constraints(conn: psycopg.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+        "WHERE n.nspname = 'public' AND c.contype = 'f'")
+    return {r[0] for r in rows}
+
+
+def vector_available(conn: psycopg.Connection) -> bool:
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')"
+    ).fetchone()[0]  # type: ignore[index]
+
+
+def drop_all(conn: psycopg.Connection, mapping: Mapping) -> None:
+    for name in reversed(mapping.load_order()):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(ident(name)))
+    for name in mapping.enums:
+        conn.execute(sql.SQL("DROP TYPE IF EXISTS {}").format(ident(name)))
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident(STATE_SCHEMA)))
+
+
+def deploy(conn: psycopg.Connection, mapping: Mapping, *, force: bool = False,
+           with_constraints: bool = True) -> CatalogCounts:
+    """Create the schema (idempotent). Refuses a target holding rows unless force.
+
+    with_constraints=False leaves out secondary indexes and foreign keys: the
+    loader adds them after the bulk load.
+    """
+    with conn.transaction():
+        present = existing_tables(conn, mapping)
+        full = tables_with_rows(conn, present)
+        if full and not force:
+            raise SchemaError(
+                f"the target already holds rows in {len(full)} table(s) "
+                f"({', '.join(full[:5])}{', ...' if len(full) > 5 else ''}); "
+                "nothing was changed. Use --force to drop and recreate the schema "
+                "(all its rows are lost), or point --postgres at an empty database.")
+        if force:
+            drop_all(conn, mapping)
+        if vector_available(conn):
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        have_types = {r[0] for r in conn.execute(
+            "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = 'public' AND t.typtype = 'e'")}
+        for name, values in mapping.enums.items():
+            if name not in have_types:
+                conn.execute(create_enum(name, values))
+        for name in mapping.load_order():
+            conn.execute(create_table(mapping.tables[name]))
+        if with_constraints:
+            create_constraints(conn, mapping)
+    return catalog_counts(conn)
+
+
+def create_constraints(conn: psycopg.Connection, mapping: Mapping) -> None:
+    """Secondary indexes and foreign keys, skipping those already there."""
+    for index in mapping.indexes:
+        conn.execute(create_index(index))
+    have = existing_constraints(conn)
+    for fk in mapping.foreign_keys:
+        if fk.name not in have:
+            conn.execute(add_foreign_key(fk))
+
+
+def drop_constraints(conn: psycopg.Connection, mapping: Mapping) -> None:
+    """Drop secondary indexes and foreign keys before a bulk load."""
+    for fk in mapping.foreign_keys:
+        conn.execute(drop_foreign_key(fk))
+    for index in mapping.indexes:
+        conn.execute(drop_index(index))

@@ -1,0 +1,269 @@
+"""Where documents come from: a live MongoDB (pymongo) or a mongodump folder.
+
+Both give batches of decoded documents with a Position after each document,
+so a resume continues exactly after the last committed one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import bson
+import pymongo
+from bson import ObjectId
+from bson.codec_options import CodecOptions, DatetimeConversion
+
+from engine.redact import redact_url
+
+# Naive UTC datetimes; dates outside Python's range come back as DatetimeMS
+# (and are quarantined) instead of failing the whole batch.
+CODEC = CodecOptions(tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+
+
+class SourceError(Exception):
+    """The source cannot be read (message says what to do)."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a collection's read stands: documents consumed and the last _id."""
+
+    consumed: int = 0
+    last_id: str | None = None  # extended JSON of the last _id
+
+    def to_json(self) -> dict:
+        return {"consumed": self.consumed, "last_id": self.last_id}
+
+
+def id_json(value: object) -> str:
+    return bson.json_util.dumps(value)
+
+
+class Source(Protocol):
+    description: str
+
+    def collection_names(self) -> list[str]: ...
+
+    def count(self, collection: str) -> int: ...
+
+    def batches(self, collection: str, start: Position,
+                batch_size: int) -> Iterator[list[dict]]: ...
+
+    def fetch(self, collection: str, ids: list[object]) -> list[dict]: ...
+
+    def close(self) -> None: ...
+
+
+class MongoSource:
+    """A live MongoDB server. Reads each collection through one cursor in _id
+    order; a resume continues with _id > last committed."""
+
+    def __init__(self, url: str, database: str | None = None) -> None:
+        self.description = redact_url(url)
+        self.client: pymongo.MongoClient = pymongo.MongoClient(
+            url, serverSelectionTimeoutMS=10_000, document_class=dict, tz_aware=False,
+            datetime_conversion=DatetimeConversion.DATETIME_AUTO, appname="migration-cockpit")
+        name = database or pymongo.uri_parser.parse_uri(url).get("database") or "nextcrm"
+        self.db = self.client.get_database(name, codec_options=CODEC)
+        self.database = name
+
+    def ping(self) -> None:
+        try:
+            self.client.admin.command("ping")
+        except pymongo.errors.PyMongoError as exc:
+            raise SourceError(f"MongoDB at {self.description} does not answer: {exc}. "
+                              "Check the URL (--mongo / STAGING_MONGODB_URL) and that the "
+                              "server is up.") from None
+
+    def collection_names(self) -> list[str]:
+        return sorted(n for n in self.db.list_collection_names() if not n.startswith("system."))
+
+    def count(self, collection: str) -> int:
+        return self.db[collection].estimated_document_count()
+
+    def exact_count(self, collection: str) -> int:
+        return self.db[collection].count_documents({})
+
+    def batches(self, collection: str, start: Position,
+                batch_size: int) -> Iterator[list[dict]]:
+        query: dict = {}
+        skip = 0
+        if start.last_id is not None:
+            last = bson.json_util.loads(start.last_id)
+            if isinstance(last, ObjectId):
+                query = {"_id": {"$gt": last}}
+            else:  # $gt brackets by BSON type; other _id types resume by count
+                skip = start.consumed
+        cursor = (self.db[collection].find(query).sort("_id", 1)
+                  .skip(skip).batch_size(batch_size))
+        try:
+            batch: list[dict] = []
+            for doc in cursor:
+                batch.append(doc)
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+        finally:
+            cursor.close()
+
+    def fetch(self, collection: str, ids: list[object]) -> list[dict]:
+        out: list[dict] = []
+        for i in range(0, len(ids), 10_000):
+            out.extend(self.db[collection].find({"_id": {"$in": ids[i:i + 10_000]}}))
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class DumpSource:
+    """A mongodump folder: DIR/<db>/<collection>.bson[.gz] (+ .metadata.json).
+
+    Streams each file in its stored order with constant memory; a resume skips
+    the documents already consumed by their length prefix, without decoding.
+    """
+
+    def __init__(self, path: str | Path, database: str | None = None) -> None:
+        root = Path(path)
+        if not root.is_dir():
+            raise SourceError(f"{root} is not a folder; --dump takes the folder mongodump "
+                              "wrote (or the database folder inside it)")
+        self.folder = self._database_folder(root, database)
+        self.database = self.folder.name
+        self.description = f"mongodump {self.folder}"
+        self._counts: dict[str, int] = {}
+
+    @staticmethod
+    def _database_folder(root: Path, database: str | None) -> Path:
+        def has_bson(p: Path) -> bool:
+            return any(p.glob("*.bson")) or any(p.glob("*.bson.gz"))
+
+        if database:
+            folder = root / database
+            if folder.is_dir():
+                return folder
+            if root.name == database and has_bson(root):
+                return root
+            raise SourceError(f"no database folder {database!r} in {root}")
+        if has_bson(root):
+            return root
+        subs = [p for p in sorted(root.iterdir()) if p.is_dir() and has_bson(p)
+                and p.name not in ("admin", "config", "local")]
+        if len(subs) == 1:
+            return subs[0]
+        if not subs:
+            raise SourceError(f"no .bson files in {root} or its subfolders: is this a "
+                              "mongodump output folder?")
+        raise SourceError(f"{root} holds several databases ({', '.join(p.name for p in subs)}); "
+                          "choose one with --db")
+
+    def _file(self, collection: str) -> Path:
+        for name in (f"{collection}.bson", f"{collection}.bson.gz"):
+            if (self.folder / name).exists():
+                return self.folder / name
+        raise SourceError(f"no {collection}.bson in {self.folder}")
+
+    def _open(self, collection: str) -> BinaryIO:
+        path = self._file(collection)
+        if path.suffix == ".gz":
+            return io.BufferedReader(gzip.GzipFile(path), 1 << 20)  # type: ignore[arg-type]
+        return path.open("rb", buffering=1 << 20)
+
+    def collection_names(self) -> list[str]:
+        names = {p.name.removesuffix(".gz").removesuffix(".bson")
+                 for p in self.folder.iterdir() if p.name.endswith((".bson", ".bson.gz"))}
+        return sorted(names)
+
+    def metadata(self, collection: str) -> dict:
+        path = self.folder / f"{collection}.metadata.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def count(self, collection: str) -> int:
+        if collection not in self._counts:
+            with self._open(collection) as fh:
+                self._counts[collection] = _count_documents(fh)
+        return self._counts[collection]
+
+    exact_count = count
+
+    def batches(self, collection: str, start: Position,
+                batch_size: int) -> Iterator[list[dict]]:
+        with self._open(collection) as fh:
+            chunk: list[bytes] = []
+            for raw in _raw_documents(fh, skip=start.consumed):
+                chunk.append(raw)
+                if len(chunk) >= batch_size:
+                    yield bson.decode_all(b"".join(chunk), CODEC)
+                    chunk = []
+            if chunk:
+                yield bson.decode_all(b"".join(chunk), CODEC)
+
+    def fetch(self, collection: str, ids: list[object]) -> list[dict]:
+        wanted = {id_json(i) for i in ids}
+        found = []
+        for batch in self.batches(collection, Position(), 10_000):
+            found.extend(d for d in batch if id_json(d.get("_id")) in wanted)
+        return found
+
+    def close(self) -> None:
+        pass
+
+
+def _read_size(fh: BinaryIO, n: int) -> int | None:
+    """The next document's size from its 4-byte prefix; None at the end."""
+    head = fh.read(4)
+    if not head:
+        return None
+    if len(head) < 4:
+        raise SourceError("the .bson file ends in the middle of a document (truncated dump?)")
+    (size,) = struct.unpack("<i", head)
+    if size < 5:
+        raise SourceError(f"corrupt .bson file: document {n} claims {size} bytes")
+    return size
+
+
+def _read_body(fh: BinaryIO, size: int) -> bytes:
+    body = fh.read(size - 4)
+    if len(body) < size - 4:
+        raise SourceError("the .bson file ends in the middle of a document (truncated dump?)")
+    return body
+
+
+def _count_documents(fh: BinaryIO) -> int:
+    n = 0
+    while (size := _read_size(fh, n)) is not None:
+        if fh.seekable():
+            fh.seek(size - 4, io.SEEK_CUR)
+        else:
+            _read_body(fh, size)
+        n += 1
+    return n
+
+
+def _raw_documents(fh: BinaryIO, skip: int = 0) -> Iterator[bytes]:
+    """Each BSON document's bytes; the first `skip` ones are passed over undecoded."""
+    n = 0
+    while (size := _read_size(fh, n)) is not None:
+        body = _read_body(fh, size)
+        if n >= skip:
+            yield struct.pack("<i", size) + body
+        n += 1
+
+
+def open_source(mongo_url: str | None, dump: str | None, database: str | None = None) -> Source:
+    if dump:
+        return DumpSource(dump, database)
+    if mongo_url:
+        src = MongoSource(mongo_url, database)
+        src.ping()
+        return src
+    raise SourceError("no source: give --mongo URL (or set STAGING_MONGODB_URL) or --dump DIR")

@@ -1,0 +1,54 @@
+"""Real servers for every test: embedded PostgreSQL 16 (pgserver) and a
+MongoDB wire server (secantusdb, a separate process), each started once per
+session; every test gets fresh databases."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from engine.local_servers import EmbeddedPostgres, MongoWireServer
+
+_counter = itertools.count()
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "nextcrm"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoWireServer]:
+    log = tmp_path_factory.mktemp("mongo") / "secantusd.log"
+    server = MongoWireServer(":memory:", log_path=log)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: EmbeddedPostgres) -> str:
+    return pg_server.create_database(f"t{os.getpid()}_{next(_counter)}")
+
+
+@pytest.fixture
+def mongo_db(mongo_server: MongoWireServer) -> Iterator[tuple[str, str]]:
+    """(url, database name) of an empty MongoDB database."""
+    name = f"nextcrm_{next(_counter)}"
+    yield mongo_server.url, name
+    with pymongo.MongoClient(mongo_server.url) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The run's working folder (checkpoint, error logs, reports)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
