@@ -20,7 +20,7 @@ from engine.control import MigrationControl
 from engine.mapping import nextcrm
 from engine.migrate import Migration, MigrationSettings, Outcome
 from engine.redact import redact_text, redact_url
-from engine.sources import SourceError, open_source
+from engine.sources import MongoSource, Source, SourceError, open_source
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
 
@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--mongo", help="write into this MongoDB")
     gen.add_argument("--db", default="nextcrm")
     gen.add_argument("--gzip", action="store_true", help="gzip the .bson files")
+    demo = sub.add_parser("demo", help="start both servers here, seed NextCRM data, migrate")
+    demo.add_argument("--scale", type=float, default=0.5,
+                      help="dataset size (1.0 ~ 125,430 documents; default 0.5)")
+    demo.add_argument("--headless", action="store_true", help="console output instead of the TUI")
+    add_run_dir(demo)
     return parser
 
 
@@ -82,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handler = {"schema": cmd_schema, "migrate": cmd_migrate, "generate": cmd_generate}
+    handler = {"schema": cmd_schema, "migrate": cmd_migrate, "generate": cmd_generate,
+               "demo": cmd_demo}
     return handler[args.command](args)
 
 
@@ -136,12 +142,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except SourceError as exc:
         print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
+    return run_migration(source, url, args.run_dir, args.batch_size)
+
+
+def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | None) -> int:
     control = MigrationControl()
     # Ctrl+C pauses: the batch in flight commits or rolls back whole, the
     # checkpoint is saved, and the run exits 0; running again resumes.
     previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
     try:
-        migration = Migration(source, MigrationSettings(url, args.run_dir, args.batch_size),
+        migration = Migration(source, MigrationSettings(url, run_dir, batch_size),
                               [ConsoleRenderer()], control)
         outcome = migration.run()
     finally:
@@ -165,3 +175,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"✓ {dataset.total:,} documents in {len(dataset.counts)} collections")
     print("  dirt: " + ", ".join(f"{k} {v}" for k, v in sorted(dataset.dirt.items())))
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import DEMO_DB, start_demo
+
+    env = start_demo(args.scale)
+    try:
+        print(f"MongoDB:    {redact_url(env.mongo_url)}")
+        print(f"PostgreSQL: {redact_url(env.postgres_url)}")
+        return run_migration(MongoSource(env.mongo_url, DEMO_DB), env.postgres_url,
+                             args.run_dir, None)
+    finally:
+        print("Stopping the demo servers.")
+        env.close()

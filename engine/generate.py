@@ -82,6 +82,10 @@ class Generator:
         self.dataset = Dataset(dict(self.counts))
         self.arrays = self._junction_arrays()
 
+    def stray_id(self) -> ObjectId:
+        """An ObjectId no generated document has (for dangling references)."""
+        return self._object_ids(1)[0]
+
     def _object_ids(self, n: int) -> list[ObjectId]:
         times = sorted(self.rng.randrange(SPAN_S) for _ in range(n))
         epoch = int(START.replace(tzinfo=dt.UTC).timestamp())
@@ -154,7 +158,7 @@ class Generator:
         if "email" in name:
             return f"{first}.{last}.{i}@{rng.choice(COMPANIES).lower()}.example".lower()
         if any(k in name for k in ("phone", "mobile", "fax")):
-            return f"+420 {rng.randrange(100, 999)} {rng.randrange(100, 999)} {rng.randrange(100, 999)}"
+            return "+420 " + " ".join(str(rng.randrange(100, 999)) for _ in range(3))
         if any(k in name for k in ("url", "website", "avatar")):
             return f"https://{rng.choice(COMPANIES).lower()}.example/{rng.randrange(10**6)}"
         if name in ("first_name", "firstname"):
@@ -261,12 +265,12 @@ def _in(*colls: str) -> Callable[[str, dict], bool]:
 def _dangling_optional(g: Generator, coll: str, doc: dict) -> None:
     for f in ("assigned_to", "user", "account", "industry", "section", "created_by"):
         if f in doc and isinstance(doc[f], ObjectId) and coll != "tasksComments":
-            doc[f] = ObjectId()
+            doc[f] = g.stray_id()
             return
 
 
 def _dangling_required(g: Generator, coll: str, doc: dict) -> None:
-    doc["task"] = ObjectId()  # a comment on a task that was deleted
+    doc["task"] = g.stray_id()  # a comment on a task that was deleted
 
 
 def _missing_required(g: Generator, coll: str, doc: dict) -> None:

@@ -157,7 +157,8 @@ class Migration:
         self._plan(resumed)
 
         for phase in (1, 2):
-            tables = [t for t in self.mapping.entity_tables if self.mapping.phase_of(t.name) == phase]
+            tables = [t for t in self.mapping.entity_tables
+                      if self.mapping.phase_of(t.name) == phase]
             self.emit(events.PhaseStarted(phase, PHASE_TITLES[phase]))
             for table in tables:
                 self._migrate_table(conn, table)

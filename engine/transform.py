@@ -7,7 +7,6 @@ can carry makes the whole document Rejected (it goes to quarantine).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 import uuid
@@ -244,11 +243,11 @@ class TableTransformer:
     def __init__(self, table: Table, rules: Rules) -> None:
         self.table = table
         self.stats = TableStats()
-        self.columns = [(c.name, c.source_field or c.name, converter_for(c, rules),
+        self.columns = [(c.source_field or c.name, converter_for(c, rules),
                          c.not_null, default_for(c), self._noter(c.name))
                         for c in table.columns]
         self.arrays = [(s, self._noter(s.field)) for s in table.junction_sources]
-        self.known = {src for _, src, *_ in self.columns} | {
+        self.known = {src for src, *_ in self.columns} | {
             s.field for s in table.junction_sources}
 
     def _noter(self, name: str) -> Note:
@@ -258,7 +257,7 @@ class TableTransformer:
     def transform(self, doc: dict) -> tuple[tuple, list[Pair]]:
         """The row for a document and its junction pairs; raises Rejected."""
         row: list[Any] = []
-        for name, src, convert, not_null, default, note in self.columns:
+        for src, convert, not_null, default, note in self.columns:
             value = doc.get(src)
             if value is None:
                 if not not_null:

@@ -70,7 +70,8 @@ def test_deploy_creates_exactly_the_shared_schema(pg_url: str) -> None:
                         r["on_delete"]) for r in facts("pg_foreign_keys.tsv")}
 
         idx = set(conn.execute("""
-            SELECT c.relname, string_agg(a.attname, ', ' ORDER BY array_position(i.indkey, a.attnum)),
+            SELECT c.relname,
+                   string_agg(a.attname, ', ' ORDER BY array_position(i.indkey, a.attnum)),
                    CASE WHEN i.indisunique THEN 'Y' ELSE 'N' END
             FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
             JOIN pg_class ic ON ic.oid = i.indexrelid

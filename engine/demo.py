@@ -1,0 +1,70 @@
+"""The demo: embedded PostgreSQL and a MongoDB wire server on this machine,
+seeded with a generated NextCRM dataset, ready to migrate."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from engine import schema_ddl
+from engine.generate import Dataset, Generator
+from engine.local_servers import EmbeddedPostgres, MongoWireServer
+from engine.mapping import nextcrm
+
+DEMO_DB = "nextcrm"
+
+
+@dataclass
+class DemoEnvironment:
+    postgres: EmbeddedPostgres
+    mongo: MongoWireServer
+    postgres_url: str
+    mongo_url: str
+    dataset: Dataset
+    folder: Path
+
+    def close(self) -> None:
+        self.mongo.close()
+        self.postgres.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_demo(scale: float, seed: int = 42,
+               progress: Callable[[str], None] = print) -> DemoEnvironment:
+    """Start both servers, seed MongoDB, deploy the schema. Caller closes it."""
+    folder = Path(tempfile.mkdtemp(prefix="cockpit-demo-"))
+    progress("Starting embedded PostgreSQL 16 (pgserver)...")
+    pg = EmbeddedPostgres(folder / "pg")
+    try:
+        progress("Starting the MongoDB wire server (secantusdb, separate process)...")
+        mongo = MongoWireServer(str(folder / "mongo"), log_path=folder / "secantusd.log")
+    except Exception:
+        pg.close()
+        raise
+    try:
+        gen = Generator(scale=scale, seed=seed)
+        total = sum(gen.counts.values())
+        progress(f"Seeding {total:,} NextCRM documents (scale {scale})...")
+        seeded = 0
+
+        def seeded_batch(coll: str, done: int, of: int) -> None:
+            nonlocal seeded
+            if done == of:
+                seeded += of
+                progress(f"  seeded {coll} ({of:,}) - {seeded:,}/{total:,}")
+
+        dataset = gen.write_mongo(mongo.url, DEMO_DB, seeded_batch)
+        pg_url = pg.create_database(DEMO_DB)
+        progress("Deploying the target schema...")
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            schema_ddl.deploy(conn, nextcrm())
+    except Exception:
+        mongo.close()
+        pg.close()
+        raise
+    return DemoEnvironment(pg, mongo, pg_url, mongo.url + DEMO_DB, dataset, folder)
