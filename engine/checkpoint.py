@@ -207,6 +207,5 @@ def write_checkpoint_file(path: Path, state: RunState, target: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
+    # No fsync: this is a mirror; PostgreSQL holds the durable checkpoint.
     os.replace(tmp, path)

@@ -6,16 +6,18 @@ with its checkpoint, or rolled back whole.
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
 
 
 class MigrationControl:
-    """Thread-safe pause / resume / stop requests."""
+    """Pause / resume / stop requests, safe across threads and the engine's
+    worker processes (it is handed to them when they start)."""
 
     def __init__(self) -> None:
-        self._running = threading.Event()
+        ctx = multiprocessing.get_context("spawn")
+        self._running = ctx.Event()
         self._running.set()
-        self._stop = threading.Event()
+        self._stop = ctx.Event()
 
     def pause(self) -> None:
         self._running.clear()

@@ -53,7 +53,7 @@ class BatchCommitted:
     expected: int
     batch_rows: int
     batch_quarantined: int
-    total_records: int  # all tables
+    batch_documents: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class DocumentQuarantined:
     reason_code: str
     message: str
     document: str  # MongoDB extended JSON
+    at: str  # ISO time it was set aside
 
 
 @dataclass(frozen=True)

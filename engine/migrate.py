@@ -3,30 +3,37 @@ post-load steps, with a checkpoint committed alongside every batch."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import enum
+import multiprocessing
+import multiprocessing.queues
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, SimpleQueue
 
 import psycopg
-from bson import ObjectId, json_util
-from bson.json_util import RELAXED_JSON_OPTIONS
 
 from engine import checkpoint, events, post_load, schema_ddl
-from engine.checkpoint import CHECKPOINT_FILE, RunState, TableState
+from engine.checkpoint import CHECKPOINT_FILE, RunState
 from engine.control import MigrationControl
-from engine.copy_loader import copy_isolating_failures, insert_pairs, wire_types
-from engine.error_log import ErrorLog, QuarantineRecord
 from engine.ids import uuid_to_object_id
 from engine.mapping import Mapping, Table, nextcrm
+from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine, quarantined_event
 from engine.redact import redact_text, redact_url
 from engine.report import write_migration_report
 from engine.schema_ddl import STATE_SCHEMA
-from engine.sources import Position, Source, SourceError, id_json
-from engine.transform import Rejected, TableTransformer
+from engine.sources import Source, SourceError
+from engine.table_loader import (
+    Paused,
+    SourceSpec,
+    TableLoader,
+    init_worker,
+    load_in_worker,
+    session_settings,
+)
 
 ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": one migration per target at a time
 
@@ -57,10 +64,7 @@ class MigrationSettings:
     postgres_url: str
     run_dir: Path = field(default_factory=Path.cwd)
     batch_size: int | None = None  # default: the mapping's rules
-
-
-class Paused(Exception):
-    """Raised between batches when the driver asked to stop."""
+    workers: int | None = None  # loader processes; default: one per core
 
 
 class Migration:
@@ -76,8 +80,11 @@ class Migration:
         self.target = redact_url(settings.postgres_url)
         self.checkpoint_path = settings.run_dir / CHECKPOINT_FILE
         self.errors = ErrorLog(settings.run_dir)
+        self.sinks.append(self.errors)
         self.state: RunState | None = None
         self.documents_read = 0
+        self.workers = settings.workers or os.cpu_count() or 1
+        self._file_written = 0.0
 
     def emit(self, event: events.Event) -> None:
         for sink in self.sinks:
@@ -91,6 +98,7 @@ class Migration:
             with psycopg.connect(self.settings.postgres_url, autocommit=True,
                                  application_name="migration-cockpit") as conn:
                 self._lock(conn)
+                session_settings(conn)
                 return self._run(conn, started)
         except Paused:
             return self._paused()
@@ -160,8 +168,8 @@ class Migration:
             tables = [t for t in self.mapping.entity_tables
                       if self.mapping.phase_of(t.name) == phase]
             self.emit(events.PhaseStarted(phase, PHASE_TITLES[phase]))
-            for table in tables:
-                self._migrate_table(conn, table)
+            # Lookup tables are tiny: worker processes would cost more than they save.
+            self._load_tables(conn, tables, parallel=phase == 2)
         self._post_load(conn)
 
         checkpoint.finish_run(conn)
@@ -221,123 +229,77 @@ class Migration:
 
     # -- bulk load ---------------------------------------------------------------
 
-    def _migrate_table(self, conn: psycopg.Connection, table: Table) -> None:
-        assert self.state is not None and table.collection
-        ts = self.state.tables[table.name]
-        if ts.status == "done":
-            self.emit(events.TableSkipped(table.name, ts.rows, ts.quarantined))
+    def _load_tables(self, conn: psycopg.Connection, tables: list[Table],
+                     parallel: bool = True) -> None:
+        """Bulk-load tables: in worker processes (one per core, largest tables
+        first) when there are several cores, else here."""
+        assert self.state is not None
+        todo = [t for t in tables if self.state.tables[t.name].status != "done"]
+        for t in tables:
+            if t not in todo:
+                ts = self.state.tables[t.name]
+                self.emit(events.TableSkipped(t.name, ts.rows, ts.quarantined))
+        if not parallel or self.workers <= 1 or len(todo) <= 1:
+            loader = TableLoader(conn, self.source, self.mapping, self.batch_size,
+                                 self.control, self._on_load_event)
+            for t in todo:
+                loader.load(t, self.state.tables[t.name], on_pause=self._on_pause)
             return
-        if table.collection not in set(self.source.collection_names()):
-            ts.status = "done"
-            with conn.transaction():
-                checkpoint.save_table(conn, ts)
-            self.emit(events.TableFinished(table.name, 0, 0, 0.0))
-            return
-        started = time.monotonic()
-        self.emit(events.TableStarted(table.name, ts.expected, ts.rows, ts.quarantined))
-        transformer = TableTransformer(table, self.mapping.rules)
-        transformer.stats.changes.update(ts.changes)
-        for name, info in ts.unmapped.items():
-            transformer.stats.unmapped[name] = info["count"]
-            transformer.stats.unmapped_examples[name] = list(info["examples"])
-        ts.status = "running"
-        while True:
-            finished = True
-            batches = self.source.batches(table.collection, Position(ts.consumed, ts.last_id),
-                                          self.batch_size)
-            with contextlib.closing(batches):  # type: ignore[type-var]
-                for docs in batches:
-                    if self.control.paused or self.control.stopping:
-                        # The batch in hand is not committed: drop it and
-                        # re-read from the checkpoint, so a long pause
-                        # cannot leave a timed-out cursor behind.
-                        self._wait_or_stop(conn)
-                        finished = False
-                        break
-                    self._load_batch(conn, table, ts, transformer, docs)
-            if finished:
-                break
-        ts.status = "done"
-        with conn.transaction():
-            checkpoint.save_table(conn, ts)
-        self._write_checkpoint_file()
-        self.emit(events.TableFinished(
-            table.name, ts.rows, ts.quarantined, time.monotonic() - started,
-            dict(transformer.stats.changes), dict(transformer.stats.unmapped)))
-        if transformer.stats.unmapped:
-            fields = ", ".join(f"{k} ({v})" for k, v in transformer.stats.unmapped.items())
-            self.emit(events.Notice("warning", f"{table.collection}: fields not in the mapping, "
-                                    f"not migrated: {fields}"))
+        todo.sort(key=lambda t: self.state.tables[t.name].expected, reverse=True)
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        spec = SourceSpec.of(self.source)
+        paused_announced = False
+        with ProcessPoolExecutor(self.workers, ctx, initializer=init_worker,
+                                 initargs=(spec, self.settings.postgres_url, self.batch_size,
+                                           self.control, queue)) as pool:
+            pending = {pool.submit(load_in_worker, t.name) for t in todo}
+            results = []
+            while pending:
+                done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+                results += [f.result() for f in done]
+                self._drain(queue, conn)
+                if self.control.paused and not self.control.stopping and not paused_announced:
+                    self._on_pause()
+                    paused_announced = True
+                elif not self.control.paused:
+                    paused_announced = False
+            self._drain(queue, conn)
+        self.state = checkpoint.load_state(conn)
+        if "paused" in results:
+            raise Paused
 
-    def _wait_or_stop(self, conn: psycopg.Connection) -> None:
+    def _drain(self, queue: multiprocessing.queues.Queue, conn: psycopg.Connection) -> None:
+        while True:
+            try:
+                event = queue.get_nowait()
+            except Empty:
+                return
+            self._on_load_event(event, conn)
+
+    def _on_load_event(self, event: events.Event, conn: psycopg.Connection | None = None) -> None:
+        """Forward a loader's event; keep the checkpoint file fresh (at most
+        twice a second, and at each table's end)."""
+        self.emit(event)
+        if isinstance(event, events.BatchCommitted):
+            self.documents_read += event.batch_documents
+        if isinstance(event, events.BatchCommitted | events.TableFinished):
+            now = time.monotonic()
+            if isinstance(event, events.TableFinished) or now - self._file_written > 0.5:
+                if conn is not None:  # workers: read what they committed
+                    self.state = checkpoint.load_state(conn)
+                self._write_checkpoint_file()
+                self._file_written = now
+
+    def _on_pause(self) -> None:
         self._write_checkpoint_file()
         if self.control.paused and not self.control.stopping:
             self.emit(self._pause_event())
+
+    def _wait_or_stop(self) -> None:
+        self._on_pause()
         if not self.control.wait_while_paused():
             raise Paused
-
-    def _load_batch(self, conn: psycopg.Connection, table: Table, ts: TableState,
-                    transformer: TableTransformer, docs: list[dict]) -> None:
-        assert self.state is not None and table.collection
-        rows, row_docs, pairs_by_row = [], [], []
-        rejected: list[tuple[dict, str, str]] = []
-        for doc in docs:
-            try:
-                row, pairs = transformer.transform(doc)
-            except Rejected as exc:
-                rejected.append((doc, exc.code, exc.message))
-                continue
-            rows.append(row)
-            row_docs.append(doc)
-            pairs_by_row.append(pairs)
-        records: list[QuarantineRecord] = []
-        with conn.transaction():
-            failed = copy_isolating_failures(conn, table.name, table.column_names,
-                                             wire_types(table), rows)
-            failed_rows = {i for i, _ in failed}
-            rejected += [(row_docs[i], "rejected_by_postgres", msg) for i, msg in failed]
-            pairs = [(p.junction, p.left, p.right, p.side)
-                     for i, ps in enumerate(pairs_by_row) if i not in failed_rows for p in ps]
-            insert_pairs(conn, pairs)
-            records = self._quarantine(conn, table, [
-                (doc, code, msg) for doc, code, msg in rejected])
-            ts.consumed += len(docs)
-            ts.last_id = id_json(docs[-1].get("_id"))
-            ts.rows += len(rows) - len(failed)
-            ts.quarantined += len(rejected)
-            ts.changes = dict(transformer.stats.changes)
-            ts.unmapped = {k: {"count": v, "examples": transformer.stats.unmapped_examples[k]}
-                           for k, v in transformer.stats.unmapped.items()}
-            checkpoint.save_table(conn, ts)
-        self.documents_read += len(docs)
-        self.errors.append(records)
-        for r in records:
-            self.emit(events.DocumentQuarantined(r.table, r.collection, r.object_id,
-                                                 r.reason_code, r.message, r.document))
-        self._write_checkpoint_file()
-        self.emit(events.BatchCommitted(
-            table.name, ts.rows, ts.quarantined, ts.expected, len(rows) - len(failed),
-            len(rejected), self.state.total_records))
-
-    def _quarantine(self, conn: psycopg.Connection, table: Table,
-                    items: list[tuple[dict, str, str]]) -> list[QuarantineRecord]:
-        """Insert quarantine rows (inside the caller's transaction)."""
-        now = dt.datetime.now(dt.UTC)
-        records = []
-        for doc, code, message in items:
-            _id = doc.get("_id")
-            oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
-            records.append(QuarantineRecord(
-                table.name, table.collection or "", oid, code, message,
-                json_util.dumps(doc, json_options=RELAXED_JSON_OPTIONS), now))
-        if records:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO {STATE_SCHEMA}.quarantine (table_name, collection, object_id, "
-                    "reason_code, message, document, at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [(r.table, r.collection, r.object_id, r.reason_code, r.message, r.document,
-                      r.at) for r in records])
-        return records
 
     # -- after the load ----------------------------------------------------------
 
@@ -349,30 +311,61 @@ class Migration:
                   for name in self.mapping.load_order()
                   for fk in self.mapping.foreign_keys_of(name)
                   if self.mapping.tables[name].collection]
-        steps += [(f"junction:{j.table}", lambda c, j=j: self._step_junction(c, j))
-                  for j in self.mapping.junctions]
-        steps += [("indexes", self._step_indexes), ("foreign_keys", self._step_foreign_keys),
-                  ("analyze", None)]
+        steps += [("pairs_index", self._step_pairs_index)]
         for name, step in steps:
-            if name in self.state.steps_done:
-                continue
-            if self.control.paused or self.control.stopping:
-                self._wait_or_stop(conn)
-            if step is None:
-                conn.execute("ANALYZE")
-                with conn.transaction():
-                    checkpoint.mark_step_done(conn, name)
-                continue
-            records: list[QuarantineRecord] = []
-            with conn.transaction():
-                records = step(conn) or []
-                checkpoint.mark_step_done(conn, name)
-            self.state.steps_done.append(name)
-            self.errors.append(records)
-            for r in records:
-                self.emit(events.DocumentQuarantined(r.table, r.collection, r.object_id,
-                                                     r.reason_code, r.message, r.document))
-            self._write_checkpoint_file()
+            self._run_step(conn, name, step)
+        # Junctions and index builds do not depend on each other: they share
+        # the cores, one connection each.
+        independent = [(f"junction:{j.table}", lambda c, j=j: self._step_junction(c, j))
+                       for j in self.mapping.junctions]
+        independent += [(f"indexes:{t}", lambda c, t=t: self._step_indexes(c, t))
+                        for t in dict.fromkeys(i.table for i in self.mapping.indexes)]
+        self._run_steps_in_parallel(independent)
+        self.emit(events.StepDone(4, "indexes created", "", len(self.mapping.indexes)))
+        # No ANALYZE here: autovacuum gathers statistics once the load stops.
+        self._run_step(conn, "foreign_keys", self._step_foreign_keys)
+
+    Step = Callable[[psycopg.Connection], list[QuarantineRecord]]
+
+    def _run_step(self, conn: psycopg.Connection, name: str, step: Step) -> None:
+        """One post-load step in one transaction, marked done with it."""
+        assert self.state is not None
+        if name in self.state.steps_done:
+            return
+        if self.control.paused or self.control.stopping:
+            self._wait_or_stop()
+        with conn.transaction():
+            records = step(conn)
+            checkpoint.mark_step_done(conn, name)
+        self.state.steps_done.append(name)
+        for r in records:
+            self.emit(quarantined_event(r))
+        self._write_checkpoint_file()
+
+    def _run_steps_in_parallel(self, steps: list[tuple[str, Step]]) -> None:
+        connections: SimpleQueue[psycopg.Connection] = SimpleQueue()
+        opened = []
+        try:
+            for _ in range(max(1, self.workers)):
+                c = psycopg.connect(self.settings.postgres_url, autocommit=True,
+                                    application_name="migration-cockpit")
+                session_settings(c)
+                opened.append(c)
+                connections.put(c)
+
+            def run(name: str, step: Migration.Step) -> None:
+                c = connections.get()
+                try:
+                    self._run_step(c, name, step)
+                finally:
+                    connections.put(c)
+
+            with ThreadPoolExecutor(len(opened)) as pool:
+                for future in [pool.submit(run, name, step) for name, step in steps]:
+                    future.result()
+        finally:
+            for c in opened:
+                c.close()
 
     def _quarantine_removed(self, conn: psycopg.Connection,
                             removed: list[post_load.RemovedRow]) -> list[QuarantineRecord]:
@@ -391,7 +384,7 @@ class Migration:
             for r in rows:
                 oid = uuid_to_object_id(r.id)
                 items.append((docs.get(oid, {"_id": oid}), r.reason_code, r.message))
-            records += self._quarantine(conn, table, items)
+            records += insert_quarantine(conn, table.name, table.collection, items)
             ts = self.state.tables[name]
             ts.rows -= len(rows)
             ts.quarantined += len(rows)
@@ -413,6 +406,11 @@ class Migration:
                                       f"{count} reference(s) to {fk.ref_table} {action}", count))
         return self._quarantine_removed(conn, removed)
 
+    def _step_pairs_index(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
+        conn.execute(f"CREATE INDEX IF NOT EXISTS junction_pairs_idx ON "
+                     f"{STATE_SCHEMA}.junction_pairs (junction, left_id, right_id)")
+        return []
+
     def _step_junction(self, conn: psycopg.Connection, junction) -> list[QuarantineRecord]:
         assert self.state is not None
         result = post_load.fill_junction(conn, junction)
@@ -426,10 +424,10 @@ class Migration:
                                         result.one_sided))
         return []
 
-    def _step_indexes(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
+    def _step_indexes(self, conn: psycopg.Connection, table: str) -> list[QuarantineRecord]:
         for index in self.mapping.indexes:
-            conn.execute(schema_ddl.create_index(index))
-        self.emit(events.StepDone(4, "indexes created", "", len(self.mapping.indexes)))
+            if index.table == table:
+                conn.execute(schema_ddl.create_index(index))
         return []
 
     def _step_foreign_keys(self, conn: psycopg.Connection) -> list[QuarantineRecord]:

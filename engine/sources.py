@@ -66,6 +66,7 @@ class MongoSource:
     order; a resume continues with _id > last committed."""
 
     def __init__(self, url: str, database: str | None = None) -> None:
+        self.url = url  # may hold a password: use description in any output
         self.description = redact_url(url)
         self.client: pymongo.MongoClient = pymongo.MongoClient(
             url, serverSelectionTimeoutMS=10_000, document_class=dict, tz_aware=False,

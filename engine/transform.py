@@ -19,7 +19,7 @@ from bson import ObjectId
 from bson.datetime_ms import DatetimeMS
 from psycopg.types.json import Jsonb
 
-from engine.ids import object_id_bytes_to_uuid_bytes
+from engine.ids import object_id_bytes_to_uuid_int, uuid_from_int
 from engine.mapping import Column, Rules, Table
 
 INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
@@ -50,7 +50,9 @@ def as_object_id(value: Any, note: Note) -> ObjectId:
 
 
 def to_uuid(value: Any, note: Note) -> uuid.UUID:
-    return uuid.UUID(bytes=object_id_bytes_to_uuid_bytes(as_object_id(value, note).binary))
+    if type(value) is ObjectId:
+        return uuid_from_int(object_id_bytes_to_uuid_int(value.binary))
+    return uuid_from_int(object_id_bytes_to_uuid_int(as_object_id(value, note).binary))
 
 
 def to_text_with(nul_rule: str) -> Converter:

@@ -6,9 +6,9 @@ import pytest
 
 from engine import events
 from engine.cli import main
-from engine.error_log import read_jsonl
 from engine.generate import Generator
 from engine.migrate import Migration, MigrationSettings, Outcome
+from engine.quarantine import read_jsonl
 from engine.schema_ddl import STATE_SCHEMA, catalog_counts
 from engine.sources import DumpSource, MongoSource
 from tests.expected import assert_lossless

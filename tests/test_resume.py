@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from engine.cli import main
-from engine.error_log import read_jsonl
 from engine.generate import Generator
+from engine.quarantine import read_jsonl
 from engine.schema_ddl import STATE_SCHEMA
 from engine.sources import DumpSource
 from tests.expected import assert_lossless

@@ -1,0 +1,190 @@
+"""The bulk load of one collection into its table, batch by batch, each batch
+committed with its checkpoint. Runs in the engine's process or in a worker
+process (one per core), which reports through the same events."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from engine import checkpoint, events
+from engine.checkpoint import TableState
+from engine.control import MigrationControl
+from engine.copy_loader import copy_isolating_failures, insert_pairs, wire_types
+from engine.mapping import Mapping, Table, nextcrm
+from engine.quarantine import insert_quarantine, quarantined_event
+from engine.sources import DumpSource, MongoSource, Position, Source, id_json
+from engine.transform import Rejected, TableTransformer
+
+
+class Paused(Exception):
+    """The driver asked to stop; everything committed so far is kept."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How a worker process opens the same source as the engine."""
+
+    kind: str  # "mongo" | "dump"
+    location: str  # URL or folder (a URL may hold a password: never printed)
+    database: str | None
+
+    @staticmethod
+    def of(source: Source) -> SourceSpec:
+        if isinstance(source, MongoSource):
+            return SourceSpec("mongo", source.url, source.database)
+        if isinstance(source, DumpSource):
+            return SourceSpec("dump", str(source.folder), None)
+        raise TypeError(f"cannot share {type(source).__name__} with a worker")
+
+    def open(self) -> Source:
+        if self.kind == "mongo":
+            return MongoSource(self.location, self.database)
+        return DumpSource(self.location)
+
+
+def session_settings(conn: psycopg.Connection) -> None:
+    # Each batch commits with its own checkpoint, so a commit lost in a server
+    # crash loses both together and the resume redoes that batch: waiting for
+    # each WAL flush buys nothing here.
+    conn.execute("SET synchronous_commit = off")
+
+
+class TableLoader:
+    def __init__(self, conn: psycopg.Connection, source: Source, mapping: Mapping,
+                 batch_size: int, control: MigrationControl,
+                 emit: Callable[[events.Event], None]) -> None:
+        self.conn = conn
+        self.source = source
+        self.mapping = mapping
+        self.batch_size = batch_size
+        self.control = control
+        self.emit = emit
+
+    def load(self, table: Table, ts: TableState, on_pause: Callable[[], None]) -> None:
+        """Load the rest of the table from its checkpoint; raises Paused."""
+        assert table.collection
+        conn = self.conn
+        if ts.status == "done":
+            self.emit(events.TableSkipped(table.name, ts.rows, ts.quarantined))
+            return
+        if table.collection not in set(self.source.collection_names()):
+            ts.status = "done"
+            with conn.transaction():
+                checkpoint.save_table(conn, ts)
+            self.emit(events.TableFinished(table.name, 0, 0, 0.0))
+            return
+        started = time.monotonic()
+        self.emit(events.TableStarted(table.name, ts.expected, ts.rows, ts.quarantined))
+        transformer = TableTransformer(table, self.mapping.rules)
+        transformer.stats.changes.update(ts.changes)
+        for name, info in ts.unmapped.items():
+            transformer.stats.unmapped[name] = info["count"]
+            transformer.stats.unmapped_examples[name] = list(info["examples"])
+        ts.status = "running"
+        while True:
+            finished = True
+            batches = self.source.batches(table.collection, Position(ts.consumed, ts.last_id),
+                                          self.batch_size)
+            with contextlib.closing(batches):  # type: ignore[type-var]
+                for docs in batches:
+                    if self.control.paused or self.control.stopping:
+                        # The batch in hand is not committed: drop it and
+                        # re-read from the checkpoint, so a long pause
+                        # cannot leave a timed-out cursor behind.
+                        on_pause()
+                        if not self.control.wait_while_paused():
+                            raise Paused
+                        finished = False
+                        break
+                    self._load_batch(table, ts, transformer, docs)
+            if finished:
+                break
+        ts.status = "done"
+        with conn.transaction():
+            checkpoint.save_table(conn, ts)
+        self.emit(events.TableFinished(
+            table.name, ts.rows, ts.quarantined, time.monotonic() - started,
+            dict(transformer.stats.changes), dict(transformer.stats.unmapped)))
+        if transformer.stats.unmapped:
+            fields = ", ".join(f"{k} ({v})" for k, v in transformer.stats.unmapped.items())
+            self.emit(events.Notice("warning", f"{table.collection}: fields not in the mapping, "
+                                    f"not migrated: {fields}"))
+
+    def _load_batch(self, table: Table, ts: TableState, transformer: TableTransformer,
+                    docs: list[dict]) -> None:
+        assert table.collection
+        rows, row_docs, pairs_by_row = [], [], []
+        rejected: list[tuple[dict, str, str]] = []
+        for doc in docs:
+            try:
+                row, pairs = transformer.transform(doc)
+            except Rejected as exc:
+                rejected.append((doc, exc.code, exc.message))
+                continue
+            rows.append(row)
+            row_docs.append(doc)
+            pairs_by_row.append(pairs)
+        with self.conn.transaction():
+            failed = copy_isolating_failures(self.conn, table.name, table.column_names,
+                                             wire_types(table), rows)
+            failed_rows = {i for i, _ in failed}
+            rejected += [(row_docs[i], "rejected_by_postgres", msg) for i, msg in failed]
+            insert_pairs(self.conn, [(p.junction, p.left, p.right, p.side)
+                                     for i, ps in enumerate(pairs_by_row)
+                                     if i not in failed_rows for p in ps])
+            records = insert_quarantine(self.conn, table.name, table.collection, rejected)
+            ts.consumed += len(docs)
+            ts.last_id = id_json(docs[-1].get("_id"))
+            ts.rows += len(rows) - len(failed)
+            ts.quarantined += len(rejected)
+            ts.changes = dict(transformer.stats.changes)
+            ts.unmapped = {k: {"count": v, "examples": transformer.stats.unmapped_examples[k]}
+                           for k, v in transformer.stats.unmapped.items()}
+            checkpoint.save_table(self.conn, ts)
+        for r in records:
+            self.emit(quarantined_event(r))
+        self.emit(events.BatchCommitted(
+            table.name, ts.rows, ts.quarantined, ts.expected, len(rows) - len(failed),
+            len(rejected), len(docs)))
+
+
+# -- worker processes ------------------------------------------------------------
+
+_worker: dict = {}
+
+
+def init_worker(spec: SourceSpec, postgres_url: str, batch_size: int,
+                control: MigrationControl, queue: object) -> None:
+    """Runs once in each worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine's process decides on Ctrl+C
+    _worker.update(spec=spec, url=postgres_url, batch_size=batch_size, control=control,
+                   queue=queue)
+
+
+def load_in_worker(table_name: str) -> str:
+    """Load one table in a worker; "done" or "paused". Events go to the queue."""
+    w = _worker
+    source = w["spec"].open()
+    try:
+        with psycopg.connect(w["url"], autocommit=True,
+                             application_name="migration-cockpit worker") as conn:
+            session_settings(conn)
+            state = checkpoint.load_state(conn)
+            assert state is not None
+            mapping = nextcrm()
+            loader = TableLoader(conn, source, mapping, w["batch_size"], w["control"],
+                                 w["queue"].put)
+            try:
+                loader.load(mapping.tables[table_name], state.tables[table_name],
+                            on_pause=lambda: None)
+            except Paused:
+                return "paused"
+            return "done"
+    finally:
+        source.close()
