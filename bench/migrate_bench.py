@@ -54,7 +54,8 @@ def busy_cpu_seconds() -> float:
         t, "softirq", 0.0)
 
 
-def migrate(pg: EmbeddedPostgres, dump: Path, documents: int, name: str) -> str:
+def migrate(pg: EmbeddedPostgres, dump: Path, documents: int,
+            name: str) -> tuple[str, Path, float]:
     url = pg.create_database(name)
     with psycopg.connect(url, autocommit=True) as conn:
         schema_ddl.deploy(conn, nextcrm())
@@ -76,7 +77,20 @@ def migrate(pg: EmbeddedPostgres, dump: Path, documents: int, name: str) -> str:
     print(f"  peak RSS of the migration process: {after.ru_maxrss / 1024:.0f} MiB")
     print(f"  CPU: engine processes {engine_cpu:.1f}s; whole machine {busy:.1f}s busy over "
           f"{seconds:.1f}s wall = {busy / seconds:.2f} of {os.cpu_count()} cores on average")
-    return url
+    return url, run_dir, seconds
+
+
+def validate(url: str, dump: Path, run_dir: Path, migrate_seconds: float) -> None:
+    """Every-row validation, in a child process as a user runs it."""
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "engine", "validate", "--dump", str(dump),
+                           "--postgres", url], cwd=run_dir, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seconds = time.monotonic() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"validation did not pass:\n{proc.stdout}\n{proc.stderr}")
+    print(f"  validate (every row, 4 layers): {seconds:.2f}s = "
+          f"{seconds / migrate_seconds:.2f}x the migration's time")
 
 
 def executemany_baseline(pg: EmbeddedPostgres, migrated_url: str) -> tuple[int, float]:
@@ -120,9 +134,8 @@ def main() -> None:
         for i, scale in enumerate(scales):
             print(f"scale {scale:g}:")
             dump, documents = dataset(scale)
-            t0 = time.monotonic()
-            url = migrate(pg, dump, documents, f"bench_{i}")
-            ours = time.monotonic() - t0
+            url, run_dir, ours = migrate(pg, dump, documents, f"bench_{i}")
+            validate(url, dump, run_dir, ours)
             if i == 0 and not args.no_baseline:
                 rows, seconds = executemany_baseline(pg, url)
                 print(f"  executemany baseline: {rows:,} rows in {seconds:.2f}s = "

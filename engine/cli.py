@@ -73,6 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--mongo", help="write into this MongoDB")
     gen.add_argument("--db", default="nextcrm")
     gen.add_argument("--gzip", action="store_true", help="gzip the .bson files")
+    baseline = sub.add_parser("baseline", help="record the source's document counts "
+                              "(runbook: Document Baseline Metrics)")
+    add_source_args(baseline)
+    add_run_dir(baseline)
+
+    val = sub.add_parser("validate", help="validate the migration, every row (= pnpm "
+                         "validate:migration); exit 0 pass, 3 fail")
+    add_source_args(val)
+    add_target_args(val)
+    add_run_dir(val)
+    val.add_argument("--sample", type=int, help="compare only N records per table (quick pass)")
+    val.add_argument("--min-match", type=float, default=99.0,
+                     help="field-level match %% needed to pass (default 99.0)")
+    val.add_argument("--max-mismatches", type=int, default=0,
+                     help="differing fields tolerated (default 0)")
+    val.add_argument("--max-orphans", type=int, default=0)
+
     demo = sub.add_parser("demo", help="start both servers here, seed NextCRM data, migrate")
     demo.add_argument("--scale", type=float, default=0.5,
                       help="dataset size (1.0 ~ 125,430 documents; default 0.5)")
@@ -88,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handler = {"schema": cmd_schema, "migrate": cmd_migrate, "generate": cmd_generate,
-               "demo": cmd_demo}
+               "demo": cmd_demo, "validate": cmd_validate, "baseline": cmd_baseline}
     return handler[args.command](args)
 
 
@@ -189,3 +206,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         print("Stopping the demo servers.")
         env.close()
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from engine.baseline import BASELINE_FILE, take_baseline
+
+    try:
+        source = open_source(args.mongo, args.dump, args.db)
+    except SourceError as exc:
+        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    data = take_baseline(source, args.run_dir)
+    for name, n in data["collections"].items():
+        print(f"{name}: {n}")
+    print(f"✓ {data['totalDocuments']:,} documents in {len(data['collections'])} collections; "
+          f"saved to {args.run_dir / BASELINE_FILE}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.console import print_validation
+    from engine.validate import Thresholds, ValidationSettings, Validator
+
+    url = need_postgres(args)
+    try:
+        source = open_source(args.mongo, args.dump, args.db)
+    except SourceError as exc:
+        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    settings = ValidationSettings(url, args.run_dir, args.sample, Thresholds(
+        args.min_match, args.max_mismatches, args.max_orphans))
+    try:
+        report = Validator(source, settings).run()
+    except (schema_ddl.SchemaError, psycopg.Error) as exc:
+        print(f"❌ {redact_text(str(exc)).strip()}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        source.close()
+    print_validation(report)
+    return EXIT_OK if report["status"] == "PASS" else EXIT_QUARANTINED

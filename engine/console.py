@@ -12,6 +12,73 @@ from engine import events
 BAR = 20
 
 
+def print_validation(report: dict, out: TextIO | None = None) -> None:
+    """The validation report, shaped like the runbook's "Expected output"."""
+    out = out or sys.stdout
+
+    def say(text: str = "") -> None:
+        out.write(text + "\n")
+
+    passed = report["status"] == "PASS"
+    rc, rec = report["rowCountValidation"], report["sampleRecordValidation"]
+    ref, dtv = report["referentialIntegrityValidation"], report["dataTypeValidation"]
+    say(("✅" if passed else "❌") + " NextCRM Migration Validation Report")
+    say("=======================================")
+    say(f"\n📊 Row Count Validation: {rc['status']}")
+    if rc["status"] == "PASS":
+        say(f"   - All {rc['tablesChecked']} tables have matching record counts")
+    for d in rc["discrepancies"]:
+        say(f"   - {d['table']}: expected {d['expected']:,}, actual {d['actual']:,}")
+        if d["missingCount"]:
+            say(f"     missing {d['missingCount']}: {', '.join(d['missing'][:5])}")
+        if d["extraCount"]:
+            say(f"     extra {d['extraCount']}: {', '.join(d['extra'][:5])}")
+    say(f"\n📋 Record Validation: {rec['status']}")
+    say(f"   - Validated {rec['recordsCompared']:,} records across all tables ({rec['mode']})")
+    say(f"   - {rec['matchPercentage']:.2f}% field-level match "
+        f"({rec['mismatchCount']:,} field(s) differ)")
+    for m in rec["fieldMismatches"][:10]:
+        say(f"     {m['table']} ObjectId({m['objectId']}) {m['field']}: source "
+            f"{m['sourceValue']!r} != target {m['targetValue']!r}")
+    say(f"\n🔗 Referential Integrity Validation: {ref['status']}")
+    if not ref["orphans"]:
+        say(f"   - All {ref['foreignKeysChecked']} foreign keys resolve correctly")
+        say("   - No orphaned records found")
+    for o in ref["orphans"]:
+        ex = ", ".join(e["objectId"] for e in o["examples"][:5])
+        say(f"   - {o['foreignKey']}: {o['count']} orphan(s) pointing at missing "
+            f"{o['references']} rows (e.g. {ex})")
+    say(f"\n🔢 Data Type Conversion Validation: {dtv['status']}")
+    if dtv["status"] == "PASS":
+        say("   - All DateTime values in range, all enum values valid")
+        say("   - Schema matches the mapping (tables, columns, types, indexes, FKs)")
+    for p in dtv["problems"]:
+        ex = ", ".join(f"{e['objectId']}={e['value']}" for e in p["examples"][:3])
+        say(f"   - {p['table']}.{p['column']}: {p['problem']} ({ex})")
+    for d in dtv["schemaDifferences"][:10]:
+        say(f"   - schema: {d}")
+    known = report["knownExceptions"]
+    if known["quarantined"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in known["byReason"].items())
+        say(f"\nℹ  Known exceptions: {known['quarantined']:,} quarantined document(s) "
+            f"({reasons}), see {known['file']}")
+    for c in report["sourceDrift"]["changed"]:
+        say(f"⚠  Source changed since the baseline: {c['collection']} {c['baseline']:,} -> "
+            f"{c['now']:,}")
+    say("\n🎉 VALIDATION PASSED" if passed else "\n❌ VALIDATION FAILED")
+    say(f"   - Total records: {report['totals']['targetRows']:,}")
+    say(f"   - Match percentage: {report['matchPercentage']:.2f}%")
+    say(f"   - Validation duration: {duration(report['durationSeconds'])}")
+    say(f"   - Report: {report.get('reportPath', 'migration-validation-report.json')}")
+    if passed:
+        say("\n✅ Safe to proceed with application testing!")
+    else:
+        say("\nWhat to do: jq '.rowCountValidation.discrepancies', "
+            "'.sampleRecordValidation.fieldMismatches | .[0:10]' on the report; compare those "
+            "ObjectIds in MongoDB and PostgreSQL; fix and re-run the migration if >1% of "
+            "records are affected.")
+
+
 def bar(done: int, total: int) -> str:
     frac = min(1.0, done / total) if total else 1.0
     full = int(frac * BAR)

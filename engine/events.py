@@ -103,6 +103,13 @@ class JunctionFilled:
 
 
 @dataclass(frozen=True)
+class ValidationProgress:
+    table: str
+    checked: int  # source documents checked so far
+    total: int
+
+
+@dataclass(frozen=True)
 class CheckpointSaved:
     path: str
     current_table: str | None
@@ -141,7 +148,7 @@ class MigrationFailed:
 
 Event = (PlanReady | PhaseStarted | TableStarted | BatchCommitted | DocumentQuarantined
          | TableFinished | TableSkipped | StepDone | JunctionFilled | CheckpointSaved | Notice
-         | MigrationPaused | MigrationFinished | MigrationFailed)
+         | MigrationPaused | MigrationFinished | MigrationFailed | ValidationProgress)
 Sink = Callable[[Event], None]
 
 

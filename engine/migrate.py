@@ -4,15 +4,13 @@ post-load steps, with a checkpoint committed alongside every batch."""
 from __future__ import annotations
 
 import enum
-import multiprocessing
-import multiprocessing.queues
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Empty, SimpleQueue
+from queue import SimpleQueue
 
 import psycopg
 
@@ -34,6 +32,7 @@ from engine.table_loader import (
     load_in_worker,
     session_settings,
 )
+from engine.workers import run_in_workers
 
 ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": one migration per target at a time
 
@@ -246,36 +245,21 @@ class Migration:
                 loader.load(t, self.state.tables[t.name], on_pause=self._on_pause)
             return
         todo.sort(key=lambda t: self.state.tables[t.name].expected, reverse=True)
-        ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
-        spec = SourceSpec.of(self.source)
-        paused_announced = False
-        with ProcessPoolExecutor(self.workers, ctx, initializer=init_worker,
-                                 initargs=(spec, self.settings.postgres_url, self.batch_size,
-                                           self.control, queue)) as pool:
-            pending = {pool.submit(load_in_worker, t.name) for t in todo}
-            results = []
-            while pending:
-                done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
-                results += [f.result() for f in done]
-                self._drain(queue, conn)
-                if self.control.paused and not self.control.stopping and not paused_announced:
-                    self._on_pause()
-                    paused_announced = True
-                elif not self.control.paused:
-                    paused_announced = False
-            self._drain(queue, conn)
-        self.state = checkpoint.load_state(conn)
-        if "paused" in results:
-            raise Paused
+        announced = False
 
-    def _drain(self, queue: multiprocessing.queues.Queue, conn: psycopg.Connection) -> None:
-        while True:
-            try:
-                event = queue.get_nowait()
-            except Empty:
-                return
-            self._on_load_event(event, conn)
+        def tick() -> None:  # a pause in the cockpit: say so once
+            nonlocal announced
+            if self.control.paused and not self.control.stopping and not announced:
+                self._on_pause()
+            announced = self.control.paused
+
+        results = run_in_workers(
+            load_in_worker, [t.name for t in todo], self.workers, init_worker,
+            (SourceSpec.of(self.source), self.settings.postgres_url, self.batch_size,
+             self.control), lambda e: self._on_load_event(e, conn), tick)
+        self.state = checkpoint.load_state(conn)
+        if "paused" in results.values():
+            raise Paused
 
     def _on_load_event(self, event: events.Event, conn: psycopg.Connection | None = None) -> None:
         """Forward a loader's event; keep the checkpoint file fresh (at most

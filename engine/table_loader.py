@@ -5,7 +5,6 @@ process (one per core), which reports through the same events."""
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from engine.mapping import Mapping, Table, nextcrm
 from engine.quarantine import insert_quarantine, quarantined_event
 from engine.sources import DumpSource, MongoSource, Position, Source, id_json
 from engine.transform import Rejected, TableTransformer
+from engine.workers import worker_emit
 
 
 class Paused(Exception):
@@ -160,15 +160,13 @@ _worker: dict = {}
 
 
 def init_worker(spec: SourceSpec, postgres_url: str, batch_size: int,
-                control: MigrationControl, queue: object) -> None:
+                control: MigrationControl) -> None:
     """Runs once in each worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine's process decides on Ctrl+C
-    _worker.update(spec=spec, url=postgres_url, batch_size=batch_size, control=control,
-                   queue=queue)
+    _worker.update(spec=spec, url=postgres_url, batch_size=batch_size, control=control)
 
 
 def load_in_worker(table_name: str) -> str:
-    """Load one table in a worker; "done" or "paused". Events go to the queue."""
+    """Load one table in a worker; "done" or "paused"."""
     w = _worker
     source = w["spec"].open()
     try:
@@ -179,7 +177,7 @@ def load_in_worker(table_name: str) -> str:
             assert state is not None
             mapping = nextcrm()
             loader = TableLoader(conn, source, mapping, w["batch_size"], w["control"],
-                                 w["queue"].put)
+                                 worker_emit)
             try:
                 loader.load(mapping.tables[table_name], state.tables[table_name],
                             on_pause=lambda: None)

@@ -1,0 +1,48 @@
+"""`cockpit baseline`: the source's document counts before the migration
+(runbook 5.1 Step 4, "Document Baseline Metrics"), so validate can tell when
+the source changed since."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import psutil
+
+from engine.sources import Source
+
+BASELINE_FILE = "migration-baseline.json"
+BASELINE_TEXT = "migration-baseline.txt"
+
+
+def take_baseline(source: Source, run_dir: Path) -> dict:
+    counts = {c: source.exact_count(c) for c in source.collection_names()}
+    mem = psutil.virtual_memory()
+    disk = shutil.disk_usage(run_dir)
+    data = {
+        "takenAt": dt.datetime.now(dt.UTC).isoformat(),
+        "source": source.description,
+        "collections": counts,
+        "totalDocuments": sum(counts.values()),
+        "system": {"memoryTotal": mem.total, "memoryAvailable": mem.available,
+                   "diskFree": disk.free, "diskTotal": disk.total},
+    }
+    (run_dir / BASELINE_FILE).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    lines = [f"{name}: {n}" for name, n in counts.items()]
+    lines += ["=== System Metrics ===",
+              f"memory: {mem.total / 2**30:.1f} GiB total, {mem.available / 2**30:.1f} GiB free",
+              f"disk ({run_dir}): {disk.free / 2**30:.1f} GiB free of {disk.total / 2**30:.1f}",
+              data["takenAt"]]
+    (run_dir / BASELINE_TEXT).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return data
+
+
+def read_baseline(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None

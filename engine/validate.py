@@ -1,0 +1,533 @@
+"""`cockpit validate`: prove every row arrived intact, four layers, every row.
+
+1. Row counts: source documents minus quarantined = target rows, per table;
+   junction tables = the union of both sides' arrays (pairs naming absent
+   rows excepted); missing and extra ObjectIds listed.
+2. Records: every row compared field by field with its source document after
+   the documented rules (engine.transform), or a sample with --sample N.
+3. Referential integrity: every foreign key checked set-wise in SQL.
+4. Data types and schema: timestamps in range, enum values valid, NOT NULL
+   honoured, and the live schema against the mapping.
+
+Both sides are streamed in batches (constant memory); the target rows of a
+batch are fetched by primary key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from bson import ObjectId
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from engine import catalog, checkpoint, events, post_load, schema_ddl
+from engine.baseline import BASELINE_FILE, read_baseline
+from engine.ids import object_id_to_uuid
+from engine.mapping import Mapping, Table, nextcrm
+from engine.quarantine import JSONL_FILE, read_jsonl
+from engine.redact import redact_url
+from engine.schema_ddl import STATE_SCHEMA, ident
+from engine.sources import Position, Source, id_json
+from engine.table_loader import SourceSpec
+from engine.transform import Rejected, TableTransformer
+from engine.workers import run_in_workers, worker_emit
+
+REPORT_FILE = "migration-validation-report.json"
+# What the source holds, written by the table checks (possibly in worker
+# processes, hence not temporary tables), read by the set-wise checks.
+IDS = f"{STATE_SCHEMA}.validation_ids"
+PAIRS = f"{STATE_SCHEMA}.validation_pairs"
+EARLIEST = dt.datetime(1900, 1, 1)
+LATEST_YEARS_AHEAD = 100
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_match_percent: float = 99.0  # runbook: "> 99% match"
+    max_mismatches: int = 0  # any differing field fails the record layer
+    max_orphans: int = 0
+    examples: int = 20  # ObjectIds / mismatches listed per finding
+
+
+@dataclass
+class ValidationSettings:
+    postgres_url: str
+    run_dir: Path = field(default_factory=Path.cwd)
+    sample: int | None = None  # records compared per table; None: every row
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    workers: int | None = None  # table checks in parallel; default: one per core
+
+
+@dataclass
+class _TableCheck:
+    source: int = 0
+    quarantined: int = 0
+    missing: list[str] = field(default_factory=list)
+    missing_count: int = 0
+    extra: list[str] = field(default_factory=list)
+    extra_count: int = 0
+    target: int = 0
+
+    def note(self, kind: str, oid: str, examples: int) -> None:
+        """A missing or extra ObjectId: counted, and listed up to `examples`."""
+        if kind == "missing":
+            self.missing_count += 1
+            if len(self.missing) < examples:
+                self.missing.append(oid)
+        else:
+            self.extra_count += 1
+            if len(self.extra) < examples:
+                self.extra.append(oid)
+
+
+def _show(value: Any) -> Any:
+    """A value as the report shows it."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, list | dict):
+        return json.loads(json.dumps(value, default=str))
+    return str(value)
+
+
+class TableChecker:
+    """Layers 1 and 2 for one table: every source document is one equal row
+    or a known quarantined one. Runs here or in a worker process."""
+
+    def __init__(self, conn: psycopg.Connection, source: Source, mapping: Mapping,
+                 settings: ValidationSettings, quarantined: dict[str, str],
+                 adjustments: dict[str, list[str]],
+                 emit: Callable[[events.Event], None]) -> None:
+        self.conn = conn
+        self.source = source
+        self.mapping = mapping
+        self.settings = settings
+        self.t = settings.thresholds
+        self.known = quarantined  # ObjectId -> reason, this table's
+        self.adjusted = adjustments  # ObjectId -> columns the migration cleared
+        self.emit = emit
+        self.records = {"compared": 0, "fields": 0, "matched": 0, "mismatchCount": 0}
+        self.mismatches: list[dict] = []
+
+    def check(self, table: Table) -> _TableCheck:
+        assert table.collection
+        conn = self.conn
+        check = _TableCheck()
+        check.target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            ident(table.name))).fetchone()[0]  # type: ignore[index]
+        if table.collection not in set(self.source.collection_names()):
+            return check
+        transformer = TableTransformer(table, self.mapping.rules)
+        select = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
+            sql.SQL(", ").join(map(ident, table.column_names)), ident(table.name))
+        names = table.column_names
+        json_columns = [i for i, c in enumerate(table.columns) if c.kind == "jsonb"]
+        expected_total = self.source.count(table.collection)
+        compare_every = 1
+        if self.settings.sample:
+            compare_every = max(1, expected_total // self.settings.sample)
+        present = 0  # rows found in the target, for sampling
+        for docs in self.source.batches(table.collection, Position(), 5000):
+            ids, expected, pairs = [], [], []
+            for doc in docs:
+                check.source += 1
+                _id = doc.get("_id")
+                oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
+                try:
+                    row, doc_pairs = transformer.transform(doc)
+                except Rejected:
+                    row, doc_pairs = None, []
+                if oid in self.known:
+                    check.quarantined += 1
+                    if row is not None:  # must not be in the target
+                        ids.append(row[0])
+                        expected.append((oid, None))
+                    continue
+                if row is None:  # the migration should have quarantined it
+                    check.note("missing", oid, self.t.examples)
+                    continue
+                if json_columns or oid in self.adjusted:
+                    row = self._as_stored(table, oid, row, json_columns)
+                ids.append(row[0])
+                expected.append((oid, row))
+                pairs += [(p.junction, p.left, p.right) for p in doc_pairs]
+            self._copy_ids(table.name, ids, pairs)
+            got = {r[0]: r for r in conn.execute(select, [ids])}
+            for oid, row in expected:
+                if row is None:
+                    if object_id_to_uuid(oid) in got:
+                        check.note("extra", oid, self.t.examples)
+                    continue
+                have = got.get(row[0])
+                if have is None:
+                    check.note("missing", oid, self.t.examples)
+                    continue
+                present += 1
+                if (present - 1) % compare_every:
+                    continue
+                self.records["compared"] += 1
+                self.records["fields"] += len(row) - 1
+                if row == have:  # the common case, compared in C
+                    self.records["matched"] += len(row) - 1
+                    continue
+                for name, want, value in zip(names[1:], row[1:], have[1:], strict=True):
+                    if want == value:
+                        self.records["matched"] += 1
+                        continue
+                    self.records["mismatchCount"] += 1
+                    if len(self.mismatches) < self.t.examples * 10:
+                        self.mismatches.append({
+                            "table": table.name, "objectId": oid, "field": name,
+                            "sourceValue": _show(want), "targetValue": _show(value)})
+            self.emit(events.ValidationProgress(table.name, check.source, expected_total))
+        return check
+
+    def _as_stored(self, table: Table, oid: str, row: tuple, json_columns: list[int]) -> tuple:
+        """The row as PostgreSQL gives it back: JSON unwrapped, and references
+        the migration cleared (recorded in its adjustments) as NULL."""
+        values = list(row)
+        for i in json_columns:
+            if isinstance(values[i], Jsonb):
+                values[i] = values[i].obj
+        for name in self.adjusted.get(oid, ()):
+            values[table.column_names.index(name)] = None
+        return tuple(values)
+
+    def _copy_ids(self, table: str, ids: list[uuid.UUID],
+                  pairs: list[tuple[str, uuid.UUID, uuid.UUID]]) -> None:
+        """Record what the source holds, for the extra-row and junction checks."""
+        with self.conn.cursor() as cur:
+            with cur.copy(f"COPY {IDS} (t, id) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "uuid"])
+                for i in ids:
+                    copy.write_row((table, i))
+            with cur.copy(f"COPY {PAIRS} FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "uuid", "uuid"])
+                for p in pairs:
+                    copy.write_row(p)
+
+
+class Validator:
+    def __init__(self, source: Source, settings: ValidationSettings,
+                 sinks: Iterable[events.Sink] = (), mapping: Mapping | None = None) -> None:
+        self.source = source
+        self.settings = settings
+        self.sinks = list(sinks)
+        self.mapping = mapping or nextcrm()
+        self.t = settings.thresholds
+        self.workers = settings.workers or os.cpu_count() or 1
+
+    def emit(self, event: events.Event) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+    def run(self) -> dict:
+        started = time.monotonic()
+        with psycopg.connect(self.settings.postgres_url, autocommit=True,
+                             application_name="migration-cockpit validate") as conn:
+            present = schema_ddl.existing_tables(conn, self.mapping)
+            if len(present) < len(self.mapping.tables):
+                raise schema_ddl.SchemaError(
+                    f"the target has {len(present)} of {len(self.mapping.tables)} NextCRM "
+                    "tables: deploy and migrate first (cockpit schema deploy, cockpit migrate)")
+            # ObjectIds in findings come from the UUIDs, in SQL.
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
+            conn.execute(post_load.OBJECT_ID_FUNCTION)
+            quarantined = self._quarantined(conn)
+            adjustments = self._adjustments(conn)
+            conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
+            conn.execute(f"CREATE UNLOGGED TABLE {IDS} (t text, id uuid)")
+            conn.execute(f"CREATE UNLOGGED TABLE {PAIRS} "
+                         "(junction text, left_id uuid, right_id uuid)")
+            counts, records, mismatches = self._check_tables(conn, quarantined, adjustments)
+            conn.execute(f"CREATE INDEX ON {IDS} (t, id)")
+            conn.execute(f"CREATE INDEX ON {PAIRS} (junction, left_id, right_id)")
+            for table in self.mapping.entity_tables:
+                self._extras(conn, table, counts[table.name])
+            junctions = [self._check_junction(conn, j) for j in self.mapping.junctions]
+            orphans = self._orphans(conn)
+            types = self._data_types(conn)
+            schema = catalog.schema_differences(conn, self.mapping)
+            migration_finished = checkpoint.run_finished(conn)
+            conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
+        report = self._report(counts, junctions, records, mismatches, orphans, types, schema,
+                              quarantined, migration_finished, time.monotonic() - started)
+        path = self.settings.run_dir / REPORT_FILE
+        path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        report["reportPath"] = str(path)
+        return report
+
+    def _check_tables(self, conn: psycopg.Connection, quarantined: dict[str, dict[str, str]],
+                      adjustments: dict[str, dict[str, list[str]]]
+                      ) -> tuple[dict[str, _TableCheck], dict[str, int], list[dict]]:
+        tables = sorted(self.mapping.entity_tables, key=lambda t: -self.source.count(t.collection)
+                        if t.collection in set(self.source.collection_names()) else 0)
+        if self.workers > 1:
+            results = run_in_workers(
+                check_in_worker, [t.name for t in tables], self.workers, init_checker,
+                (SourceSpec.of(self.source), self.settings, quarantined, adjustments),
+                self.emit)
+        else:
+            results = {}
+            for t in tables:
+                checker = TableChecker(conn, self.source, self.mapping, self.settings,
+                                       quarantined.get(t.name, {}), adjustments.get(t.name, {}),
+                                       self.emit)
+                results[t.name] = (checker.check(t), checker.records, checker.mismatches)
+        counts = {t.name: results[t.name][0] for t in self.mapping.entity_tables}
+        records: Counter[str] = Counter()
+        mismatches: list[dict] = []
+        for t in self.mapping.entity_tables:
+            records.update(results[t.name][1])
+            mismatches += results[t.name][2]
+        for key in ("compared", "fields", "matched", "mismatchCount"):
+            records.setdefault(key, 0)
+        return counts, dict(records), mismatches[: self.t.examples * 10]
+
+    # -- inputs --------------------------------------------------------------------
+
+    def _quarantined(self, conn: psycopg.Connection) -> dict[str, dict[str, str]]:
+        """table -> ObjectId -> reason: the migration's known exceptions."""
+        out: dict[str, dict[str, str]] = {}
+        path = self.settings.run_dir / JSONL_FILE
+        if path.exists():
+            rows = [(r["table"], r["object_id"], r["reason_code"]) for r in read_jsonl(path)]
+        elif checkpoint.state_exists(conn):
+            rows = conn.execute(
+                f"SELECT table_name, object_id, reason_code FROM {STATE_SCHEMA}.quarantine"
+            ).fetchall()
+        else:
+            rows = []
+        for table, oid, reason in rows:
+            out.setdefault(table, {})[oid] = reason
+        return out
+
+    def _adjustments(self, conn: psycopg.Connection) -> dict[str, dict[str, list[str]]]:
+        """table -> ObjectId -> columns the migration set NULL (dangling references)."""
+        out: dict[str, dict[str, list[str]]] = {}
+        if checkpoint.state_exists(conn):
+            for t, o, c in conn.execute(
+                    f"SELECT table_name, object_id, column_name FROM {STATE_SCHEMA}.adjustments"):
+                out.setdefault(t, {}).setdefault(o, []).append(c)
+        return out
+
+    def _extras(self, conn: psycopg.Connection, table: Table, check: _TableCheck) -> None:
+        """Target rows whose ObjectId is not in the source at all."""
+        rows = conn.execute(sql.SQL(
+            "SELECT {s}.object_id(t.id) FROM {t} t WHERE NOT EXISTS "
+            "(SELECT 1 FROM {ids} v WHERE v.t = %s AND v.id = t.id)").format(ids=sql.SQL(IDS),
+            s=ident(STATE_SCHEMA), t=ident(table.name)), [table.name]).fetchall()
+        for (oid,) in rows:
+            check.note("extra", oid, self.t.examples)
+
+    def _check_junction(self, conn: psycopg.Connection, j: Any) -> dict:
+        q = sql.SQL("""
+            WITH expected AS (
+                SELECT DISTINCT p.left_id, p.right_id FROM {pairs} p
+                WHERE p.junction = %(j)s
+                  AND EXISTS (SELECT 1 FROM {l} x WHERE x.id = p.left_id)
+                  AND EXISTS (SELECT 1 FROM {r} y WHERE y.id = p.right_id)),
+            actual AS (SELECT {lc} AS left_id, {rc} AS right_id FROM {jt})
+            SELECT 'missing', {s}.object_id(left_id), {s}.object_id(right_id)
+              FROM (SELECT * FROM expected EXCEPT SELECT * FROM actual) m
+            UNION ALL
+            SELECT 'extra', {s}.object_id(left_id), {s}.object_id(right_id)
+              FROM (SELECT * FROM actual EXCEPT SELECT * FROM expected) e""").format(
+            l=ident(j.left_table), r=ident(j.right_table), lc=ident(j.left_column),
+            rc=ident(j.right_column), jt=ident(j.table), s=ident(STATE_SCHEMA),
+            pairs=sql.SQL(PAIRS))
+        rows = conn.execute(q, {"j": j.table}).fetchall()
+        expected = conn.execute(sql.SQL(
+            "SELECT count(*) FROM (SELECT DISTINCT p.left_id, p.right_id FROM {pairs} p "
+            "WHERE p.junction = %s AND EXISTS (SELECT 1 FROM {l} x WHERE x.id = p.left_id) "
+            "AND EXISTS (SELECT 1 FROM {r} y WHERE y.id = p.right_id)) e").format(
+            l=ident(j.left_table), r=ident(j.right_table), pairs=sql.SQL(PAIRS)),
+            [j.table]).fetchone()[0]  # type: ignore[index]
+        actual = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            ident(j.table))).fetchone()[0]  # type: ignore[index]
+
+        def pairs(kind: str) -> list[str]:
+            return [f"{j.left_column}={a} {j.right_column}={b}"
+                    for k, a, b in rows if k == kind]
+
+        return {"table": j.table, "expected": expected, "actual": actual,
+                "missing": pairs("missing")[: self.t.examples],
+                "missingCount": len(pairs("missing")),
+                "extra": pairs("extra")[: self.t.examples], "extraCount": len(pairs("extra"))}
+
+    # -- layer 3 -------------------------------------------------------------------
+
+    def _orphans(self, conn: psycopg.Connection) -> list[dict]:
+        found = []
+        for fk in self.mapping.foreign_keys:
+            key = "id" if self.mapping.tables[fk.table].collection else fk.column
+            rows = conn.execute(sql.SQL(
+                "SELECT {s}.object_id(t.{k}), {s}.object_id(t.{c}) FROM {t} t "
+                "WHERE t.{c} IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM {r} r WHERE r.{rc} = t.{c})").format(
+                s=ident(STATE_SCHEMA), k=ident(key), c=ident(fk.column), t=ident(fk.table),
+                r=ident(fk.ref_table), rc=ident(fk.ref_column))).fetchall()
+            if rows:
+                found.append({"foreignKey": fk.name, "table": fk.table, "column": fk.column,
+                              "references": fk.ref_table, "count": len(rows),
+                              "examples": [{"objectId": a, "pointsTo": b}
+                                           for a, b in rows[: self.t.examples]]})
+        return found
+
+    # -- layer 4 -------------------------------------------------------------------
+
+    def _data_types(self, conn: psycopg.Connection) -> list[dict]:
+        """Values the column types alone do not rule out: timestamps out of
+        range, enum labels the mapping does not know (an altered enum type).
+        NOT NULL, INT4, JSONB and array element types are enforced by the
+        column definitions, which the schema conformance check compares."""
+        problems = []
+        latest = dt.datetime.now() + dt.timedelta(days=365 * LATEST_YEARS_AHEAD)
+        for table in self.mapping.tables.values():
+            key = "id" if table.collection else table.primary_key[0]
+            checks: list[tuple[str, str, sql.Composable, list]] = []
+            for c in table.columns:
+                if c.kind == "timestamp":
+                    checks.append(("timestamp out of range", c.name, sql.SQL(
+                        "t.{c} < %s OR t.{c} > %s").format(c=ident(c.name)), [EARLIEST, latest]))
+                if c.kind == "enum":
+                    checks.append(("invalid enum value", c.name, sql.SQL(
+                        "t.{c}::text <> ALL(%s)").format(c=ident(c.name)),
+                        [list(c.enum_values)]))
+            if not checks:
+                continue
+            counts = conn.execute(sql.SQL("SELECT {} FROM {} t").format(
+                sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(cond)
+                                   for _, _, cond, _ in checks), ident(table.name)),
+                [p for *_, params in checks for p in params]).fetchone()
+            for (what, column, cond, params), n in zip(checks, counts or (), strict=True):
+                if not n:
+                    continue
+                rows = conn.execute(sql.SQL(
+                    "SELECT {s}.object_id(t.{k}), t.{c}::text FROM {t} t WHERE {cond} "
+                    "LIMIT %s").format(s=ident(STATE_SCHEMA), k=ident(key), c=ident(column),
+                                       t=ident(table.name), cond=cond),
+                    [*params, self.t.examples]).fetchall()
+                problems.append({"problem": what, "table": table.name, "column": column,
+                                 "count": n,
+                                 "examples": [{"objectId": o, "value": v} for o, v in rows]})
+        return problems
+
+    # -- report --------------------------------------------------------------------
+
+    def _report(self, counts: dict[str, _TableCheck], junctions: list[dict],
+                records: dict[str, int], mismatches: list[dict], orphans: list[dict],
+                types: list[dict], schema: list[str], quarantined: dict[str, dict[str, str]],
+                migration_finished: bool, seconds: float) -> dict:
+        discrepancies = []
+        for name, c in counts.items():
+            expected = c.source - c.quarantined
+            if expected != c.target or c.missing_count or c.extra_count:
+                discrepancies.append({
+                    "table": name, "expected": expected, "actual": c.target,
+                    "missingCount": c.missing_count, "missing": c.missing,
+                    "extraCount": c.extra_count, "extra": c.extra})
+        for j in junctions:
+            if j["missingCount"] or j["extraCount"] or j["expected"] != j["actual"]:
+                discrepancies.append({"table": j["table"], "expected": j["expected"],
+                                      "actual": j["actual"], "missingCount": j["missingCount"],
+                                      "missing": j["missing"], "extraCount": j["extraCount"],
+                                      "extra": j["extra"]})
+        match = 100.0 * records["matched"] / records["fields"] if records["fields"] else 100.0
+        drift = self._drift(counts)
+        reasons = Counter(r for t in quarantined.values() for r in t.values())
+        row_ok = not discrepancies
+        rec_ok = (records["mismatchCount"] <= self.t.max_mismatches
+                  and match > self.t.min_match_percent)
+        ref_ok = sum(o["count"] for o in orphans) <= self.t.max_orphans
+        type_ok = not types and not schema
+        passed = row_ok and rec_ok and ref_ok and type_ok and match > self.t.min_match_percent
+        total_source = sum(c.source for c in counts.values())
+        return {
+            "status": "PASS" if passed else "FAIL",
+            "source": self.source.description,
+            "target": redact_url(self.settings.postgres_url),
+            "validatedAt": dt.datetime.now(dt.UTC).isoformat(),
+            "durationSeconds": round(seconds, 3),
+            "matchPercentage": round(match, 4),
+            "totals": {
+                "sourceDocuments": total_source,
+                "quarantined": sum(c.quarantined for c in counts.values()),
+                "targetRows": sum(c.target for c in counts.values()),
+                "junctionRows": sum(j["actual"] for j in junctions),
+                "tables": len(counts) + len(junctions),
+            },
+            "migrationFinished": migration_finished,
+            "knownExceptions": {"quarantined": sum(reasons.values()),
+                                "byReason": dict(reasons), "file": JSONL_FILE},
+            "sourceDrift": drift,
+            "thresholds": vars(self.t),
+            "rowCountValidation": {"status": "PASS" if row_ok else "FAIL",
+                                   "tablesChecked": len(counts) + len(junctions),
+                                   "discrepancies": discrepancies,
+                                   "junctions": junctions},
+            "sampleRecordValidation": {
+                "status": "PASS" if rec_ok else "FAIL",
+                "mode": f"sample of {self.settings.sample} per table" if self.settings.sample
+                else "every row",
+                "recordsCompared": records["compared"], "fieldsCompared": records["fields"],
+                "fieldsMatched": records["matched"], "matchPercentage": round(match, 4),
+                "mismatchCount": records["mismatchCount"], "fieldMismatches": mismatches},
+            "referentialIntegrityValidation": {
+                "status": "PASS" if ref_ok else "FAIL",
+                "foreignKeysChecked": len(self.mapping.foreign_keys), "orphans": orphans},
+            "dataTypeValidation": {"status": "PASS" if type_ok else "FAIL", "problems": types,
+                                   "schemaDifferences": schema},
+        }
+
+    def _drift(self, counts: dict[str, _TableCheck]) -> dict:
+        baseline = read_baseline(self.settings.run_dir / BASELINE_FILE)
+        if baseline is None:
+            return {"baseline": None, "changed": []}
+        changed = []
+        for table, c in counts.items():
+            coll = self.mapping.tables[table].collection
+            before = baseline["collections"].get(coll)
+            if before is not None and before != c.source:
+                changed.append({"collection": coll, "baseline": before, "now": c.source})
+        return {"baseline": baseline["takenAt"], "changed": changed}
+
+
+# -- worker processes ------------------------------------------------------------
+
+_worker: dict = {}
+
+
+def init_checker(spec: SourceSpec, settings: ValidationSettings,
+                 quarantined: dict[str, dict[str, str]],
+                 adjustments: dict[str, dict[str, list[str]]]) -> None:
+    _worker.update(spec=spec, settings=settings, quarantined=quarantined,
+                   adjustments=adjustments)
+
+
+def check_in_worker(table_name: str) -> tuple[_TableCheck, dict[str, int], list[dict]]:
+    w = _worker
+    source = w["spec"].open()
+    try:
+        with psycopg.connect(w["settings"].postgres_url, autocommit=True,
+                             application_name="migration-cockpit validate") as conn:
+            mapping = nextcrm()
+            checker = TableChecker(conn, source, mapping, w["settings"],
+                                   w["quarantined"].get(table_name, {}),
+                                   w["adjustments"].get(table_name, {}), worker_emit)
+            return checker.check(mapping.tables[table_name]), checker.records, \
+                checker.mismatches
+    finally:
+        source.close()
