@@ -1,14 +1,69 @@
-"""`cockpit`: the TUI without a command; the engine's commands otherwise."""
+"""`cockpit`: the TUI without a command (or with `demo`); the engine's
+headless commands otherwise (migrate, validate, schema deploy, ...)."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from pathlib import Path
+
+from engine.cli import build_parser
+from engine.cli import main as engine_main
+
+
+def tui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cockpit", description="The migration cockpit (TUI). "
+                                "Headless commands: cockpit {migrate,validate,schema,baseline,"
+                                "generate,runbook,demo} --help")
+    p.add_argument("--mongo", default=os.environ.get("STAGING_MONGODB_URL"),
+                   help="source MongoDB URL (default: $STAGING_MONGODB_URL)")
+    p.add_argument("--dump", help="a mongodump folder instead of a live MongoDB")
+    p.add_argument("--db", help="database name")
+    p.add_argument("--postgres", default=os.environ.get("STAGING_POSTGRESQL_URL"),
+                   help="target PostgreSQL URL (default: $STAGING_POSTGRESQL_URL)")
+    p.add_argument("--run-dir", type=Path, default=Path.cwd())
+    p.add_argument("--runbook", type=Path, help="runbook.yaml (default: ./runbook.yaml)")
+    p.add_argument("--start", action="store_true", help="start the migration at once")
+    return p
+
+
+def run_tui(args: argparse.Namespace, autostart: bool) -> int:
+    from cockpit.app import CockpitApp, CockpitConfig
+    from engine.runbook import RunbookError, default_runbook_path
+
+    config = CockpitConfig(args.postgres, args.mongo, args.dump, args.db, args.run_dir,
+                           args.runbook or default_runbook_path(), autostart)
+    try:
+        app = CockpitApp(config)
+    except RunbookError as exc:
+        print(f"❌ {exc}", file=sys.stderr)
+        return 1
+    return app.run() or 0
+
+
+def run_demo(argv: list[str]) -> int:
+    from engine.demo import start_demo
+
+    args = build_parser().parse_args(["demo", *argv])
+    env = start_demo(args.scale)
+    try:
+        ns = argparse.Namespace(postgres=env.postgres_url, mongo=env.mongo_url, dump=None,
+                                db="nextcrm", run_dir=args.run_dir, runbook=None)
+        return run_tui(ns, autostart=True)
+    finally:
+        print("Stopping the demo servers.")
+        env.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.cli import main as engine_main
-
-    return engine_main(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"] and "--headless" not in argv:
+        return run_demo(argv[1:])
+    if argv and not argv[0].startswith("-"):
+        return engine_main(argv)
+    args = tui_parser().parse_args(argv)
+    return run_tui(args, autostart=args.start)
 
 
 if __name__ == "__main__":

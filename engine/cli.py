@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="differing fields tolerated (default 0)")
     val.add_argument("--max-orphans", type=int, default=0)
 
+    runbook = sub.add_parser("runbook", help="the runbook checklist")
+    runbook_sub = runbook.add_subparsers(dest="runbook_command", metavar="action", required=True)
+    export = runbook_sub.add_parser("export", help="write runbook-record.md: every group, "
+                                    "step and item with status, who, when, check results")
+    export.add_argument("--out", type=Path, help="output file (default: ./runbook-record.md)")
+    export.add_argument("--runbook", type=Path, help="runbook.yaml (default: ./runbook.yaml)")
+    add_run_dir(export)
+
     demo = sub.add_parser("demo", help="start both servers here, seed NextCRM data, migrate")
     demo.add_argument("--scale", type=float, default=0.5,
                       help="dataset size (1.0 ~ 125,430 documents; default 0.5)")
@@ -105,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handler = {"schema": cmd_schema, "migrate": cmd_migrate, "generate": cmd_generate,
-               "demo": cmd_demo, "validate": cmd_validate, "baseline": cmd_baseline}
+               "demo": cmd_demo, "validate": cmd_validate, "baseline": cmd_baseline,
+               "runbook": cmd_runbook}
     return handler[args.command](args)
 
 
@@ -245,3 +254,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         source.close()
     print_validation(report)
     return EXIT_OK if report["status"] == "PASS" else EXIT_QUARANTINED
+
+
+def cmd_runbook(args: argparse.Namespace) -> int:
+    from engine.runbook import (
+        RECORD_FILE,
+        RunbookError,
+        RunbookState,
+        default_runbook_path,
+        export_record,
+        load_runbook,
+    )
+
+    try:
+        runbook = load_runbook(args.runbook or default_runbook_path())
+    except RunbookError as exc:
+        print(f"❌ {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    out = args.out or Path.cwd() / RECORD_FILE
+    export_record(runbook, RunbookState.load(args.run_dir), out)
+    print(f"✓ runbook record written to {out}")
+    return EXIT_OK

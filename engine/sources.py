@@ -70,8 +70,11 @@ class MongoSource:
     def __init__(self, url: str, database: str | None = None) -> None:
         self.url = url  # may hold a password: use description in any output
         self.description = redact_url(url)
+        # A timeout written in the URL wins over ours.
+        timeout = {} if "serverselectiontimeoutms" in url.lower() else {
+            "serverSelectionTimeoutMS": 10_000}
         self.client: pymongo.MongoClient = pymongo.MongoClient(
-            url, serverSelectionTimeoutMS=10_000, document_class=dict, tz_aware=False,
+            url, **timeout, document_class=dict, tz_aware=False,
             datetime_conversion=DatetimeConversion.DATETIME_AUTO, appname="migration-cockpit")
         name = database or pymongo.uri_parser.parse_uri(url).get("database") or "nextcrm"
         self.db = self.client.get_database(name, codec_options=CODEC)

@@ -1,0 +1,457 @@
+"""The cockpit: one terminal that replaces the runbook's five monitoring
+terminals and its paper checklists.
+
+The engine runs in a thread worker and reports through EngineReported
+messages; monitors run in their own workers; no widget is touched from a
+thread."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Container
+from textual.widget import Widget
+from textual.widgets import Footer, Header, Static
+from textual.worker import Worker, WorkerState
+
+from cockpit.alerts import Limits, WarningSigns
+from cockpit.messages import (
+    CheckpointRead,
+    ConnectionsChecked,
+    EngineReported,
+    MigrationEnded,
+    PostgresSampled,
+    RunbookItemDone,
+    SystemSampled,
+    ValidationEnded,
+)
+from cockpit.metrics_sheet import MetricsSheet
+from cockpit.monitors import SystemSample, sample_postgres, sample_system
+from cockpit.panes.checkpoint import CheckpointPane, CheckpointView, read_checkpoint_view
+from cockpit.panes.errors import ErrorsPane
+from cockpit.panes.postgres import PostgresPane
+from cockpit.panes.progress import ProgressPane
+from cockpit.panes.runbook import RunbookPane
+from cockpit.panes.system import SystemPane
+from cockpit.progress_model import ProgressModel
+from cockpit.screens import ConfirmQuitScreen, HelpScreen, NoteScreen, RecordScreen, ReportScreen
+from engine import events
+from engine.checkpoint import CHECKPOINT_FILE
+from engine.console import print_validation
+from engine.control import MigrationControl
+from engine.migrate import Migration, MigrationSettings
+from engine.redact import redact_text, redact_url
+from engine.runbook import RECORD_FILE, RunbookState, export_record, load_runbook
+from engine.runbook_checks import CheckResult, RunContext, run_action, run_check
+from engine.validate import ValidationSettings, Validator
+
+PANES = ["progress", "postgres", "checkpoint", "errors", "system", "runbook"]
+COMPACT_WIDTH, COMPACT_HEIGHT = 120, 34
+
+
+@dataclass
+class CockpitConfig:
+    postgres_url: str | None
+    mongo_url: str | None = None
+    dump: str | None = None
+    database: str | None = None
+    run_dir: Path = field(default_factory=Path.cwd)
+    runbook_path: Path = Path("runbook.yaml")
+    autostart: bool = False
+    batch_size: int | None = None
+    workers: int | None = None
+    postgres_interval: float = 2.0
+    system_interval: float = 1.0
+    alert_interval: float = 5.0
+    metrics_interval: float = 60.0
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def context(self) -> RunContext:
+        return RunContext(self.postgres_url, self.mongo_url, self.dump, self.database,
+                          self.run_dir)
+
+
+class CockpitApp(App[int]):
+    CSS_PATH = "cockpit.tcss"
+    TITLE = "Migration Cockpit"
+    SUB_TITLE = "NextCRM MongoDB → PostgreSQL"
+    BINDINGS = [
+        Binding("s", "start", "Start"),
+        Binding("p", "pause", "Pause/Resume"),
+        Binding("v", "validate", "Validate"),
+        Binding("f", "fullscreen", "Full screen"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "request_quit", "Quit"),
+        Binding("ctrl+c", "request_quit", "Quit", priority=True, show=False),
+        *[Binding(str(n), f"show_pane({n - 1})", PANES[n - 1], show=False)
+          for n in range(1, 7)],
+        Binding("tab", "cycle_pane(1)", "Next pane", show=False),
+        Binding("shift+tab", "cycle_pane(-1)", "Previous pane", show=False),
+    ]
+    HELP = [("s", "start the migration (or resume it)"),
+            ("p", "pause / resume (the batch in flight finishes; checkpoint saved)"),
+            ("v", "validate (four layers, every row)"),
+            ("1-6, Tab", "go to a pane: 1 Progress 2 PostgreSQL 3 Checkpoint 4 Errors "
+             "5 System 6 Runbook"),
+            ("f", "full screen for the current pane (again to return)"),
+            ("/", "Errors pane: search; Enter opens a record"),
+            ("Space", "Runbook pane: tick a manual item"),
+            ("Enter", "Runbook pane: run an automatic check or action"),
+            ("n, b, e", "Runbook pane: note an item; record a step's start / end"),
+            ("?", "this help"),
+            ("q, Ctrl+C", "quit: asks first, then pauses safely and saves the checkpoint")]
+
+    def __init__(self, config: CockpitConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.control = MigrationControl()
+        self.model = ProgressModel()
+        self.metrics = MetricsSheet(config.run_dir)
+        self.signs = WarningSigns(config.limits, config.run_dir / "migration-alerts.log")
+        self.runbook = load_runbook(config.runbook_path)
+        self.runbook_state = RunbookState.load(config.run_dir)
+        self.engine_running = False
+        self.quit_after_stop = False
+        self.active = 0
+        self.dirty = False
+        self.last_system: SystemSample | None = None
+        self.postgres_error: str | None = None
+        self.checkpoint_age: float | None = None
+        self.last_metrics = time.monotonic()
+        self.recorded: list[object] = []  # every message handled: for tests and replay
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(self._connection_line("checking…", "checking…"), id="connections")
+        yield Static("", id="panebar")
+        with Container(id="grid"):
+            # Grid order (see cockpit.tcss): progress spans two rows, errors
+            # sits below it; system and runbook span two rows on the right.
+            yield ProgressPane(id="progress")
+            yield PostgresPane(id="postgres")
+            yield CheckpointPane(id="checkpoint")
+            yield SystemPane(id="system")
+            yield RunbookPane(self.runbook, self.runbook_state, id="runbook")
+            yield ErrorsPane(id="errors")
+        yield Footer()
+
+    def _connection_line(self, pg: str, mongo: str) -> str:
+        source = self.config.dump and f"dump {self.config.dump}" or redact_url(
+            self.config.mongo_url or "(no source: --mongo or --dump)")
+        target = redact_url(self.config.postgres_url or "(no target: --postgres)")
+        return f"Source {source}: {mongo}   Target {target}: {pg}"
+
+    def on_mount(self) -> None:
+        self.set_interval(self.config.postgres_interval, self.sample_postgres)
+        self.set_interval(self.config.system_interval, self.sample_system)
+        self.set_interval(2.0, self.read_checkpoint)
+        self.set_interval(self.config.alert_interval, self.evaluate_alerts)
+        self.set_interval(0.25, self.repaint)
+        self.check_connections()
+        self.sample_system()
+        self.sample_postgres()
+        self.read_checkpoint()
+        self.action_show_pane(0)
+        self._layout_for(self.size.width, self.size.height)
+        if self.config.autostart:
+            self.action_start()
+
+    # -- workers (threads): they only post messages ---------------------------------
+
+    @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
+    def check_connections(self) -> None:
+        ctx = self.config.context
+        pg = run_check("postgres_reachable", ctx) if ctx.postgres_url else CheckResult(
+            False, "not set")
+        mongo = run_check("mongo_reachable", ctx)
+        self.post_message(ConnectionsChecked(self._connection_line(
+            f"{'✓' if pg.ok else '✗'} {pg.detail}", f"{'✓' if mongo.ok else '✗'} {mongo.detail}")))
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def run_migration(self) -> None:
+        settings = MigrationSettings(self.config.postgres_url or "", self.config.run_dir,
+                                     self.config.batch_size, self.config.workers)
+        source = self.config.context.source()
+        try:
+            outcome = Migration(source, settings, [self._engine_sink], self.control).run()
+        finally:
+            source.close()
+        self.post_message(MigrationEnded(outcome.value))
+
+    def _engine_sink(self, event: events.Event) -> None:
+        if not isinstance(event, events.CheckpointSaved):  # pane 3 reads the file itself
+            self.post_message(EngineReported(event))  # thread-safe
+
+    @work(thread=True, exclusive=True, group="validate", exit_on_error=False)
+    def run_validation(self) -> None:
+        source = self.config.context.source()
+        try:
+            report = Validator(source, ValidationSettings(
+                self.config.postgres_url or "", self.config.run_dir,
+                workers=self.config.workers), [self._engine_sink]).run()
+        except Exception as exc:  # shown to the lead, not swallowed
+            self.post_message(ValidationEnded(None, redact_text(str(exc))))
+            return
+        finally:
+            source.close()
+        self.post_message(ValidationEnded(report))
+
+    @work(thread=True, exclusive=True, group="postgres", exit_on_error=False)
+    def sample_postgres(self) -> None:
+        if self.config.postgres_url:
+            self.post_message(PostgresSampled(sample_postgres(self.config.postgres_url)))
+
+    @work(thread=True, exclusive=True, group="system", exit_on_error=False)
+    def sample_system(self) -> None:
+        self.post_message(SystemSampled(sample_system(self.config.run_dir)))
+
+    @work(thread=True, exclusive=True, group="checkpoint", exit_on_error=False)
+    def read_checkpoint(self) -> None:
+        self.post_message(CheckpointRead(read_checkpoint_view(
+            self.config.run_dir / CHECKPOINT_FILE)))
+
+    @work(thread=True, group="runbook", exit_on_error=False)
+    def run_runbook_item(self, item_id: str, kind: str, name: str) -> None:
+        ctx = self.config.context
+        if kind == "auto":
+            result = run_check(name, ctx)
+        elif name == "export_record":
+            path = export_record(self.runbook, self.runbook_state, ctx.run_dir / RECORD_FILE)
+            result = CheckResult(True, f"written to {path}")
+        else:
+            result = run_action(name, ctx)
+        self.post_message(RunbookItemDone(item_id, result.ok, result.detail))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures surface: shown, logged, never silent."""
+        if event.state is WorkerState.ERROR:
+            error = redact_text(str(event.worker.error))
+            self.log.error(f"worker {event.worker.group} failed: {error}")
+            self.notify(f"{event.worker.group}: {error}", title="Error", severity="error",
+                        timeout=10)
+            if event.worker.group == "engine":
+                self.engine_running = False
+                self.model.state = "failed"
+                self.model.message = error
+
+    # -- messages from workers ---------------------------------------------------------
+
+    def on_engine_reported(self, message: EngineReported) -> None:
+        event = message.event
+        self.recorded.append(event)
+        self.model.apply(event)
+        self.dirty = True
+        match event:
+            case events.DocumentQuarantined():
+                self.query_one(ErrorsPane).add(event)
+            case events.TableFinished():
+                t = self.model.tables[event.table]
+                speed = (event.rows + event.quarantined) / event.seconds if event.seconds else 0
+                self._metrics_row(event.table, t.done_documents, t.expected, speed,
+                                  event.quarantined, "✓ Complete")
+            case events.MigrationPaused():
+                self.notify(self.model.message + ". Press p to resume.", title="Paused")
+            case events.MigrationFinished():
+                self.notify(self.model.message, title="Migration finished",
+                            severity="warning" if event.quarantined else "information")
+            case events.MigrationFailed():
+                self.notify(f"{event.message}\n{event.hint}", title="Migration failed",
+                            severity="error", timeout=15)
+            case events.Notice() if event.level != "info":
+                self.notify(event.text, severity="warning")
+
+    def on_migration_ended(self, message: MigrationEnded) -> None:
+        self.recorded.append(message)
+        self.engine_running = False
+        self.dirty = True
+        if self.quit_after_stop:
+            self.exit(0)
+
+    def on_validation_ended(self, message: ValidationEnded) -> None:
+        self.recorded.append(message)
+        if message.report is None:
+            self.notify(message.error or "validation failed", title="Validation error",
+                        severity="error")
+            return
+        out = io.StringIO()
+        print_validation(message.report, out)
+        passed = message.report["status"] == "PASS"
+        self.notify("VALIDATION PASSED" if passed else "VALIDATION FAILED",
+                    severity="information" if passed else "error")
+        self.push_screen(ReportScreen("Validation report", out.getvalue()))
+
+    def on_postgres_sampled(self, message: PostgresSampled) -> None:
+        self.postgres_error = None if message.stats.ok else message.stats.error
+        self.query_one(PostgresPane).show(message.stats)
+
+    def on_system_sampled(self, message: SystemSampled) -> None:
+        self.last_system = message.sample
+        self.query_one(SystemPane).show(message.sample)
+
+    def on_checkpoint_read(self, message: CheckpointRead) -> None:
+        view: CheckpointView = message.view  # type: ignore[assignment]
+        self.checkpoint_age = view.age
+        self.query_one(CheckpointPane).show(view, self.engine_running)
+
+    def on_connections_checked(self, message: ConnectionsChecked) -> None:
+        self.query_one("#connections", Static).update(message.text)
+
+    def on_runbook_item_done(self, message: RunbookItemDone) -> None:
+        self.recorded.append(message)
+        self.runbook_state.record_check(message.item_id, message.ok, message.detail)
+        self.query_one(RunbookPane).refresh_item(message.item_id)
+        self.notify(message.detail, title="PASS" if message.ok else "FAIL",
+                    severity="information" if message.ok else "warning")
+
+    @on(ErrorsPane.RecordOpened)
+    def open_record(self, message: ErrorsPane.RecordOpened) -> None:
+        self.recorded.append(message)
+        self.push_screen(RecordScreen(message.record))
+
+    @on(RunbookPane.ItemRun)
+    def run_item(self, message: RunbookPane.ItemRun) -> None:
+        item = message.item
+        if item.kind == "action" and item.action == "migrate":
+            self.action_start()
+            self.runbook_state.record_check(item.id, True, "migration started from the cockpit")
+            self.query_one(RunbookPane).refresh_item(item.id)
+        elif item.kind == "action" and item.action == "validate":
+            self.action_validate()
+        else:
+            self.notify(f"running: {item.text}")
+            self.run_runbook_item(item.id, item.kind, item.check or item.action or "")
+
+    @on(RunbookPane.NoteWanted)
+    def ask_note(self, message: RunbookPane.NoteWanted) -> None:
+        item = message.item
+
+        def save(note: str | None) -> None:
+            if note is not None:
+                self.runbook_state.set_note(item.id, note)
+                self.query_one(RunbookPane).refresh_item(item.id)
+
+        current = self.runbook_state.items.get(item.id, {}).get("note", "")
+        self.push_screen(NoteScreen(item.text, current), save)
+
+    # -- timers --------------------------------------------------------------------
+
+    def repaint(self) -> None:
+        if self.dirty:
+            self.dirty = False
+            self.query_one(ProgressPane).show(self.model)
+        now = time.monotonic()
+        if self.engine_running and now - self.last_metrics >= self.config.metrics_interval:
+            self.last_metrics = now
+            for t in self.model.tables.values():
+                if t.status == "running":
+                    self._metrics_row(t.table, t.done_documents, t.expected, t.rate,
+                                      t.quarantined, "In progress")
+
+    def _metrics_row(self, table: str, done: int, expected: int, speed: float, errors: int,
+                     notes: str) -> None:
+        rss = self.last_system.memory_used if self.last_system else None
+        row = self.metrics.add(table, done, expected, speed, errors, rss, notes)
+        self.query_one(ProgressPane).add_metrics(row)
+
+    def evaluate_alerts(self) -> None:
+        memory = self.last_system.memory_percent if self.last_system else None
+        running = self.engine_running and self.model.state == "running"
+        for alert in self.signs.evaluate(
+                now=time.monotonic(), running=running, last_progress=self.model.last_progress,
+                documents=self.model.documents, quarantined=self.model.quarantined,
+                memory_percent=memory, checkpoint_age=self.checkpoint_age,
+                postgres_error=self.postgres_error):
+            self.recorded.append(alert)
+            self.query_one(ErrorsPane).add_alert(alert)
+            self.notify(alert.text, title="Warning sign", severity="warning", timeout=10)
+
+    # -- actions -------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        if self.engine_running:
+            self.notify("The migration is already running.")
+            return
+        if not self.config.postgres_url or not (self.config.mongo_url or self.config.dump):
+            self.notify("Give --postgres and --mongo or --dump to migrate.", severity="error")
+            return
+        self.control = MigrationControl()
+        self.model = ProgressModel()
+        self.engine_running = True
+        self.last_metrics = time.monotonic()
+        self.signs.active.clear()
+        self.notify("Migration started.")
+        self.run_migration()
+
+    def action_pause(self) -> None:
+        if not self.engine_running:
+            self.notify("No migration is running (s starts one).")
+        elif self.control.paused:
+            self.control.resume()
+            self.model.state = "running"
+            self.model.message = ""
+            self.model.last_progress = time.monotonic()
+            self.dirty = True
+            self.notify("Resumed.")
+        else:
+            self.control.pause()
+            self.notify("Pausing after the batch in flight…")
+
+    def action_validate(self) -> None:
+        if self.engine_running:
+            self.notify("Validate once the migration has finished or is paused and quit.",
+                        severity="warning")
+            return
+        self.notify("Validating every row…")
+        self.run_validation()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.HELP))
+
+    def action_request_quit(self) -> None:
+        def decided(yes: bool | None) -> None:
+            if not yes:
+                return
+            if self.engine_running:
+                self.quit_after_stop = True
+                self.control.stop()
+                self.notify("Pausing safely and saving the checkpoint…")
+            else:
+                self.exit(0)
+
+        self.push_screen(ConfirmQuitScreen(self.engine_running), decided)
+
+    def _pane(self, index: int) -> Widget:
+        return self.query_one(f"#{PANES[index]}")
+
+    def action_show_pane(self, index: int) -> None:
+        self.active = index
+        for i, name in enumerate(PANES):
+            self.query_one(f"#{name}").set_class(i != index, "inactive")
+        self._pane(index).focus()
+        self.query_one("#panebar", Static).update("  ".join(
+            f"[reverse] {i + 1} {n} [/]" if i == index else f" {i + 1} {n} "
+            for i, n in enumerate(PANES)))
+
+    def action_cycle_pane(self, step: int) -> None:
+        self.action_show_pane((self.active + step) % len(PANES))
+
+    def action_fullscreen(self) -> None:
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+        else:
+            self.screen.maximize(self._pane(self.active), container=False)
+
+    def on_resize(self, event: object) -> None:
+        size = getattr(event, "size", self.size)
+        self._layout_for(size.width, size.height)
+
+    def _layout_for(self, width: int, height: int) -> None:
+        """Small terminals (80x24) show one pane at a time; number keys switch."""
+        self.screen.set_class(width < COMPACT_WIDTH or height < COMPACT_HEIGHT, "compact")

@@ -1,0 +1,78 @@
+"""What workers tell the UI: typed, past-tense messages. Workers never touch
+widgets; they post these (post_message is thread-safe)."""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+from cockpit.monitors import PostgresStats, SystemSample
+from engine import events
+
+
+class EngineReported(Message):
+    """An engine event. Progress of one table may replace the one before it
+    in the queue: at high rates only the latest matters."""
+
+    def __init__(self, event: events.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def can_replace(self, message: Message) -> bool:
+        return (isinstance(message, EngineReported)
+                and isinstance(self.event, events.BatchCommitted | events.ValidationProgress)
+                and type(message.event) is type(self.event)
+                and message.event.table == self.event.table)
+
+
+class MigrationEnded(Message):
+    def __init__(self, outcome: str) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+
+class ValidationEnded(Message):
+    def __init__(self, report: dict | None, error: str | None = None) -> None:
+        super().__init__()
+        self.report = report
+        self.error = error
+
+
+class PostgresSampled(Message):
+    def __init__(self, stats: PostgresStats) -> None:
+        super().__init__()
+        self.stats = stats
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PostgresSampled)
+
+
+class SystemSampled(Message):
+    def __init__(self, sample: SystemSample) -> None:
+        super().__init__()
+        self.sample = sample
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SystemSampled)
+
+
+class ConnectionsChecked(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class CheckpointRead(Message):
+    def __init__(self, view: object) -> None:
+        super().__init__()
+        self.view = view
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, CheckpointRead)
+
+
+class RunbookItemDone(Message):
+    def __init__(self, item_id: str, ok: bool, detail: str) -> None:
+        super().__init__()
+        self.item_id = item_id
+        self.ok = ok
+        self.detail = detail

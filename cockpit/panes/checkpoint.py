@@ -1,0 +1,62 @@
+"""Pane 3: migration-checkpoint.json, as the runbook's `watch ... | jq` showed it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+from textual.widgets import Static
+
+STALE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class CheckpointView:
+    exists: bool
+    data: dict
+    age: float | None  # seconds since the file was written
+    error: str = ""
+
+
+def read_checkpoint_view(path: Path) -> CheckpointView:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return CheckpointView(False, {}, None)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        return CheckpointView(True, {}, time.time() - stat.st_mtime, f"unreadable: {exc}")
+    return CheckpointView(True, data, time.time() - stat.st_mtime)
+
+
+class CheckpointPane(Static, can_focus=True):
+    BORDER_TITLE = "3 Checkpoint"
+
+    def show(self, view: CheckpointView, running: bool) -> None:
+        if not view.exists:
+            self.update("No checkpoint file (none yet, or deleted after a finished run).")
+            return
+        if view.error:
+            self.update(f"[b red]{view.error}[/]")
+            return
+        d = view.data
+        stale = running and view.age is not None and view.age > STALE_SECONDS
+        t = Table.grid(padding=(0, 1))
+        t.add_column(style="dim")
+        t.add_column()
+        t.add_row(".currentTable", str(d.get("currentTable")))
+        t.add_row(".totalRecordsMigrated", f"{d.get('totalRecordsMigrated', 0):,}")
+        age = f"{view.age:.0f}s ago" if view.age is not None else "?"
+        t.add_row("updated", f"[b red]{age} — STALE[/]" if stale else age)
+        for name, info in d.get("tables", {}).items():
+            if info.get("status") == "running" or (
+                    info.get("status") != "pending" and info.get("collection") is None):
+                t.add_row(f"  {name}", f"{info.get('status')} {info.get('rows', 0):,} rows, "
+                          f"last {str(info.get('lastId') or '')[:40]}")
+        done = sum(1 for i in d.get("tables", {}).values() if i.get("status") == "done")
+        t.add_row("tables done", f"{done}/{len(d.get('tables', {}))}")
+        self.update(t)

@@ -1,0 +1,64 @@
+"""Pane 1: phases, every table, overall bar, throughput chart, metrics sheet."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, ProgressBar, Static
+
+from cockpit.metrics_sheet import COLUMNS, MetricsRow
+from cockpit.panes.chart import line_chart
+from cockpit.progress_model import ProgressModel
+from engine.console import duration
+
+STATUS = {"pending": "· pending", "running": "▶ running", "done": "✓ done",
+          "done*": "⚠ done (quarantined)"}
+
+
+class ProgressPane(Vertical, can_focus=True):
+    BORDER_TITLE = "1 Progress"
+
+    def compose(self) -> ComposeResult:
+        yield Static("Not started. Press s to start.", id="phase")
+        yield ProgressBar(total=100, show_eta=False, id="overall")
+        yield DataTable(id="tables", cursor_type="row", zebra_stripes=True)
+        yield Static(id="throughput")
+        yield DataTable(id="metrics", cursor_type="none")
+
+    def on_mount(self) -> None:
+        tables = self.query_one("#tables", DataTable)
+        tables.add_columns("Table", "Status", "Records", "Quarantined", "rec/s", "ETA")
+        self.query_one("#metrics", DataTable).add_columns(*COLUMNS)
+
+    def show(self, model: ProgressModel) -> None:
+        state = {"running": "▶", "paused": "⏸", "finished": "✓", "failed": "✗"}.get(
+            model.state, "·")
+        eta = ""
+        if model.state == "running" and model.rate > 0:
+            eta = f" | ETA {duration((model.expected - model.done) / model.rate)}"
+        self.query_one("#phase", Static).update(
+            f"{state} {model.phase} | {model.done:,}/{model.expected:,} documents "
+            f"({model.percent:.0f}%) | {model.rate:,.0f} rec/s{eta}"
+            + (f"\n{model.message}" if model.message else ""))
+        self.query_one("#overall", ProgressBar).update(progress=model.percent)
+        table = self.query_one("#tables", DataTable)
+        for t in model.tables.values():
+            eta_s = t.eta_seconds
+            cells = (t.table, STATUS.get(t.status, t.status),
+                     f"{t.rows:,}/{t.expected:,}" if t.phase < 3 else f"{t.rows:,} pairs",
+                     f"{t.quarantined:,}", f"{t.rate:,.0f}" if t.status == "running" else "",
+                     duration(eta_s) if eta_s is not None else "")
+            if t.table in table.rows:
+                for col, value in zip(table.columns, cells, strict=True):
+                    table.update_cell(t.table, col, value)
+            else:
+                table.add_row(*cells, key=t.table)
+        chart = self.query_one("#throughput", Static)
+        chart.update(line_chart([r for _, r in model.throughput][-120:],
+                                max(20, chart.size.width), max(5, chart.size.height),
+                                "throughput (documents/s)"))
+
+    def add_metrics(self, row: MetricsRow) -> None:
+        metrics = self.query_one("#metrics", DataTable)
+        metrics.add_row(*row.values())
+        metrics.scroll_end(animate=False)

@@ -1,0 +1,133 @@
+"""Pane 6: the runbook's checklists (runbook.yaml), ticked live.
+
+Space ticks a manual item; Enter runs an auto check or an action; n adds a
+note; b / e record a step's start / end time."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from engine.runbook import Group, Item, Runbook, RunbookState, Step, group_progress
+
+KIND_MARK = {"manual": "·", "auto": "⚙", "action": "▶"}
+
+
+class RunbookPane(Tree[object], can_focus=True):
+    BORDER_TITLE = "6 Runbook"
+    BINDINGS = [
+        Binding("space", "tick", "Tick"),
+        Binding("enter", "run", "Run check/action"),
+        Binding("b", "begin_step", "Step start", show=False),
+        Binding("e", "end_step", "Step end", show=False),
+        Binding("n", "note", "Note", show=False),
+    ]
+
+    class ItemRun(Message):
+        """Enter on an auto or action item: the app runs it in a worker."""
+
+        def __init__(self, item: Item) -> None:
+            super().__init__()
+            self.item = item
+
+    class NoteWanted(Message):
+        def __init__(self, item: Item) -> None:
+            super().__init__()
+            self.item = item
+
+    def __init__(self, runbook: Runbook, state: RunbookState, **kwargs: object) -> None:
+        super().__init__(runbook.title, **kwargs)  # type: ignore[arg-type]
+        self.runbook = runbook
+        self.state = state
+        self.item_nodes: dict[str, TreeNode[object]] = {}
+        self.group_nodes: dict[str, TreeNode[object]] = {}
+        self.step_nodes: dict[str, TreeNode[object]] = {}
+
+    def on_mount(self) -> None:
+        self.root.expand()
+        for g in self.runbook.groups:
+            gnode = self.root.add(self._group_label(g), data=g)
+            self.group_nodes[g.id] = gnode
+            for s in g.steps:
+                snode = gnode.add(self._step_label(s), data=s)
+                self.step_nodes[s.id] = snode
+                for i in s.items:
+                    self.item_nodes[i.id] = snode.add_leaf(self._item_label(i), data=i)
+        first = next(iter(self.group_nodes.values()), None)
+        if first:
+            first.expand()
+
+    def _group_label(self, g: Group) -> str:
+        done, total = group_progress(g, self.state)
+        return f"{g.id} {g.title}  [{done}/{total}]"
+
+    def _step_label(self, s: Step) -> str:
+        t = self.state.steps.get(s.id, {})
+        times = ""
+        if "started" in t:
+            times = f"  start {t['started'][11:16]}"
+        if "finished" in t:
+            times += f" end {t['finished'][11:16]}"
+        return f"{s.id} {s.title}{times}"
+
+    def _item_label(self, i: Item) -> str:
+        e = self.state.items.get(i.id, {})
+        box = "[green]☑[/]" if e.get("ticked") else "☐"
+        check = e.get("check")
+        result = ""
+        if check:
+            result = (f"  [green]PASS[/] {check['detail']}" if check["ok"]
+                      else f"  [red]FAIL[/] {check['detail']}")
+        note = f"  [dim]note: {e['note']}[/]" if e.get("note") else ""
+        return f"{box} {KIND_MARK[i.kind]} {i.text}{result}{note}"
+
+    def refresh_item(self, item_id: str) -> None:
+        node = self.item_nodes[item_id]
+        node.set_label(self._item_label(node.data))  # type: ignore[arg-type]
+        group = next(g for g in self.runbook.groups
+                     if any(i.id == item_id for s in g.steps for i in s.items))
+        self.group_nodes[group.id].set_label(self._group_label(group))
+
+    def _selected(self) -> object:
+        node = self.cursor_node
+        return node.data if node else None
+
+    def action_tick(self) -> None:
+        item = self._selected()
+        if isinstance(item, Item) and item.kind == "manual":
+            self.state.toggle(item.id)
+            self.refresh_item(item.id)
+        elif isinstance(item, Item):
+            self.app.notify("This item is checked by the cockpit: press Enter to run it.")
+
+    def action_run(self) -> None:
+        item = self._selected()
+        if isinstance(item, Item) and item.kind in ("auto", "action"):
+            self.post_message(self.ItemRun(item))
+        elif self.cursor_node is not None:
+            self.cursor_node.toggle()
+
+    def _step(self) -> Step | None:
+        node = self.cursor_node
+        while node is not None and not isinstance(node.data, Step):
+            node = node.parent
+        return node.data if node is not None else None  # type: ignore[return-value]
+
+    def action_begin_step(self) -> None:
+        step = self._step()
+        if step:
+            self.state.start_step(step.id)
+            self.step_nodes[step.id].set_label(self._step_label(step))
+
+    def action_end_step(self) -> None:
+        step = self._step()
+        if step:
+            self.state.finish_step(step.id)
+            self.step_nodes[step.id].set_label(self._step_label(step))
+
+    def action_note(self) -> None:
+        item = self._selected()
+        if isinstance(item, Item):
+            self.post_message(self.NoteWanted(item))

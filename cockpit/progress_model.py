@@ -1,0 +1,144 @@
+"""The migration's progress as the cockpit shows it, folded from engine
+events. No UI: panes read it, tests drive it with events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from engine import events
+
+
+@dataclass
+class TableProgress:
+    table: str
+    phase: int
+    expected: int
+    status: str = "pending"  # pending | running | done | done*: with quarantined
+    rows: int = 0
+    quarantined: int = 0
+    started: float | None = None
+    base: int = 0  # documents already done when this run reached the table
+    rate: float = 0.0
+    initial: int = 0  # documents done before this run (a resume)
+
+    @property
+    def done_documents(self) -> int:
+        return self.rows + self.quarantined
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.status != "running" or self.rate <= 0:
+            return None
+        return max(0.0, (self.expected - self.done_documents) / self.rate)
+
+
+@dataclass
+class ProgressModel:
+    tables: dict[str, TableProgress] = field(default_factory=dict)
+    phase: str = "not started"
+    state: str = "idle"  # idle | running | paused | finished | failed
+    source: str = ""
+    target: str = ""
+    message: str = ""
+    started: float | None = None
+    documents: int = 0  # read in this run
+    quarantined: int = 0
+    last_progress: float | None = None
+    throughput: list[tuple[float, float]] = field(default_factory=list)  # (t, docs/s)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    _window: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def expected(self) -> int:
+        return sum(t.expected for t in self.tables.values() if t.phase < 3)
+
+    @property
+    def done(self) -> int:
+        return sum(t.done_documents for t in self.tables.values() if t.phase < 3)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.expected if self.expected else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.throughput[-1][1] if self.throughput else 0.0
+
+    def apply(self, event: events.Event, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        match event:
+            case events.PlanReady():
+                self.source, self.target = event.source, event.target
+                self.state, self.started = "running", now
+                self.last_progress = now
+                for p in event.tables:
+                    status = "done" if p.done else "pending"
+                    if p.done and p.quarantined:
+                        status = "done*"
+                    self.tables[p.table] = TableProgress(
+                        p.table, p.phase, p.expected, status, p.rows, p.quarantined,
+                        initial=p.rows + p.quarantined)
+            case events.PhaseStarted():
+                self.phase = f"Phase {event.number}: {event.title}"
+            case events.TableStarted():
+                t = self.tables[event.table]
+                t.status, t.started = "running", now
+                t.rows, t.quarantined = event.rows, event.quarantined
+                t.base = t.done_documents
+            case events.BatchCommitted():
+                t = self.tables[event.table]
+                t.status = "running"
+                t.rows, t.quarantined = event.rows, event.quarantined
+                if t.started is None:
+                    t.started, t.base = now, t.done_documents
+                if now > t.started:
+                    t.rate = (t.done_documents - t.base) / (now - t.started)
+                # From table totals, not by adding up batches: a newer progress
+                # message may replace an older one still in the queue.
+                self.documents = sum(x.done_documents - x.initial for x in self.tables.values()
+                                     if x.phase < 3)
+                self.last_progress = now
+                self._sample(now)
+            case events.TableFinished():
+                t = self.tables[event.table]
+                t.rows, t.quarantined = event.rows, event.quarantined
+                t.status = "done*" if event.quarantined else "done"
+                self.last_progress = now
+            case events.TableSkipped():
+                t = self.tables[event.table]
+                t.status = "done*" if event.quarantined else "done"
+            case events.JunctionFilled():
+                t = self.tables[event.table]
+                t.rows, t.expected, t.status = event.rows, event.rows, "done"
+                self.last_progress = now
+            case events.StepDone():
+                self.last_progress = now
+            case events.DocumentQuarantined():
+                self.quarantined += 1
+                self.quarantine_reasons[event.reason_code] = (
+                    self.quarantine_reasons.get(event.reason_code, 0) + 1)
+            case events.MigrationPaused():
+                self.state = "paused"
+                self.message = (f"Paused at {event.percent:.0f}% ({event.tables_done}/"
+                                f"{event.tables_total} tables, {event.total_records:,} records)")
+            case events.MigrationFinished():
+                self.state = "finished"
+                self.message = (f"Finished: {event.total_records:,} records, "
+                                f"{event.quarantined:,} quarantined, {event.seconds:.1f}s")
+            case events.MigrationFailed():
+                self.state = "failed"
+                self.message = f"Failed: {event.message}" + (
+                    f" — {event.hint}" if event.hint else "")
+
+    def _sample(self, now: float) -> None:
+        """Throughput over the last few seconds, one point a second at most."""
+        self._window.append((now, self.documents))
+        while len(self._window) > 2 and now - self._window[0][0] > 5.0:
+            self._window.pop(0)
+        if self.throughput and now - self.throughput[-1][0] < 1.0:
+            return
+        (t0, d0) = self._window[0]
+        if now > t0:
+            self.throughput.append((now, (self.documents - d0) / (now - t0)))
+            del self.throughput[:-600]

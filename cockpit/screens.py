@@ -1,0 +1,109 @@
+"""Modal screens: help, quit confirmation, a quarantined record, a report, a note."""
+
+from __future__ import annotations
+
+import json
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from engine import events
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog"):
+            yield Label("[b]Keys[/b]  (Esc closes)")
+            yield Static("\n".join(f"  [b]{k:<14}[/b] {d}" for k, d in self.keys))
+
+
+class ConfirmQuitScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("escape,n", "cancel", "No"), Binding("y", "confirm", "Yes")]
+
+    def __init__(self, running: bool) -> None:
+        super().__init__()
+        self.running = running
+
+    def compose(self) -> ComposeResult:
+        text = ("Quit? The migration pauses safely: the batch in flight commits or rolls "
+                "back, the checkpoint is saved, and `cockpit migrate` resumes it."
+                if self.running else "Quit the cockpit?")
+        with Vertical(id="dialog"):
+            yield Label(text)
+            with Horizontal(id="buttons"):
+                yield Button("Yes, pause and quit (y)" if self.running else "Quit (y)",
+                             variant="warning", id="yes")
+                yield Button("Stay (n)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class RecordScreen(ModalScreen[None]):
+    """One quarantined document: why, and the original document."""
+
+    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
+
+    def __init__(self, record: events.DocumentQuarantined) -> None:
+        super().__init__()
+        self.record = record
+
+    def compose(self) -> ComposeResult:
+        r = self.record
+        try:
+            document = json.dumps(json.loads(r.document), indent=2, ensure_ascii=False)
+        except ValueError:
+            document = r.document
+        with VerticalScroll(id="dialog"):
+            yield Label(f"[b]{r.table}[/b]  ObjectId({r.object_id})  at {r.at}")
+            yield Label(f"[b red]{r.reason_code}[/]: {r.message}")
+            yield Static(document, id="document", markup=False)
+
+
+class ReportScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog"):
+            yield Label(f"[b]{self.title_text}[/b]  (Esc closes)")
+            yield Static(self.text, markup=False)
+
+
+class NoteScreen(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, item_text: str, current: str) -> None:
+        super().__init__()
+        self.item_text = item_text
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(f"Note for: {self.item_text}")
+            yield Input(value=self.current, id="note")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,310 @@
+"""runbook.yaml: the Phase 5 runbook as data, its live state, and the record.
+
+Schema (every key not marked optional is required):
+
+    version: 1
+    title: text
+    groups:                       # task groups, in order
+      - id: "5.1"                 # unique
+        title: text
+        responsible: text         # optional
+        estimate: text            # optional
+        steps:
+          - id: "5.1.1"           # unique
+            title: text
+            objective: text       # optional
+            responsible: text     # optional
+            estimate: text        # optional
+            commands: text        # optional: the seed's commands, to copy
+            cockpit: text         # optional: the cockpit command doing it
+            expected: [text]      # optional
+            rollback: text        # optional
+            signoff: true         # optional: a sign-off block (signature and date)
+            items:
+              - text: text        # the checklist line
+                kind: manual | auto | action
+                check: name       # with kind auto: one of engine.runbook_checks.CHECKS
+                action: name      # with kind action: one of engine.runbook_checks.ACTIONS
+
+Items are numbered by position: step id + "." + 1-based index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STATE_FILE = "runbook-state.json"
+RECORD_FILE = "runbook-record.md"
+KINDS = ("manual", "auto", "action")
+
+
+class RunbookError(Exception):
+    """runbook.yaml is malformed; the message names the place."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    text: str
+    kind: str
+    check: str | None = None
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    title: str
+    items: tuple[Item, ...]
+    objective: str = ""
+    responsible: str = ""
+    estimate: str = ""
+    commands: str = ""
+    cockpit: str = ""
+    expected: tuple[str, ...] = ()
+    rollback: str = ""
+    signoff: bool = False
+
+
+@dataclass(frozen=True)
+class Group:
+    id: str
+    title: str
+    steps: tuple[Step, ...]
+    responsible: str = ""
+    estimate: str = ""
+
+
+@dataclass(frozen=True)
+class Runbook:
+    title: str
+    groups: tuple[Group, ...]
+
+    def items(self) -> list[Item]:
+        return [i for g in self.groups for s in g.steps for i in s.items]
+
+    def item(self, item_id: str) -> Item:
+        for i in self.items():
+            if i.id == item_id:
+                return i
+        raise KeyError(item_id)
+
+
+def default_runbook_path() -> Path:
+    """./runbook.yaml if there is one, else the one beside the engine's checkout."""
+    here = Path.cwd() / "runbook.yaml"
+    return here if here.exists() else Path(__file__).resolve().parents[1] / "runbook.yaml"
+
+
+def _line_of(node: Any) -> str:
+    mark = getattr(node, "start_mark", None)
+    return f"line {mark.line + 1}" if mark else "?"
+
+
+def load_runbook(path: Path, checks: set[str] | None = None,
+                 actions: set[str] | None = None) -> Runbook:
+    """Parse and check runbook.yaml; a RunbookError says what and where."""
+    from engine.runbook_checks import ACTIONS, CHECKS
+
+    checks = set(CHECKS) if checks is None else checks
+    actions = set(ACTIONS) if actions is None else actions
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunbookError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        root_node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise RunbookError(f"{path.name}: not valid YAML at {where}: "
+                           f"{getattr(exc, 'problem', exc)}") from None
+    lines = _node_lines(root_node)
+
+    def need(obj: Any, key: str, where: str, kind: type = str) -> Any:
+        if not isinstance(obj, dict) or key not in obj:
+            raise RunbookError(f"{path.name} {lines.get(where, '')}: {where} needs '{key}'")
+        value = obj[key]
+        if not isinstance(value, kind):
+            raise RunbookError(f"{path.name} {lines.get(where, '')}: {where}.{key} must be "
+                               f"{'a list' if kind is list else 'text'}")
+        return value
+
+    if not isinstance(data, dict):
+        raise RunbookError(f"{path.name}: the top level must be a mapping with title and groups")
+    groups, seen = [], set()
+    for gi, g in enumerate(need(data, "groups", "runbook", list)):
+        gw = f"groups[{gi}]"
+        gid = str(need(g, "id", gw, str | float))
+        steps = []
+        for si, s in enumerate(need(g, "steps", gw, list)):
+            sw = f"{gw}.steps[{si}]"
+            sid = str(need(s, "id", sw, str | float))
+            if sid in seen:
+                raise RunbookError(f"{path.name} {lines.get(sw, '')}: step id {sid} repeats")
+            seen.add(sid)
+            items = []
+            for ii, it in enumerate(need(s, "items", sw, list)):
+                iw = f"{sw}.items[{ii}]"
+                kind = need(it, "kind", iw)
+                if kind not in KINDS:
+                    raise RunbookError(f"{path.name} {lines.get(iw, '')}: {iw}.kind is "
+                                       f"{kind!r}; use one of {', '.join(KINDS)}")
+                check = it.get("check")
+                action = it.get("action")
+                if kind == "auto" and check not in checks:
+                    raise RunbookError(f"{path.name} {lines.get(iw, '')}: {iw}: unknown check "
+                                       f"{check!r} (known: {', '.join(sorted(checks))})")
+                if kind == "action" and action not in actions:
+                    raise RunbookError(f"{path.name} {lines.get(iw, '')}: {iw}: unknown action "
+                                       f"{action!r} (known: {', '.join(sorted(actions))})")
+                items.append(Item(f"{sid}.{ii + 1}", need(it, "text", iw), kind, check, action))
+            steps.append(Step(
+                sid, need(s, "title", sw), tuple(items), s.get("objective", ""),
+                s.get("responsible", ""), s.get("estimate", ""), s.get("commands", ""),
+                s.get("cockpit", ""), tuple(s.get("expected", []) or []), s.get("rollback", ""),
+                bool(s.get("signoff", False))))
+        groups.append(Group(gid, need(g, "title", gw), tuple(steps), g.get("responsible", ""),
+                            g.get("estimate", "")))
+    return Runbook(need(data, "title", "runbook"), tuple(groups))
+
+
+def _node_lines(node: Any, path: str = "runbook") -> dict[str, str]:
+    """Where each mapping of the document starts, by the path used in messages."""
+    out = {path: _line_of(node)}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(value, yaml.SequenceNode):
+                for i, child in enumerate(value.value):
+                    sub = f"{key.value}[{i}]" if path == "runbook" else f"{path}.{key.value}[{i}]"
+                    out.update(_node_lines(child, sub))
+    return out
+
+
+# -- state ---------------------------------------------------------------------------
+
+
+def current_user() -> str:
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except OSError:
+        return "unknown"
+
+
+def now_text() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class RunbookState:
+    """Ticks, check results, notes and step times; persisted beside the
+    checkpoint. It never holds secrets: check details are redacted."""
+
+    path: Path
+    items: dict[str, dict] = field(default_factory=dict)
+    steps: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, folder: Path) -> RunbookState:
+        path = folder / STATE_FILE
+        if not path.exists():
+            return cls(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            path.rename(path.with_suffix(".json.corrupted"))
+            return cls(path)
+        return cls(path, data.get("items", {}), data.get("steps", {}))
+
+    def save(self) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".runbook-", dir=self.path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"items": self.items, "steps": self.steps}, fh, indent=2)
+        os.replace(tmp, self.path)
+
+    def ticked(self, item_id: str) -> bool:
+        return bool(self.items.get(item_id, {}).get("ticked"))
+
+    def toggle(self, item_id: str) -> bool:
+        entry = self.items.setdefault(item_id, {})
+        entry["ticked"] = not entry.get("ticked", False)
+        entry["by"], entry["at"] = current_user(), now_text()
+        self.save()
+        return entry["ticked"]
+
+    def record_check(self, item_id: str, ok: bool, detail: str) -> None:
+        from engine.redact import redact_text
+
+        entry = self.items.setdefault(item_id, {})
+        entry["check"] = {"ok": ok, "detail": redact_text(detail), "at": now_text(),
+                          "by": current_user()}
+        entry["ticked"] = ok
+        entry["by"], entry["at"] = current_user(), now_text()
+        self.save()
+
+    def set_note(self, item_id: str, note: str) -> None:
+        self.items.setdefault(item_id, {})["note"] = note
+        self.save()
+
+    def start_step(self, step_id: str) -> None:
+        entry = self.steps.setdefault(step_id, {})
+        entry.update(started=now_text(), started_by=current_user())
+        entry.pop("finished", None)
+        self.save()
+
+    def finish_step(self, step_id: str) -> None:
+        entry = self.steps.setdefault(step_id, {})
+        entry.update(finished=now_text(), finished_by=current_user())
+        self.save()
+
+
+def group_progress(group: Group, state: RunbookState) -> tuple[int, int]:
+    items = [i for s in group.steps for i in s.items]
+    return sum(1 for i in items if state.ticked(i.id)), len(items)
+
+
+def export_record(runbook: Runbook, state: RunbookState, out: Path) -> Path:
+    """A Markdown record of the run: every group, step and item with status,
+    who, when and check results; sign-off blocks with their items."""
+    lines = [f"# {runbook.title} — run record", "",
+             f"Exported {now_text()} by {current_user()}.", ""]
+    for g in runbook.groups:
+        done, total = group_progress(g, state)
+        lines += [f"## {g.id} {g.title} ({done}/{total})", ""]
+        if g.responsible:
+            lines += [f"Responsible: {g.responsible}", ""]
+        for s in g.steps:
+            times = state.steps.get(s.id, {})
+            lines += [f"### {s.id} {s.title}", ""]
+            if s.objective:
+                lines += [f"Objective: {s.objective}", ""]
+            lines += [f"Start time: {times.get('started', '____:____')}"
+                      + (f" ({times['started_by']})" if "started_by" in times else "") + "  ",
+                      f"End time: {times.get('finished', '____:____')}"
+                      + (f" ({times['finished_by']})" if "finished_by" in times else ""), ""]
+            for i in s.items:
+                e = state.items.get(i.id, {})
+                box = "x" if e.get("ticked") else " "
+                who = f" — {e['by']}, {e['at']}" if e.get("by") else ""
+                lines.append(f"- [{box}] {i.id} {i.text} ({i.kind}){who}")
+                if "check" in e:
+                    c = e["check"]
+                    lines.append(f"  - check {'PASS' if c['ok'] else 'FAIL'} at {c['at']}: "
+                                 f"{c['detail']}")
+                if e.get("note"):
+                    lines.append(f"  - note: {e['note']}")
+            if s.signoff:
+                lines += ["", "Signature: __________________ Date: __________"]
+            lines.append("")
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out

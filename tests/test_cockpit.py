@@ -1,0 +1,186 @@
+"""The cockpit driven by the Pilot against the real servers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from textual.pilot import Pilot
+
+from cockpit.alerts import Limits
+from cockpit.app import CockpitApp, CockpitConfig
+from cockpit.messages import MigrationEnded
+from cockpit.panes.runbook import RunbookPane
+from cockpit.screens import ConfirmQuitScreen, HelpScreen, RecordScreen
+from engine import events
+from engine.cli import main
+from engine.generate import Generator
+from engine.sources import DumpSource, MongoSource
+from tests.expected import assert_lossless
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cockpit") / "dump"
+    Generator(scale=0.03, seed=8, dirt_rate=0.02).write_dump(folder)
+    return folder / "nextcrm"
+
+
+def config(pg_url: str, run_dir: Path, **kw: object) -> CockpitConfig:
+    assert main(["schema", "deploy", "--postgres", pg_url]) == 0
+    base = dict(run_dir=run_dir, runbook_path=ROOT / "runbook.yaml", postgres_interval=0.5,
+                system_interval=0.5, alert_interval=0.5, metrics_interval=0.5)
+    base.update(kw)
+    return CockpitConfig(pg_url, **base)  # type: ignore[arg-type]
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+def rows(pg_url: str, table: str) -> int:
+    with psycopg.connect(pg_url) as conn:
+        return conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+
+
+def ended(app: CockpitApp) -> list[MigrationEnded]:
+    return [m for m in app.recorded if isinstance(m, MigrationEnded)]
+
+
+async def test_start_to_finish_from_live_mongodb(pg_url: str, mongo_db: tuple[str, str],
+                                                 run_dir: Path) -> None:
+    url, db = mongo_db
+    Generator(scale=0.02, seed=4, dirt_rate=0.02).write_mongo(url, db)
+    app = CockpitApp(config(pg_url, run_dir, mongo_url=url, database=db))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: bool(ended(app)))
+        await pilot.pause(0.3)
+        assert ended(app)[0].outcome == "finished_with_quarantine"
+        assert app.model.state == "finished" and app.model.percent == 100.0
+        kinds = {type(e) for e in app.recorded}
+        assert {events.PlanReady, events.BatchCommitted, events.TableFinished,
+                events.JunctionFilled, events.MigrationFinished} <= kinds
+        metrics = (run_dir / "migration-metrics.csv").read_text().splitlines()
+        assert metrics[0].startswith("Time,Table,Records") and len(metrics) > 29
+    assert_lossless(pg_url, MongoSource(url, db))
+
+
+async def test_pause_resume_and_finish(pg_url: str, dump: Path, run_dir: Path) -> None:
+    app = CockpitApp(config(pg_url, run_dir, dump=str(dump), batch_size=10, workers=1))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.model.documents > 0)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: any(isinstance(e, events.MigrationPaused)
+                                          for e in app.recorded))
+        assert app.engine_running and app.model.state == "paused"
+        checkpoint = json.loads((run_dir / "migration-checkpoint.json").read_text())
+        held = checkpoint["totalRecordsMigrated"]
+        await pilot.pause(0.5)  # paused means paused: nothing more is committed
+        assert json.loads((run_dir / "migration-checkpoint.json").read_text())[
+            "totalRecordsMigrated"] == held
+        await pilot.press("p")
+        await wait_for(pilot, lambda: bool(ended(app)))
+        assert ended(app)[0].outcome == "finished_with_quarantine"
+    assert_lossless(pg_url, DumpSource(dump))
+
+
+async def test_quit_pauses_safely_and_resume_continues(pg_url: str, dump: Path,
+                                                       run_dir: Path) -> None:
+    app = CockpitApp(config(pg_url, run_dir, dump=str(dump), batch_size=10, workers=1))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.model.documents > 0)
+        await pilot.press("p")  # held still, so the quit lands mid-run on any machine
+        await wait_for(pilot, lambda: any(isinstance(e, events.MigrationPaused)
+                                          for e in app.recorded))
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmQuitScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: bool(ended(app)))
+    assert ended(app)[0].outcome == "paused"
+    assert app.return_code == 0
+    checkpoint = json.loads((run_dir / "migration-checkpoint.json").read_text())
+    assert checkpoint["totalRecordsMigrated"] > 0
+    assert any(t["status"] != "done" for t in checkpoint["tables"].values())
+    # running again resumes exactly where it stopped
+    assert main(["migrate", "--dump", str(dump), "--postgres", pg_url,
+                 "--run-dir", str(run_dir)]) == 3
+    assert_lossless(pg_url, DumpSource(dump))
+
+
+async def test_alert_fires_and_record_opens(pg_url: str, dump: Path, run_dir: Path) -> None:
+    limits = Limits(error_percent=0.1, min_documents_for_error_rate=100)
+    app = CockpitApp(config(pg_url, run_dir, dump=str(dump), limits=limits))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any(getattr(a, "kind", "") == "errors"
+                                          for a in app.recorded))
+        await wait_for(pilot, lambda: bool(ended(app)))
+        alert_log = (run_dir / "migration-alerts.log").read_text()
+        assert "[errors]" in alert_log and "quarantined" in alert_log
+        await pilot.press("4")
+        await pilot.press("tab")  # into the quarantine table
+        app.query_one("#quarantine").focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RecordScreen))
+        record = app.screen.record  # type: ignore[attr-defined]
+        assert record.reason_code and record.object_id in record.document
+        await pilot.press("escape")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        help_text = " ".join(d for _, d in app.HELP)
+        for key in ("start", "pause", "validate", "quit", "search", "tick"):
+            assert key in help_text
+
+
+async def test_runbook_tick_persists_and_checks_run(pg_url: str, dump: Path,
+                                                    run_dir: Path) -> None:
+    cfg = config(pg_url, run_dir, dump=str(dump))
+    app = CockpitApp(cfg)
+    manual = app.runbook.groups[0].steps[0].items[0]  # "Access to production MongoDB"
+    auto = app.runbook.groups[0].steps[0].items[2]  # PostgreSQL 16+ provisioned
+    async with app.run_test(size=(160, 48)) as pilot:
+        pane = app.query_one(RunbookPane)
+        await pilot.press("6")
+        pane.step_nodes["5.1.0"].expand()
+        await pilot.pause(0.1)
+        pane.move_cursor(pane.item_nodes[manual.id])
+        await pilot.press("space")
+        pane.move_cursor(pane.item_nodes[auto.id])
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "check" in app.runbook_state.items.get(auto.id, {}))
+    check = app.runbook_state.items[auto.id]["check"]
+    assert check["ok"] and "PostgreSQL 16" in check["detail"]
+    again = CockpitApp(cfg)  # a restart reads the ticks back
+    assert again.runbook_state.ticked(manual.id)
+    assert again.runbook_state.items[manual.id]["by"]
+
+
+async def test_small_terminal_shows_one_pane_at_a_time(pg_url: str, dump: Path,
+                                                       run_dir: Path) -> None:
+    app = CockpitApp(config(pg_url, run_dir, dump=str(dump)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        assert app.screen.has_class("compact")
+        visible = [p for p in ("progress", "postgres", "runbook")
+                   if app.query_one(f"#{p}").display and not app.query_one(
+                       f"#{p}").has_class("inactive")]
+        assert visible == ["progress"]
+        await pilot.press("3")
+        assert app.query_one("#progress").has_class("inactive")
+        assert not app.query_one("#checkpoint").has_class("inactive")
+    app = CockpitApp(config(pg_url, run_dir, dump=str(dump)))
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause(0.2)
+        assert not app.screen.has_class("compact")
