@@ -126,20 +126,33 @@ class CockpitApp(App[int]):
         self.checkpoint_age: float | None = None
         self.last_metrics = time.monotonic()
         self.recorded: list[object] = []  # every message handled: for tests and replay
+        # Kept, not queried: a modal screen on top must not hide them from updates.
+        self.progress_pane = ProgressPane(id="progress")
+        self.postgres_pane = PostgresPane(id="postgres")
+        self.checkpoint_pane = CheckpointPane(id="checkpoint")
+        self.system_pane = SystemPane(id="system")
+        self.runbook_pane = RunbookPane(self.runbook, self.runbook_state, id="runbook")
+        self.errors_pane = ErrorsPane(id="errors")
+        self.panes: list[Widget] = [self.progress_pane, self.postgres_pane,
+                                    self.checkpoint_pane, self.errors_pane, self.system_pane,
+                                    self.runbook_pane]
+        self.connections = Static(self._connection_line("checking…", "checking…"),
+                                  id="connections")
+        self.panebar = Static("", id="panebar")
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(self._connection_line("checking…", "checking…"), id="connections")
-        yield Static("", id="panebar")
+        yield self.connections
+        yield self.panebar
         with Container(id="grid"):
             # Grid order (see cockpit.tcss): progress spans two rows, errors
             # sits below it; system and runbook span two rows on the right.
-            yield ProgressPane(id="progress")
-            yield PostgresPane(id="postgres")
-            yield CheckpointPane(id="checkpoint")
-            yield SystemPane(id="system")
-            yield RunbookPane(self.runbook, self.runbook_state, id="runbook")
-            yield ErrorsPane(id="errors")
+            yield self.progress_pane
+            yield self.postgres_pane
+            yield self.checkpoint_pane
+            yield self.system_pane
+            yield self.runbook_pane
+            yield self.errors_pane
         yield Footer()
 
     def _connection_line(self, pg: str, mongo: str) -> str:
@@ -250,7 +263,7 @@ class CockpitApp(App[int]):
         self.dirty = True
         match event:
             case events.DocumentQuarantined():
-                self.query_one(ErrorsPane).add(event)
+                self.errors_pane.add(event)
             case events.TableFinished():
                 t = self.model.tables[event.table]
                 speed = (event.rows + event.quarantined) / event.seconds if event.seconds else 0
@@ -289,24 +302,24 @@ class CockpitApp(App[int]):
 
     def on_postgres_sampled(self, message: PostgresSampled) -> None:
         self.postgres_error = None if message.stats.ok else message.stats.error
-        self.query_one(PostgresPane).show(message.stats)
+        self.postgres_pane.show(message.stats)
 
     def on_system_sampled(self, message: SystemSampled) -> None:
         self.last_system = message.sample
-        self.query_one(SystemPane).show(message.sample)
+        self.system_pane.show(message.sample)
 
     def on_checkpoint_read(self, message: CheckpointRead) -> None:
         view: CheckpointView = message.view  # type: ignore[assignment]
         self.checkpoint_age = view.age
-        self.query_one(CheckpointPane).show(view, self.engine_running)
+        self.checkpoint_pane.show(view, self.engine_running)
 
     def on_connections_checked(self, message: ConnectionsChecked) -> None:
-        self.query_one("#connections", Static).update(message.text)
+        self.connections.update(message.text)
 
     def on_runbook_item_done(self, message: RunbookItemDone) -> None:
         self.recorded.append(message)
         self.runbook_state.record_check(message.item_id, message.ok, message.detail)
-        self.query_one(RunbookPane).refresh_item(message.item_id)
+        self.runbook_pane.refresh_item(message.item_id)
         self.notify(message.detail, title="PASS" if message.ok else "FAIL",
                     severity="information" if message.ok else "warning")
 
@@ -321,7 +334,7 @@ class CockpitApp(App[int]):
         if item.kind == "action" and item.action == "migrate":
             self.action_start()
             self.runbook_state.record_check(item.id, True, "migration started from the cockpit")
-            self.query_one(RunbookPane).refresh_item(item.id)
+            self.runbook_pane.refresh_item(item.id)
         elif item.kind == "action" and item.action == "validate":
             self.action_validate()
         else:
@@ -335,7 +348,7 @@ class CockpitApp(App[int]):
         def save(note: str | None) -> None:
             if note is not None:
                 self.runbook_state.set_note(item.id, note)
-                self.query_one(RunbookPane).refresh_item(item.id)
+                self.runbook_pane.refresh_item(item.id)
 
         current = self.runbook_state.items.get(item.id, {}).get("note", "")
         self.push_screen(NoteScreen(item.text, current), save)
@@ -345,7 +358,7 @@ class CockpitApp(App[int]):
     def repaint(self) -> None:
         if self.dirty:
             self.dirty = False
-            self.query_one(ProgressPane).show(self.model)
+            self.progress_pane.show(self.model)
         now = time.monotonic()
         if self.engine_running and now - self.last_metrics >= self.config.metrics_interval:
             self.last_metrics = now
@@ -358,7 +371,7 @@ class CockpitApp(App[int]):
                      notes: str) -> None:
         rss = self.last_system.memory_used if self.last_system else None
         row = self.metrics.add(table, done, expected, speed, errors, rss, notes)
-        self.query_one(ProgressPane).add_metrics(row)
+        self.progress_pane.add_metrics(row)
 
     def evaluate_alerts(self) -> None:
         memory = self.last_system.memory_percent if self.last_system else None
@@ -369,7 +382,7 @@ class CockpitApp(App[int]):
                 memory_percent=memory, checkpoint_age=self.checkpoint_age,
                 postgres_error=self.postgres_error):
             self.recorded.append(alert)
-            self.query_one(ErrorsPane).add_alert(alert)
+            self.errors_pane.add_alert(alert)
             self.notify(alert.text, title="Warning sign", severity="warning", timeout=10)
 
     # -- actions -------------------------------------------------------------------
@@ -428,14 +441,14 @@ class CockpitApp(App[int]):
         self.push_screen(ConfirmQuitScreen(self.engine_running), decided)
 
     def _pane(self, index: int) -> Widget:
-        return self.query_one(f"#{PANES[index]}")
+        return self.panes[index]
 
     def action_show_pane(self, index: int) -> None:
         self.active = index
-        for i, name in enumerate(PANES):
-            self.query_one(f"#{name}").set_class(i != index, "inactive")
+        for i, pane in enumerate(self.panes):
+            pane.set_class(i != index, "inactive")
         self._pane(index).focus()
-        self.query_one("#panebar", Static).update("  ".join(
+        self.panebar.update("  ".join(
             f"[reverse] {i + 1} {n} [/]" if i == index else f" {i + 1} {n} "
             for i, n in enumerate(PANES)))
 
@@ -454,4 +467,5 @@ class CockpitApp(App[int]):
 
     def _layout_for(self, width: int, height: int) -> None:
         """Small terminals (80x24) show one pane at a time; number keys switch."""
-        self.screen.set_class(width < COMPACT_WIDTH or height < COMPACT_HEIGHT, "compact")
+        main = self.screen_stack[0]  # not a modal that happens to be on top
+        main.set_class(width < COMPACT_WIDTH or height < COMPACT_HEIGHT, "compact")

@@ -163,12 +163,17 @@ class Migration:
             self.errors.rewrite(conn)
         self._plan(resumed)
 
-        for phase in (1, 2):
-            tables = [t for t in self.mapping.entity_tables
-                      if self.mapping.phase_of(t.name) == phase]
-            self.emit(events.PhaseStarted(phase, PHASE_TITLES[phase]))
-            # Lookup tables are tiny: worker processes would cost more than they save.
-            self._load_tables(conn, tables, parallel=phase == 2)
+        if self.workers > 1:
+            # Foreign keys are off during the load, so every table can go at
+            # once: one worker process per core, the largest tables first.
+            self.emit(events.PhaseStarted(1, f"{PHASE_TITLES[1]} and {PHASE_TITLES[2]} "
+                                          f"({self.workers} worker processes)"))
+            self._load_tables(conn, self.mapping.entity_tables)
+        else:
+            for phase in (1, 2):
+                self.emit(events.PhaseStarted(phase, PHASE_TITLES[phase]))
+                self._load_tables(conn, [t for t in self.mapping.entity_tables
+                                         if self.mapping.phase_of(t.name) == phase])
         self._post_load(conn)
 
         checkpoint.finish_run(conn)
@@ -228,8 +233,7 @@ class Migration:
 
     # -- bulk load ---------------------------------------------------------------
 
-    def _load_tables(self, conn: psycopg.Connection, tables: list[Table],
-                     parallel: bool = True) -> None:
+    def _load_tables(self, conn: psycopg.Connection, tables: list[Table]) -> None:
         """Bulk-load tables: in worker processes (one per core, largest tables
         first) when there are several cores, else here."""
         assert self.state is not None
@@ -238,7 +242,7 @@ class Migration:
             if t not in todo:
                 ts = self.state.tables[t.name]
                 self.emit(events.TableSkipped(t.name, ts.rows, ts.quarantined))
-        if not parallel or self.workers <= 1 or len(todo) <= 1:
+        if self.workers <= 1 or len(todo) <= 1:
             loader = TableLoader(conn, self.source, self.mapping, self.batch_size,
                                  self.control, self._on_load_event)
             for t in todo:

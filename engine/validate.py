@@ -130,8 +130,10 @@ class TableChecker:
         if table.collection not in set(self.source.collection_names()):
             return check
         transformer = TableTransformer(table, self.mapping.rules)
+        # Enums as text: their labels are what the source holds.
         select = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
-            sql.SQL(", ").join(map(ident, table.column_names)), ident(table.name))
+            sql.SQL(", ").join(sql.SQL("{}::text").format(ident(c.name)) if c.kind == "enum"
+                               else ident(c.name) for c in table.columns), ident(table.name))
         names = table.column_names
         json_columns = [i for i, c in enumerate(table.columns) if c.kind == "jsonb"]
         expected_total = self.source.count(table.collection)
@@ -164,7 +166,8 @@ class TableChecker:
                 expected.append((oid, row))
                 pairs += [(p.junction, p.left, p.right) for p in doc_pairs]
             self._copy_ids(table.name, ids, pairs)
-            got = {r[0]: r for r in conn.execute(select, [ids])}
+            with conn.cursor(binary=True) as cur:  # binary: cheaper to turn into values
+                got = {r[0]: r for r in cur.execute(select, [ids])}
             for oid, row in expected:
                 if row is None:
                     if object_id_to_uuid(oid) in got:

@@ -36,25 +36,27 @@ def start(dump: Path, pg_url: str, run_dir: Path) -> subprocess.Popen:
         env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def progress(pg_url: str) -> tuple[int, int]:
-    """(rows committed, post-load steps done); (0, 0) before the run starts."""
+def progress(pg_url: str) -> tuple[int, int, int]:
+    """(rows committed, post-load steps done, tables done); zeros before the run starts."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", [f"{STATE_SCHEMA}.run"]).fetchone()
         if not row[0]:
-            return 0, 0
-        rows = conn.execute(f"SELECT coalesce(sum(rows), 0) FROM {STATE_SCHEMA}.tables "
-                            "WHERE collection IS NOT NULL").fetchone()[0]
+            return 0, 0, 0
+        rows, done = conn.execute(
+            f"SELECT coalesce(sum(rows), 0), count(*) FILTER (WHERE status = 'done') "
+            f"FROM {STATE_SCHEMA}.tables WHERE collection IS NOT NULL").fetchone()
         steps = conn.execute(
             f"SELECT coalesce(cardinality(steps_done), 0) FROM {STATE_SCHEMA}.run").fetchone()
-        return int(rows), int(steps[0]) if steps else 0
+        return int(rows), int(steps[0]) if steps else 0, int(done)
 
 
-def wait_for(proc: subprocess.Popen, pg_url: str, rows: int = 0, steps: int = 0) -> None:
+def wait_for(proc: subprocess.Popen, pg_url: str, rows: int = 0, steps: int = 0,
+             tables: int = 0) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        got_rows, got_steps = progress(pg_url)
-        if got_rows >= rows and got_steps >= steps:
+        got_rows, got_steps, got_tables = progress(pg_url)
+        if got_rows >= rows and got_steps >= steps and got_tables >= tables:
             return
         assert proc.poll() is None, f"finished before the kill point: {proc.stdout.read()}"
         time.sleep(0.01)
@@ -98,7 +100,7 @@ def test_sigint_pauses_saves_checkpoint_and_resumes(dump: Path, pg_url: str,
                                                     run_dir: Path) -> None:
     assert main(["schema", "deploy", "--postgres", pg_url]) == 0
     proc = start(dump, pg_url, run_dir)
-    wait_for(proc, pg_url, rows=500)
+    wait_for(proc, pg_url, rows=500, tables=1)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
