@@ -125,6 +125,14 @@ def need_postgres(args: argparse.Namespace) -> str:
     return args.postgres
 
 
+def need_source(args: argparse.Namespace) -> Source:
+    try:
+        return open_source(args.mongo, args.dump, args.db)
+    except SourceError as exc:
+        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     url = need_postgres(args)
     print(f"Deploying the NextCRM schema to {redact_url(url)}")
@@ -163,11 +171,7 @@ def print_schema_verification(c: schema_ddl.CatalogCounts, tables: int, indexes:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     url = need_postgres(args)
-    try:
-        source = open_source(args.mongo, args.dump, args.db)
-    except SourceError as exc:
-        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
-        return EXIT_FAILED
+    source = need_source(args)
     return run_migration(source, url, args.run_dir, args.batch_size)
 
 
@@ -220,12 +224,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from engine.baseline import BASELINE_FILE, take_baseline
 
+    source = need_source(args)
     try:
-        source = open_source(args.mongo, args.dump, args.db)
-    except SourceError as exc:
-        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
-        return EXIT_FAILED
-    data = take_baseline(source, args.run_dir)
+        data = take_baseline(source, args.run_dir)
+    finally:
+        source.close()
     for name, n in data["collections"].items():
         print(f"{name}: {n}")
     print(f"✓ {data['totalDocuments']:,} documents in {len(data['collections'])} collections; "
@@ -238,11 +241,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from engine.validate import Thresholds, ValidationSettings, Validator
 
     url = need_postgres(args)
-    try:
-        source = open_source(args.mongo, args.dump, args.db)
-    except SourceError as exc:
-        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
-        return EXIT_FAILED
+    source = need_source(args)
     settings = ValidationSettings(url, args.run_dir, args.sample, Thresholds(
         args.min_match, args.max_mismatches, args.max_orphans))
     try:

@@ -159,8 +159,8 @@ class Migration:
                 f"not {self.source.description}",
                 "Resume with the same --mongo/--dump, or start over with "
                 "cockpit schema deploy --force.")
-        else:
-            self.errors.rewrite(conn)
+        # The files hold exactly this run's quarantine (none yet, for a new one).
+        self.errors.rewrite(conn)
         self._plan(resumed)
 
         if self.workers > 1:
