@@ -18,7 +18,7 @@ from engine import checkpoint, events, post_load, schema_ddl
 from engine.checkpoint import CHECKPOINT_FILE, RunState
 from engine.control import MigrationControl
 from engine.ids import uuid_to_object_id
-from engine.mapping import Mapping, Table, nextcrm
+from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
 from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine, quarantined_event
 from engine.redact import redact_text, redact_url
 from engine.report import write_migration_report
@@ -386,7 +386,8 @@ class Migration:
                                       f"{len(removed)} row(s), first by _id kept", len(removed)))
         return self._quarantine_removed(conn, removed)
 
-    def _step_references(self, conn: psycopg.Connection, fk) -> list[QuarantineRecord]:
+    def _step_references(self, conn: psycopg.Connection,
+                         fk: ForeignKey) -> list[QuarantineRecord]:
         count, removed = post_load.fix_dangling(conn, self.mapping, fk)
         if count:
             action = "quarantined" if removed else "set to NULL"
@@ -399,7 +400,8 @@ class Migration:
                      f"{STATE_SCHEMA}.junction_pairs (junction, left_id, right_id)")
         return []
 
-    def _step_junction(self, conn: psycopg.Connection, junction) -> list[QuarantineRecord]:
+    def _step_junction(self, conn: psycopg.Connection,
+                       junction: Junction) -> list[QuarantineRecord]:
         assert self.state is not None
         result = post_load.fill_junction(conn, junction)
         ts = self.state.tables[junction.table]

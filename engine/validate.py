@@ -34,7 +34,7 @@ from psycopg.types.json import Jsonb
 from engine import catalog, checkpoint, events, post_load, schema_ddl
 from engine.baseline import BASELINE_FILE, read_baseline
 from engine.ids import object_id_to_uuid
-from engine.mapping import Mapping, Table, nextcrm
+from engine.mapping import Junction, Mapping, Table, nextcrm
 from engine.quarantine import JSONL_FILE, read_jsonl
 from engine.redact import redact_url
 from engine.schema_ddl import STATE_SCHEMA, ident
@@ -275,8 +275,10 @@ class Validator:
     def _check_tables(self, conn: psycopg.Connection, quarantined: dict[str, dict[str, str]],
                       adjustments: dict[str, dict[str, list[str]]]
                       ) -> tuple[dict[str, _TableCheck], dict[str, int], list[dict]]:
-        tables = sorted(self.mapping.entity_tables, key=lambda t: -self.source.count(t.collection)
-                        if t.collection in set(self.source.collection_names()) else 0)
+        present = set(self.source.collection_names())
+        # Largest first, so the worker processes finish together.
+        tables = sorted(self.mapping.entity_tables, key=lambda t: -self.source.count(
+            t.collection) if t.collection in present else 0)
         if self.workers > 1:
             results = run_in_workers(
                 check_in_worker, [t.name for t in tables], self.workers, init_checker,
@@ -335,7 +337,7 @@ class Validator:
         for (oid,) in rows:
             check.note("extra", oid, self.t.examples)
 
-    def _check_junction(self, conn: psycopg.Connection, j: Any) -> dict:
+    def _check_junction(self, conn: psycopg.Connection, j: Junction) -> dict:
         q = sql.SQL("""
             WITH expected AS (
                 SELECT DISTINCT p.left_id, p.right_id FROM {pairs} p
