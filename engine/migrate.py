@@ -294,18 +294,28 @@ class Migration:
     def _post_load(self, conn: psycopg.Connection) -> None:
         assert self.state is not None
         self.emit(events.PhaseStarted(4, PHASE_TITLES[4]))
+        entity_fks = [fk for name in self.mapping.load_order()
+                      for fk in self.mapping.foreign_keys_of(name)
+                      if self.mapping.tables[name].collection]
+
+        def removes_rows(fk: ForeignKey) -> bool:
+            table = self.mapping.tables[fk.table]
+            return self.mapping.rules.dangling_policy(fk, table.column(fk.column)) != "set_null"
+
+        # Steps that take rows out go first, parents before children, so a
+        # removal cascades down the dependency order.
         steps = [("unique", self._step_unique)]
         steps += [(f"references:{fk.name}", lambda c, fk=fk: self._step_references(c, fk))
-                  for name in self.mapping.load_order()
-                  for fk in self.mapping.foreign_keys_of(name)
-                  if self.mapping.tables[name].collection]
+                  for fk in entity_fks if removes_rows(fk)]
         steps += [("pairs_index", self._step_pairs_index)]
         for name, step in steps:
             self._run_step(conn, name, step)
-        # Junctions and index builds do not depend on each other: they share
-        # the cores, one connection each.
-        independent = [(f"junction:{j.table}", lambda c, j=j: self._step_junction(c, j))
-                       for j in self.mapping.junctions]
+        # The rest changes no row's presence, so the steps do not depend on
+        # each other: they share the cores, one connection each.
+        independent = [(f"references:{fk.name}", lambda c, fk=fk: self._step_references(c, fk))
+                       for fk in entity_fks if not removes_rows(fk)]
+        independent += [(f"junction:{j.table}", lambda c, j=j: self._step_junction(c, j))
+                        for j in self.mapping.junctions]
         independent += [(f"indexes:{t}", lambda c, t=t: self._step_indexes(c, t))
                         for t in dict.fromkeys(i.table for i in self.mapping.indexes)]
         self._run_steps_in_parallel(independent)

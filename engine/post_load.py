@@ -106,16 +106,21 @@ def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResul
         "WHERE p.junction = %(j)s AND {exists} ON CONFLICT DO NOTHING").format(
         j=ident(junction.table), lc=ident(junction.left_column),
         rc=ident(junction.right_column), pairs=pairs, exists=exists), params).rowcount
-    dangling = conn.execute(sql.SQL(
-        "SELECT DISTINCT {s}.object_id(p.left_id), {s}.object_id(p.right_id) FROM {pairs} p "
-        "WHERE p.junction = %(j)s AND NOT ({exists})").format(
-        s=ident(STATE_SCHEMA), pairs=pairs, exists=exists), params).fetchall()
-    one_sided = 0
-    if len(junction.sources) > 1:
-        one_sided = conn.execute(sql.SQL(
-            "SELECT count(*) FROM (SELECT 1 FROM {pairs} p WHERE p.junction = %(j)s "
-            "GROUP BY p.left_id, p.right_id HAVING count(DISTINCT p.side) = 1) x").format(
-            pairs=pairs), params).fetchone()[0]  # type: ignore[index]
-    examples = tuple(f"{junction.left_column}={a} {junction.right_column}={b}"
-                     for a, b in dangling[:5])
-    return JunctionResult(inserted, len(dangling), one_sided, examples)
+    # Distinct pairs, and those only one side's array held, in one pass; the
+    # ones not inserted named a row that is not in the target.
+    distinct, one_sided = conn.execute(sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE sides = 1) FROM (SELECT count(DISTINCT "
+        "p.side) AS sides FROM {pairs} p WHERE p.junction = %(j)s "
+        "GROUP BY p.left_id, p.right_id) x").format(pairs=pairs), params).fetchone()  # type: ignore[misc]
+    if len(junction.sources) < 2:
+        one_sided = 0
+    dangling = distinct - inserted
+    examples: tuple[str, ...] = ()
+    if dangling:
+        rows = conn.execute(sql.SQL(
+            "SELECT DISTINCT {s}.object_id(p.left_id), {s}.object_id(p.right_id) FROM {pairs} p "
+            "WHERE p.junction = %(j)s AND NOT ({exists}) LIMIT 5").format(
+            s=ident(STATE_SCHEMA), pairs=pairs, exists=exists), params).fetchall()
+        examples = tuple(f"{junction.left_column}={a} {junction.right_column}={b}"
+                         for a, b in rows)
+    return JunctionResult(inserted, dangling, one_sided, examples)
