@@ -19,7 +19,7 @@ from engine.checkpoint import CHECKPOINT_FILE, RunState
 from engine.control import MigrationControl
 from engine.ids import uuid_to_object_id
 from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
-from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine, quarantined_event
+from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine
 from engine.redact import redact_text, redact_url
 from engine.report import write_migration_report
 from engine.schema_ddl import STATE_SCHEMA
@@ -337,7 +337,7 @@ class Migration:
             checkpoint.mark_step_done(conn, name)
         self.state.steps_done.append(name)
         for r in records:
-            self.emit(quarantined_event(r))
+            self.emit(r)
         self._write_checkpoint_file()
 
     def _run_steps_in_parallel(self, steps: list[tuple[str, Step]]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -27,22 +26,15 @@ LOG_FILE = "migration-errors.log"
 JSONL_FILE = "migration-errors.jsonl"
 
 
-@dataclass(frozen=True)
-class QuarantineRecord:
-    table: str
-    collection: str
-    object_id: str
-    reason_code: str
-    message: str
-    document: str  # MongoDB extended JSON
-    at: dt.datetime
+# A quarantine record is the event that reports it.
+QuarantineRecord = events.DocumentQuarantined
 
 
 def insert_quarantine(conn: psycopg.Connection, table: str, collection: str,
                       items: list[tuple[dict, str, str]]) -> list[QuarantineRecord]:
     """Quarantine (document, reason code, message) items, inside the caller's
     transaction."""
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC).isoformat()
     records = []
     for doc, code, message in items:
         _id = doc.get("_id")
@@ -60,11 +52,6 @@ def insert_quarantine(conn: psycopg.Connection, table: str, collection: str,
     return records
 
 
-def quarantined_event(r: QuarantineRecord) -> events.DocumentQuarantined:
-    return events.DocumentQuarantined(r.table, r.collection, r.object_id, r.reason_code,
-                                      r.message, r.document, r.at.isoformat())
-
-
 class ErrorLog:
     """Also an event sink: appends each DocumentQuarantined it is given."""
 
@@ -79,15 +66,13 @@ class ErrorLog:
         rows = conn.execute(
             f"SELECT table_name, collection, object_id, reason_code, message, document, at "
             f"FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
-        records = [QuarantineRecord(*r) for r in rows]
+        records = [QuarantineRecord(*r[:6], r[6].isoformat()) for r in rows]
         self.append(records)
         return len(records)
 
     def __call__(self, event: events.Event) -> None:
         if isinstance(event, events.DocumentQuarantined):
-            self.append([QuarantineRecord(
-                event.table, event.collection, event.object_id, event.reason_code,
-                event.message, event.document, dt.datetime.fromisoformat(event.at))])
+            self.append([event])
 
     def append(self, records: Iterable[QuarantineRecord]) -> None:
         records = list(records)
@@ -96,13 +81,14 @@ class ErrorLog:
         with self.log_path.open("a", encoding="utf-8") as log, \
                 self.jsonl_path.open("a", encoding="utf-8") as jsonl:
             for r in records:
-                when = r.at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+                when = dt.datetime.fromisoformat(r.at).astimezone(dt.UTC).strftime(
+                    "%Y-%m-%d %H:%M:%S")
                 log.write(f"{when} UTC  {r.table}  ObjectId({r.object_id})  "
                           f"[{r.reason_code}] {r.message}\n    document: {r.document}\n")
                 jsonl.write(json.dumps({
                     "collection": r.collection, "table": r.table, "object_id": r.object_id,
                     "reason_code": r.reason_code, "message": r.message,
-                    "document": json.loads(r.document), "at": r.at.isoformat()}) + "\n")
+                    "document": json.loads(r.document), "at": r.at}) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict]:

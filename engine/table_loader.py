@@ -16,7 +16,7 @@ from engine.checkpoint import TableState
 from engine.control import MigrationControl
 from engine.copy_loader import copy_isolating_failures, insert_pairs, wire_types
 from engine.mapping import Mapping, Table, nextcrm
-from engine.quarantine import insert_quarantine, quarantined_event
+from engine.quarantine import insert_quarantine
 from engine.sources import DumpSource, MongoSource, Position, Source, id_json
 from engine.transform import Rejected, TableTransformer
 from engine.workers import worker_emit
@@ -148,7 +148,7 @@ class TableLoader:
                            for k, v in transformer.stats.unmapped.items()}
             checkpoint.save_table(self.conn, ts)
         for r in records:
-            self.emit(quarantined_event(r))
+            self.emit(r)
         self.emit(events.BatchCommitted(
             table.name, ts.rows, ts.quarantined, ts.expected, len(rows) - len(failed),
             len(rejected), len(docs)))
