@@ -100,8 +100,9 @@ class ConsoleRenderer:
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
         self.tty = self.out.isatty()
-        self.table_started = 0.0
-        self.table_base = 0
+        # table -> (when this run reached it, documents done then): tables
+        # load side by side in worker processes.
+        self.started: dict[str, tuple[float, int]] = {}
         self.quarantined = 0
         self.documents = 0
 
@@ -134,16 +135,16 @@ class ConsoleRenderer:
             case events.PhaseStarted():
                 self.line(f"\n🔄 Phase {event.number}: {event.title}")
             case events.TableStarted():
-                self.table_started = time.monotonic()
-                self.table_base = event.rows + event.quarantined
+                self.started[event.table] = (time.monotonic(), event.rows + event.quarantined)
                 if event.rows:
                     self.line(f"   🔄 Continuing: {event.table} ({event.rows:,} already)")
             case events.BatchCommitted():
                 self.documents += event.batch_rows + event.batch_quarantined
                 if self.tty:
                     done = event.rows + event.quarantined
-                    elapsed = time.monotonic() - self.table_started
-                    rate = (done - self.table_base) / elapsed if elapsed > 0 else 0.0
+                    since, base = self.started.get(event.table, (time.monotonic(), 0))
+                    elapsed = time.monotonic() - since
+                    rate = (done - base) / elapsed if elapsed > 0 else 0.0
                     eta = (event.expected - done) / rate if rate > 0 else 0.0
                     self.out.write(f"\r\x1b[2K   🔄 {event.table} {bar(done, event.expected)} "
                                    f"({done:,}/{event.expected:,}) | {rate:,.0f} rec/s | "
