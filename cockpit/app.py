@@ -105,6 +105,8 @@ class CockpitApp(App[int]):
             ("Space", "Runbook pane: tick a manual item"),
             ("Enter", "Runbook pane: run an automatic check or action"),
             ("n, b, e", "Runbook pane: note an item; record a step's start / end"),
+            ("d", "Runbook pane: a step's objective, commands to copy, expected results, "
+             "rollback"),
             ("?", "this help"),
             ("q, Ctrl+C", "quit: asks first, then pauses safely and saves the checkpoint")]
 

@@ -273,6 +273,23 @@ def group_progress(group: Group, state: RunbookState) -> tuple[int, int]:
     return sum(1 for i in items if state.ticked(i.id)), len(items)
 
 
+def step_details(step: Step) -> list[str]:
+    """A step's guidance as Markdown lines: what it is for, who, how long, the
+    commands to copy, what to expect, how to roll back. Empty parts are left out."""
+    lines: list[str] = []
+    for label, value in (("Objective", step.objective), ("Responsible", step.responsible),
+                         ("Time estimate", step.estimate), ("In the cockpit", step.cockpit)):
+        if value:
+            lines += [f"{label}: {value.strip()}", ""]
+    if step.commands:
+        lines += ["Commands:", "", "```bash", step.commands.rstrip(), "```", ""]
+    if step.expected:
+        lines += ["Expected results:", *[f"- {e}" for e in step.expected], ""]
+    if step.rollback:
+        lines += [f"Rollback: {step.rollback.strip()}", ""]
+    return lines
+
+
 def export_record(runbook: Runbook, state: RunbookState, out: Path) -> Path:
     """A Markdown record of the run: every group, step and item with status,
     who, when and check results; sign-off blocks with their items."""
@@ -285,9 +302,7 @@ def export_record(runbook: Runbook, state: RunbookState, out: Path) -> Path:
             lines += [f"Responsible: {g.responsible}", ""]
         for s in g.steps:
             times = state.steps.get(s.id, {})
-            lines += [f"### {s.id} {s.title}", ""]
-            if s.objective:
-                lines += [f"Objective: {s.objective}", ""]
+            lines += [f"### {s.id} {s.title}", "", *step_details(s)]
             lines += [f"Start time: {times.get('started', '____:____')}"
                       + (f" ({times['started_by']})" if "started_by" in times else "") + "  ",
                       f"End time: {times.get('finished', '____:____')}"

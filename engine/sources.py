@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,9 +36,6 @@ class Position:
 
     consumed: int = 0
     last_id: str | None = None  # extended JSON of the last _id
-
-    def to_json(self) -> dict:
-        return {"consumed": self.consumed, "last_id": self.last_id}
 
 
 def id_json(value: object) -> str:
@@ -188,10 +184,6 @@ class DumpSource:
         names = {p.name.removesuffix(".gz").removesuffix(".bson")
                  for p in self.folder.iterdir() if p.name.endswith((".bson", ".bson.gz"))}
         return sorted(names)
-
-    def metadata(self, collection: str) -> dict:
-        path = self.folder / f"{collection}.metadata.json"
-        return json.loads(path.read_text()) if path.exists() else {}
 
     def count(self, collection: str) -> int:
         if collection not in self._counts:

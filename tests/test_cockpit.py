@@ -15,7 +15,7 @@ from cockpit.alerts import Limits
 from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import MigrationEnded
 from cockpit.panes.runbook import RunbookPane
-from cockpit.screens import ConfirmQuitScreen, HelpScreen, RecordScreen
+from cockpit.screens import ConfirmQuitScreen, HelpScreen, RecordScreen, ReportScreen
 from engine import events
 from engine.cli import main
 from engine.generate import Generator
@@ -157,6 +157,10 @@ async def test_runbook_tick_persists_and_checks_run(pg_url: str, dump: Path,
         pane.move_cursor(pane.item_nodes[auto.id])
         await pilot.press("enter")
         await wait_for(pilot, lambda: "check" in app.runbook_state.items.get(auto.id, {}))
+        await pilot.press("d")  # the step's guidance: commands to copy
+        await wait_for(pilot, lambda: isinstance(app.screen, ReportScreen))
+        assert "Sufficient disk space" not in app.screen.text  # type: ignore[attr-defined]
+        assert "Objective: Before beginning setup" in app.screen.text  # type: ignore[attr-defined]
     check = app.runbook_state.items[auto.id]["check"]
     assert check["ok"] and "PostgreSQL 16" in check["detail"]
     again = CockpitApp(cfg)  # a restart reads the ticks back

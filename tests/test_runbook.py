@@ -133,6 +133,10 @@ def test_state_persists_and_export_records_everything(tmp_path: Path) -> None:
     assert "note: tape library booked" in md
     assert md.count("Signature: __________________ Date: __________") == 4
     assert "Start time: ____:____" in md  # steps not started keep the blank
+    # each step's guidance travels with the record: commands to copy, rollback
+    assert "```bash\npnpm exec prisma migrate deploy" in md
+    assert "In the cockpit: cockpit schema deploy" in md
+    assert "Rollback: cockpit schema deploy --force" in md
     (tmp_path / "fresh").mkdir()
     blank = export_record(rb, RunbookState.load(tmp_path / "fresh"),
                           tmp_path / "blank.md").read_text()

@@ -10,7 +10,8 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from engine.runbook import Group, Item, Runbook, RunbookState, Step, group_progress
+from cockpit.screens import ReportScreen
+from engine.runbook import Group, Item, Runbook, RunbookState, Step, group_progress, step_details
 
 KIND_MARK = {"manual": "·", "auto": "⚙", "action": "▶"}
 
@@ -23,6 +24,7 @@ class RunbookPane(Tree[object], can_focus=True):
         Binding("b", "begin_step", "Step start", show=False),
         Binding("e", "end_step", "Step end", show=False),
         Binding("n", "note", "Note", show=False),
+        Binding("d", "details", "Step details", show=False),
     ]
 
     class ItemRun(Message):
@@ -126,6 +128,13 @@ class RunbookPane(Tree[object], can_focus=True):
         if step:
             self.state.finish_step(step.id)
             self.step_nodes[step.id].set_label(self._step_label(step))
+
+    def action_details(self) -> None:
+        """The step's objective, commands to copy, expected results, rollback."""
+        step = self._step()
+        if step:
+            text = "\n".join(step_details(step)) or "No guidance recorded for this step."
+            self.app.push_screen(ReportScreen(f"{step.id} {step.title}", text))
 
     def action_note(self) -> None:
         item = self._selected()
