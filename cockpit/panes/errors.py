@@ -31,17 +31,20 @@ class ErrorsPane(Vertical, can_focus=True):
         self.counts: dict[str, int] = {}
         self.alerts: list[Alert] = []
         self.query_text = ""
+        # Held, not queried: a record may still arrive while the app tears down.
+        self.reasons = Static("No quarantined documents.", id="reasons")
+        self.alert_lines = Static("", id="alerts")
+        self.search_box = Input(
+            placeholder="search table, ObjectId, reason… (Enter applies, Esc clears)",
+            id="search")
+        self.table = DataTable(id="quarantine", cursor_type="row", zebra_stripes=True)
 
     def compose(self) -> ComposeResult:
-        yield Static("No quarantined documents.", id="reasons")
-        yield Static("", id="alerts")
-        yield Input(placeholder="search table, ObjectId, reason… (Enter applies, Esc clears)",
-                    id="search")
-        yield DataTable(id="quarantine", cursor_type="row", zebra_stripes=True)
+        yield from (self.reasons, self.alert_lines, self.search_box, self.table)
 
     def on_mount(self) -> None:
-        self.query_one("#search", Input).display = False
-        self.query_one("#quarantine", DataTable).add_columns(
+        self.search_box.display = False
+        self.table.add_columns(
             "Time", "Table", "ObjectId", "Reason", "Message")
 
     def add(self, record: events.DocumentQuarantined) -> None:
@@ -51,13 +54,13 @@ class ErrorsPane(Vertical, can_focus=True):
         if self._matches(record):
             self._add_row(len(self.records) - 1, record)
         total = sum(self.counts.values())
-        self.query_one("#reasons", Static).update(
+        self.reasons.update(
             f"{total:,} quarantined: " + ", ".join(
                 f"{k} {v:,}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])))
 
     def add_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
-        self.query_one("#alerts", Static).update(
+        self.alert_lines.update(
             "\n".join(f"[b red]⚠ {a.line()}[/]" for a in self.alerts[-3:]))
 
     def _matches(self, r: events.DocumentQuarantined) -> bool:
@@ -66,19 +69,18 @@ class ErrorsPane(Vertical, can_focus=True):
                                                      r.message))
 
     def _add_row(self, index: int, r: events.DocumentQuarantined) -> None:
-        table = self.query_one("#quarantine", DataTable)
-        table.add_row(r.at[11:19], r.table, r.object_id, r.reason_code, r.message[:80],
+        self.table.add_row(r.at[11:19], r.table, r.object_id, r.reason_code, r.message[:80],
                       key=str(index))
 
     def action_search(self) -> None:
-        box = self.query_one("#search", Input)
+        box = self.search_box
         box.display = True
         box.focus()
 
     @on(Input.Submitted, "#search")
     def apply_search(self, event: Input.Submitted) -> None:
         self.query_text = event.value.strip()
-        table = self.query_one("#quarantine", DataTable)
+        table = self.table
         table.clear()
         for i, r in enumerate(self.records):
             if self._matches(r):
@@ -87,7 +89,7 @@ class ErrorsPane(Vertical, can_focus=True):
 
     def on_key(self, event: object) -> None:
         key = getattr(event, "key", "")
-        box = self.query_one("#search", Input)
+        box = self.search_box
         if key == "escape" and box.display:
             box.value = ""
             box.display = False

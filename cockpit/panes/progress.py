@@ -18,17 +18,21 @@ STATUS = {"pending": "· pending", "running": "▶ running", "done": "✓ done",
 class ProgressPane(Vertical, can_focus=True):
     BORDER_TITLE = "1 Progress"
 
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        # Held, not queried: an update may still arrive while the app tears down.
+        self.phase = Static("Not started. Press s to start.", id="phase")
+        self.overall = ProgressBar(total=100, show_eta=False, id="overall")
+        self.tables = DataTable(id="tables", cursor_type="row", zebra_stripes=True)
+        self.throughput = Static(id="throughput")
+        self.metrics = DataTable(id="metrics", cursor_type="none")
+
     def compose(self) -> ComposeResult:
-        yield Static("Not started. Press s to start.", id="phase")
-        yield ProgressBar(total=100, show_eta=False, id="overall")
-        yield DataTable(id="tables", cursor_type="row", zebra_stripes=True)
-        yield Static(id="throughput")
-        yield DataTable(id="metrics", cursor_type="none")
+        yield from (self.phase, self.overall, self.tables, self.throughput, self.metrics)
 
     def on_mount(self) -> None:
-        tables = self.query_one("#tables", DataTable)
-        tables.add_columns("Table", "Status", "Records", "Quarantined", "rec/s", "ETA")
-        self.query_one("#metrics", DataTable).add_columns(*COLUMNS)
+        self.tables.add_columns("Table", "Status", "Records", "Quarantined", "rec/s", "ETA")
+        self.metrics.add_columns(*COLUMNS)
 
     def show(self, model: ProgressModel) -> None:
         state = {"running": "▶", "paused": "⏸", "finished": "✓", "failed": "✗"}.get(
@@ -36,12 +40,12 @@ class ProgressPane(Vertical, can_focus=True):
         eta = ""
         if model.state == "running" and model.rate > 0:
             eta = f" | ETA {duration((model.expected - model.done) / model.rate)}"
-        self.query_one("#phase", Static).update(
+        self.phase.update(
             f"{state} {model.phase} | {model.done:,}/{model.expected:,} documents "
             f"({model.percent:.0f}%) | {model.rate:,.0f} rec/s{eta}"
             + (f"\n{model.message}" if model.message else ""))
-        self.query_one("#overall", ProgressBar).update(progress=model.percent)
-        table = self.query_one("#tables", DataTable)
+        self.overall.update(progress=model.percent)
+        table = self.tables
         for t in model.tables.values():
             eta_s = t.eta_seconds
             cells = (t.table, STATUS.get(t.status, t.status),
@@ -53,12 +57,12 @@ class ProgressPane(Vertical, can_focus=True):
                     table.update_cell(t.table, col, value)
             else:
                 table.add_row(*cells, key=t.table)
-        chart = self.query_one("#throughput", Static)
+        chart = self.throughput
         chart.update(line_chart([r for _, r in model.throughput][-120:],
                                 max(20, chart.size.width), max(5, chart.size.height),
                                 "throughput (documents/s)"))
 
     def add_metrics(self, row: MetricsRow) -> None:
-        metrics = self.query_one("#metrics", DataTable)
+        metrics = self.metrics
         metrics.add_row(*row.values())
         metrics.scroll_end(animate=False)

@@ -17,19 +17,23 @@ class SystemPane(Vertical, can_focus=True):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.history: dict[str, list[float]] = {"cpu": [], "mem": [], "rss": []}
+        # Held, not queried: a sample may still arrive while the app tears down.
+        self.figures = Static("sampling…", id="figures")
+        self.sparks = {key: Sparkline([0], id=f"spark-{key}", classes="spark")
+                       for key in self.history}
 
     def compose(self) -> ComposeResult:
-        yield Static("sampling…", id="figures")
+        yield self.figures
         for key, label in (("cpu", "CPU %"), ("mem", "memory %"), ("rss", "cockpit RSS")):
             yield Label(label, classes="spark-label")
-            yield Sparkline([0], id=f"spark-{key}", classes="spark")
+            yield self.sparks[key]
 
     def show(self, s: SystemSample) -> None:
         gib = 2**30
         memory = f"{s.memory_percent:.0f}%"
         if s.memory_percent > 80:
             memory = f"[b red]{memory}[/]"
-        self.query_one("#figures", Static).update(
+        self.figures.update(
             f"CPU {s.cpu_percent:5.1f}%   "
             f"memory {memory} ({s.memory_used / gib:.1f}/"
             f"{s.memory_total / gib:.1f} GiB)   swap {s.swap_percent:.0f}%\n"
@@ -40,4 +44,4 @@ class SystemPane(Vertical, can_focus=True):
             values = self.history[key]
             values.append(value)
             del values[:-HISTORY]
-            self.query_one(f"#spark-{key}", Sparkline).data = list(values)
+            self.sparks[key].data = list(values)
