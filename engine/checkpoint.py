@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from engine.schema_ddl import STATE_SCHEMA
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.junction_pairs (
     left_id uuid NOT NULL,
     right_id uuid NOT NULL,
     side text NOT NULL
-);
+) PARTITION BY LIST (junction);
 CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.adjustments (
     table_name text NOT NULL,
     object_id text NOT NULL,
@@ -114,6 +115,13 @@ def create_state(conn: psycopg.Connection, source: str,
                  tables: list[tuple[str, str | None, int]]) -> None:
     """A fresh run: one row per table (name, collection, expected documents)."""
     conn.execute(STATE_DDL)
+    for name, collection, _ in tables:
+        if collection is None:  # a junction: its staged pairs get a partition of their own,
+            # so filling it reads only them, with no index to build first
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}.junction_pairs FOR VALUES IN ({})"
+            ).format(sql.Identifier(STATE_SCHEMA, f"junction_pairs_{name}"),
+                     sql.Identifier(STATE_SCHEMA), sql.Literal(name)))
     conn.execute(f"INSERT INTO {STATE_SCHEMA}.run (source) VALUES (%s)", [source])
     with conn.cursor() as cur:
         cur.executemany(

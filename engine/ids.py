@@ -22,19 +22,12 @@ _LOW26 = (1 << 26) - 1
 _VERSION_VARIANT = (0x8 << 76) | (0b10 << 62)
 
 
-def object_id_bytes_to_uuid_int(oid: bytes) -> int:
-    """The UUID's 128-bit value for 12 ObjectId bytes."""
+def object_id_bytes_to_uuid_bytes(oid: bytes) -> bytes:
+    """The UUID's 16 bytes for 12 ObjectId bytes: the loader's hot path
+    carries UUIDs as bytes (see engine.raw_uuid), not uuid.UUID objects."""
     o = int.from_bytes(oid, "big")
-    return ((o >> 48) << 80) | (((o >> 36) & 0xFFF) << 64) | ((o & _LOW36) << 26) | _VERSION_VARIANT
-
-
-def uuid_from_int(value: int) -> uuid.UUID:
-    """uuid.UUID(int=value) without its argument checks: the loader's hot path
-    makes millions of these from values built above, always in range."""
-    u = object.__new__(uuid.UUID)
-    object.__setattr__(u, "int", value)
-    object.__setattr__(u, "is_safe", uuid.SafeUUID.unknown)
-    return u
+    return (((o >> 48) << 80) | (((o >> 36) & 0xFFF) << 64) | ((o & _LOW36) << 26)
+            | _VERSION_VARIANT).to_bytes(16, "big")
 
 
 def object_id_to_uuid(oid: ObjectId | str | bytes) -> uuid.UUID:
@@ -44,11 +37,14 @@ def object_id_to_uuid(oid: ObjectId | str | bytes) -> uuid.UUID:
     raw = oid.binary if isinstance(oid, ObjectId) else bytes(oid)
     if len(raw) != 12:
         raise ValueError(f"an ObjectId has 12 bytes, got {len(raw)}")
-    return uuid_from_int(object_id_bytes_to_uuid_int(raw))
+    return uuid.UUID(bytes=object_id_bytes_to_uuid_bytes(raw))
 
 
-def uuid_to_object_id(value: uuid.UUID | str) -> ObjectId:
-    """The ObjectId a UUID made by object_id_to_uuid came from."""
+def uuid_to_object_id(value: uuid.UUID | str | bytes) -> ObjectId:
+    """The ObjectId a UUID made by object_id_to_uuid came from (the UUID, its
+    text or its 16 bytes)."""
+    if isinstance(value, bytes):
+        value = uuid.UUID(bytes=value)
     u = value.int if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).int
     if (u >> 76) & 0xF != 0x8 or (u >> 62) & 0b11 != 0b10 or u & _LOW26:
         raise ValueError(f"{value} was not made from an ObjectId")

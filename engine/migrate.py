@@ -22,7 +22,6 @@ from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
 from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine
 from engine.redact import redact_text, redact_url
 from engine.report import write_migration_report
-from engine.schema_ddl import STATE_SCHEMA
 from engine.sources import Source, SourceError
 from engine.table_loader import (
     Paused,
@@ -162,6 +161,7 @@ class Migration:
         # The files hold exactly this run's quarantine (none yet, for a new one).
         self.errors.rewrite(conn)
         self._plan(resumed)
+        phases = {"prepare": time.monotonic() - started}
 
         if self.workers > 1:
             # Foreign keys are off during the load, so every table can go at
@@ -174,7 +174,9 @@ class Migration:
                 self.emit(events.PhaseStarted(phase, PHASE_TITLES[phase]))
                 self._load_tables(conn, [t for t in self.mapping.entity_tables
                                          if self.mapping.phase_of(t.name) == phase])
+        phases["load"] = time.monotonic() - started - sum(phases.values())
         self._post_load(conn)
+        phases["postLoad"] = time.monotonic() - started - sum(phases.values())
 
         checkpoint.finish_run(conn)
         self.state = checkpoint.load_state(conn)
@@ -182,7 +184,7 @@ class Migration:
         self.checkpoint_path.unlink(missing_ok=True)
         seconds = time.monotonic() - started
         report = write_migration_report(conn, self.mapping, self.settings.run_dir,
-                                        self.source.description, self.target, seconds)
+                                        self.source.description, self.target, seconds, phases)
         quarantined = sum(t.quarantined for t in self.state.tables.values())
         self.emit(events.MigrationFinished(
             total_records=self.state.total_records, quarantined=quarantined, seconds=seconds,
@@ -307,7 +309,6 @@ class Migration:
         steps = [("unique", self._step_unique)]
         steps += [(f"references:{fk.name}", lambda c, fk=fk: self._step_references(c, fk))
                   for fk in entity_fks if removes_rows(fk)]
-        steps += [("pairs_index", self._step_pairs_index)]
         for name, step in steps:
             self._run_step(conn, name, step)
         # The rest changes no row's presence, so the steps do not depend on
@@ -321,7 +322,14 @@ class Migration:
         self._run_steps_in_parallel(independent)
         self.emit(events.StepDone(4, "indexes created", "", len(self.mapping.indexes)))
         # No ANALYZE here: autovacuum gathers statistics once the load stops.
+        # Foreign keys: declared at once (catalog only), then each table's
+        # rows checked; checks of different tables take no conflicting locks.
         self._run_step(conn, "foreign_keys", self._step_foreign_keys)
+        self._run_steps_in_parallel(
+            [(f"validate:{t}", lambda c, t=t: self._step_validate_foreign_keys(c, t))
+             for t in dict.fromkeys(fk.table for fk in self.mapping.foreign_keys)])
+        self.emit(events.StepDone(4, "foreign keys created and validated", "",
+                                  len(self.mapping.foreign_keys)))
 
     Step = Callable[[psycopg.Connection], list[QuarantineRecord]]
 
@@ -405,11 +413,6 @@ class Migration:
                                       f"{count} reference(s) to {fk.ref_table} {action}", count))
         return self._quarantine_removed(conn, removed)
 
-    def _step_pairs_index(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
-        conn.execute(f"CREATE INDEX IF NOT EXISTS junction_pairs_idx ON "
-                     f"{STATE_SCHEMA}.junction_pairs (junction, left_id, right_id)")
-        return []
-
     def _step_junction(self, conn: psycopg.Connection,
                        junction: Junction) -> list[QuarantineRecord]:
         assert self.state is not None
@@ -434,9 +437,14 @@ class Migration:
         have = schema_ddl.existing_constraints(conn)
         for fk in self.mapping.foreign_keys:
             if fk.name not in have:
-                conn.execute(schema_ddl.add_foreign_key(fk))
-        self.emit(events.StepDone(4, "foreign keys created and validated", "",
-                                  len(self.mapping.foreign_keys)))
+                conn.execute(schema_ddl.add_foreign_key(fk, not_valid=True))
+        return []
+
+    def _step_validate_foreign_keys(self, conn: psycopg.Connection,
+                                    table: str) -> list[QuarantineRecord]:
+        for fk in self.mapping.foreign_keys:
+            if fk.table == table:
+                conn.execute(schema_ddl.validate_foreign_key(fk))
         return []
 
     # -- checkpoint file and pause -----------------------------------------------

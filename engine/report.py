@@ -16,7 +16,10 @@ REPORT_FILE = "migration-report.json"
 
 
 def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: Path,
-                           source: str, target: str, seconds: float) -> Path:
+                           source: str, target: str, seconds: float,
+                           phase_seconds: dict[str, float]) -> Path:
+    """phase_seconds: this invocation's time per phase (a resumed run counts
+    only its own)."""
     state = load_state(conn)
     assert state is not None
     reasons = dict(conn.execute(
@@ -37,6 +40,7 @@ def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: 
         "startedAt": state.started_at.isoformat(),
         "finishedAt": dt.datetime.now(dt.UTC).isoformat(),
         "durationSeconds": round(seconds, 3),
+        "phaseSeconds": {k: round(v, 3) for k, v in phase_seconds.items()},
         "documentsRead": documents,
         "recordsMigrated": state.total_records,
         "quarantined": quarantined,

@@ -47,12 +47,20 @@ def create_index(index: Index) -> sql.Composed:
         sql.SQL(", ").join(map(ident, index.columns)))
 
 
-def add_foreign_key(fk: ForeignKey) -> sql.Composed:
+def add_foreign_key(fk: ForeignKey, not_valid: bool = False) -> sql.Composed:
+    """not_valid: enforced for new rows at once, existing rows checked later
+    by validate_foreign_key (which can run beside other tables' checks)."""
     return sql.SQL(
         "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) "
-        "ON DELETE {} ON UPDATE CASCADE").format(
+        "ON DELETE {} ON UPDATE CASCADE{}").format(
         ident(fk.table), ident(fk.name), ident(fk.column), ident(fk.ref_table),
-        ident(fk.ref_column), sql.SQL(fk.on_delete))
+        ident(fk.ref_column), sql.SQL(fk.on_delete), sql.SQL(" NOT VALID" if not_valid else ""))
+
+
+def validate_foreign_key(fk: ForeignKey) -> sql.Composed:
+    """Checks the existing rows; a no-op for a constraint already valid."""
+    return sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+        ident(fk.table), ident(fk.name))
 
 
 def drop_foreign_key(fk: ForeignKey) -> sql.Composed:

@@ -2,6 +2,7 @@
 
 Every rule that changes a value is counted as (column, rule). A value no rule
 can carry makes the whole document Rejected (it goes to quarantine).
+UUIDs come out as their 16 bytes (see engine.raw_uuid).
 """
 
 from __future__ import annotations
@@ -9,17 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import ObjectId
 from bson.datetime_ms import DatetimeMS
 from psycopg.types.json import Jsonb
 
-from engine.ids import object_id_bytes_to_uuid_int, uuid_from_int
+from engine.ids import object_id_bytes_to_uuid_bytes
 from engine.mapping import Column, Rules, Table
 
 INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
@@ -49,10 +49,10 @@ def as_object_id(value: Any, note: Note) -> ObjectId:
     raise Rejected("wrong_type", f"expected an ObjectId, got {type(value).__name__} {value!r:.60}")
 
 
-def to_uuid(value: Any, note: Note) -> uuid.UUID:
-    if type(value) is ObjectId:
-        return uuid_from_int(object_id_bytes_to_uuid_int(value.binary))
-    return uuid_from_int(object_id_bytes_to_uuid_int(as_object_id(value, note).binary))
+def to_uuid(value: Any, note: Note) -> bytes:
+    if type(value) is not ObjectId:
+        value = as_object_id(value, note)
+    return object_id_bytes_to_uuid_bytes(value.binary)
 
 
 def to_text_with(nul_rule: str) -> Converter:
@@ -228,13 +228,13 @@ class TableStats:
     unmapped_examples: dict[str, list[str]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One element of a many-to-many array: row ids on both sides of a junction."""
+class Pair(NamedTuple):
+    """One element of a many-to-many array: row ids on both sides of a
+    junction (a tuple: millions are made, and COPY takes it as a row)."""
 
     junction: str
-    left: uuid.UUID
-    right: uuid.UUID
+    left: bytes
+    right: bytes
     side: str  # "Collection.field" the pair came from
 
 
@@ -292,9 +292,8 @@ class TableTransformer:
                     pairs.append(Pair(source.junction, own_id, other, side))
                 else:
                     pairs.append(Pair(source.junction, other, own_id, side))
-        extra = doc.keys() - self.known
-        if extra:
-            self._count_unmapped(doc, extra)
+        if not self.known.issuperset(doc):  # no set built for the common case
+            self._count_unmapped(doc, doc.keys() - self.known)
         return tuple(row), pairs
 
     def _count_unmapped(self, doc: dict, extra: set[str]) -> None:

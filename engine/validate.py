@@ -36,6 +36,7 @@ from engine.baseline import BASELINE_FILE, read_baseline
 from engine.ids import object_id_to_uuid
 from engine.mapping import Junction, Mapping, Table, nextcrm
 from engine.quarantine import JSONL_FILE, read_jsonl
+from engine.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
 from engine.redact import redact_url
 from engine.schema_ddl import STATE_SCHEMA, ident
 from engine.sources import Position, Source, id_json
@@ -95,9 +96,13 @@ def _show(value: Any) -> Any:
     """A value as the report shows it."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, bytes):  # a uuid (engine.raw_uuid)
+        return str(uuid.UUID(bytes=value))
     if isinstance(value, dt.datetime):
         return value.isoformat(timespec="milliseconds")
-    if isinstance(value, list | dict):
+    if isinstance(value, list):
+        return [_show(v) for v in value]
+    if isinstance(value, dict):
         return json.loads(json.dumps(value, default=str))
     return str(value)
 
@@ -111,6 +116,9 @@ class TableChecker:
                  adjustments: dict[str, list[str]],
                  emit: Callable[[events.Event], None]) -> None:
         self.conn = conn
+        # Rows from the transform hold uuids as bytes: compare like with like.
+        copy_uuids_as_bytes(conn)
+        read_uuids_as_bytes(conn)
         self.source = source
         self.mapping = mapping
         self.settings = settings
@@ -131,7 +139,7 @@ class TableChecker:
             return check
         transformer = TableTransformer(table, self.mapping.rules)
         # Enums as text: their labels are what the source holds.
-        select = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
+        select = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s::uuid[])").format(
             sql.SQL(", ").join(sql.SQL("{}::text").format(ident(c.name)) if c.kind == "enum"
                                else ident(c.name) for c in table.columns), ident(table.name))
         names = table.column_names
@@ -167,10 +175,12 @@ class TableChecker:
                 pairs += [(p.junction, p.left, p.right) for p in doc_pairs]
             self._copy_ids(table.name, ids, pairs)
             with conn.cursor(binary=True) as cur:  # binary: cheaper to turn into values
-                got = {r[0]: r for r in cur.execute(select, [ids])}
+                # The ids (bytes) as a uuid[] literal: bytes alone would go as bytea.
+                id_array = "{" + ",".join(i.hex() for i in ids) + "}"
+                got = {r[0]: r for r in cur.execute(select, [id_array])}
             for oid, row in expected:
                 if row is None:
-                    if object_id_to_uuid(oid) in got:
+                    if object_id_to_uuid(oid).bytes in got:
                         check.note("extra", oid, self.t.examples)
                     continue
                 have = got.get(row[0])
@@ -208,8 +218,8 @@ class TableChecker:
             values[table.column_names.index(name)] = None
         return tuple(values)
 
-    def _copy_ids(self, table: str, ids: list[uuid.UUID],
-                  pairs: list[tuple[str, uuid.UUID, uuid.UUID]]) -> None:
+    def _copy_ids(self, table: str, ids: list[bytes],
+                  pairs: list[tuple[str, bytes, bytes]]) -> None:
         """Record what the source holds, for the extra-row and junction checks."""
         with self.conn.cursor() as cur:
             with cur.copy(f"COPY {IDS} (t, id) FROM STDIN (FORMAT BINARY)") as copy:

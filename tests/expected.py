@@ -3,7 +3,6 @@ documents with the documented rules, for comparison with the real database."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import psycopg
@@ -12,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from engine.ids import object_id_to_uuid, uuid_to_object_id
 from engine.mapping import nextcrm
+from engine.raw_uuid import read_uuids_as_bytes
 from engine.schema_ddl import STATE_SCHEMA
 from engine.sources import Position, Source
 from engine.transform import Rejected, TableTransformer
@@ -31,8 +31,9 @@ def assert_lossless(pg_url: str, source: Source) -> dict[str, int]:
     arrays minus pairs naming absent rows. Returns quarantined per table."""
     m = nextcrm()
     quarantined_per_table: dict[str, int] = {}
-    pairs: dict[str, set[tuple[uuid.UUID, uuid.UUID]]] = {j.table: set() for j in m.junctions}
+    pairs: dict[str, set[tuple[bytes, bytes]]] = {j.table: set() for j in m.junctions}
     with psycopg.connect(pg_url) as conn:
+        read_uuids_as_bytes(conn)  # as the transform gives them
         quarantine = conn.execute(
             f"SELECT table_name, object_id FROM {STATE_SCHEMA}.quarantine").fetchall()
         assert len(quarantine) == len(set(quarantine)), "a document was quarantined twice"
@@ -42,9 +43,11 @@ def assert_lossless(pg_url: str, source: Source) -> dict[str, int]:
         for table in m.entity_tables:
             assert table.collection
             transformer = TableTransformer(table, m.rules)
+            columns = sql.SQL(", ").join(  # binary gives an enum's label as bytes: cast
+                sql.SQL("{}::text" if c.kind == "enum" else "{}").format(sql.Identifier(c.name))
+                for c in table.columns)
             rows = {r[0]: r for r in conn.execute(sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, table.column_names)),
-                sql.Identifier(table.name)))}
+                columns, sql.Identifier(table.name)), binary=True)}
             seen = 0
             q = 0
             for batch in source.batches(table.collection, Position(), 1000):
@@ -53,7 +56,7 @@ def assert_lossless(pg_url: str, source: Source) -> dict[str, int]:
                     oid = str(doc["_id"])
                     if (table.name, oid) in quarantined:
                         q += 1
-                        assert object_id_to_uuid(doc["_id"]) not in rows, (table.name, oid)
+                        assert object_id_to_uuid(doc["_id"]).bytes not in rows, (table.name, oid)
                         continue
                     try:
                         expected, doc_pairs = transformer.transform(doc)
@@ -76,12 +79,12 @@ def assert_lossless(pg_url: str, source: Source) -> dict[str, int]:
         assert sum(quarantined_per_table.values()) == len(quarantine)
         for j in m.junctions:
             left = {r[0] for r in conn.execute(
-                sql.SQL("SELECT id FROM {}").format(sql.Identifier(j.left_table)))}
+                sql.SQL("SELECT id FROM {}").format(sql.Identifier(j.left_table)), binary=True)}
             right = {r[0] for r in conn.execute(
-                sql.SQL("SELECT id FROM {}").format(sql.Identifier(j.right_table)))}
+                sql.SQL("SELECT id FROM {}").format(sql.Identifier(j.right_table)), binary=True)}
             want = {(a, b) for a, b in pairs[j.table] if a in left and b in right}
             have = set(conn.execute(sql.SQL("SELECT {}, {} FROM {}").format(
                 sql.Identifier(j.left_column), sql.Identifier(j.right_column),
-                sql.Identifier(j.table))).fetchall())
+                sql.Identifier(j.table)), binary=True).fetchall())
             assert have == want, j.table
     return quarantined_per_table

@@ -26,7 +26,7 @@ def users(doc: dict, rules: Rules | None = None) -> tuple[dict, dict]:
 
 def test_object_id_becomes_its_uuid() -> None:
     row, changes = users({})
-    assert row["id"] == object_id_to_uuid(OID)
+    assert row["id"] == object_id_to_uuid(OID).bytes  # rows carry uuids as bytes
     assert changes == {}
 
 
@@ -34,7 +34,7 @@ def test_hex_string_accepted_as_object_id() -> None:
     t = TableTransformer(nextcrm().tables["Tasks"], nextcrm().rules)
     row, _ = t.transform({"_id": OID, "__v": 0, "position": 1, "priority": "high",
                           "title": "x", "user": str(OID)})
-    assert row[t.table.column_names.index("user")] == object_id_to_uuid(OID)
+    assert row[t.table.column_names.index("user")] == object_id_to_uuid(OID).bytes
     assert t.stats.changes == {"user:hex_string_to_objectid": 1}
 
 
@@ -122,7 +122,7 @@ def test_string_arrays_and_uuid_arrays() -> None:
     b = TableTransformer(nextcrm().tables["Boards"], nextcrm().rules)
     row, _ = b.transform({"_id": OID, "__v": 0, "description": "d", "title": "t", "user": OID,
                           "sharedWith": [OID]})
-    assert row[b.table.column_names.index("sharedWith")] == [object_id_to_uuid(OID)]
+    assert row[b.table.column_names.index("sharedWith")] == [object_id_to_uuid(OID).bytes]
 
 
 def test_missing_required_default_or_quarantine() -> None:
@@ -145,7 +145,7 @@ def test_junction_arrays_become_oriented_pairs_and_unknown_fields_are_counted() 
                             "userStatus": "ACTIVE", "userLanguage": "en",
                             "watching_boardsIDs": [other], "legacy": 1})
     assert [(p.junction, p.left, p.right) for p in pairs] == [
-        ("BoardWatchers", object_id_to_uuid(other), object_id_to_uuid(OID))]
+        ("BoardWatchers", object_id_to_uuid(other).bytes, object_id_to_uuid(OID).bytes)]
     assert t.stats.unmapped == {"legacy": 1}
     with pytest.raises(Rejected):
         t.transform({"_id": OID, "email": "e", "watching_boardsIDs": ["nope"]})
