@@ -3,6 +3,7 @@ post-load steps, with a checkpoint committed alongside every batch."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import time
@@ -31,7 +32,7 @@ from engine.table_loader import (
     load_in_worker,
     session_settings,
 )
-from engine.workers import run_in_workers
+from engine.workers import WorkerPool
 
 ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": one migration per target at a time
 
@@ -82,6 +83,7 @@ class Migration:
         self.state: RunState | None = None
         self.documents_read = 0
         self.workers = settings.workers or os.cpu_count() or 1
+        self.pool: WorkerPool | None = None  # loader processes, when workers > 1
         self._file_written = 0.0
 
     def emit(self, event: events.Event) -> None:
@@ -93,8 +95,15 @@ class Migration:
     def run(self) -> Outcome:
         started = time.monotonic()
         try:
-            with psycopg.connect(self.settings.postgres_url, autocommit=True,
-                                 application_name="migration-cockpit") as conn:
+            with contextlib.ExitStack() as stack:
+                if self.workers > 1:  # started first: their start-up overlaps the checks
+                    self.pool = stack.enter_context(WorkerPool(
+                        self.workers, init_worker, (SourceSpec.of(self.source),
+                                                    self.settings.postgres_url,
+                                                    self.batch_size, self.control)))
+                conn = stack.enter_context(psycopg.connect(
+                    self.settings.postgres_url, autocommit=True,
+                    application_name="migration-cockpit"))
                 self._lock(conn)
                 session_settings(conn)
                 return self._run(conn, started)
@@ -244,7 +253,7 @@ class Migration:
             if t not in todo:
                 ts = self.state.tables[t.name]
                 self.emit(events.TableSkipped(t.name, ts.rows, ts.quarantined))
-        if self.workers <= 1 or len(todo) <= 1:
+        if self.pool is None or len(todo) <= 1:
             loader = TableLoader(conn, self.source, self.mapping, self.batch_size,
                                  self.control, self._on_load_event)
             for t in todo:
@@ -259,10 +268,8 @@ class Migration:
                 self._on_pause()
             announced = self.control.paused
 
-        results = run_in_workers(
-            load_in_worker, [t.name for t in todo], self.workers, init_worker,
-            (SourceSpec.of(self.source), self.settings.postgres_url, self.batch_size,
-             self.control), lambda e: self._on_load_event(e, conn), tick)
+        results = self.pool.run(load_in_worker, [t.name for t in todo],
+                                lambda e: self._on_load_event(e, conn), tick)
         self.state = checkpoint.load_state(conn)
         if "paused" in results.values():
             raise Paused

@@ -39,7 +39,7 @@ from engine.quarantine import JSONL_FILE, read_jsonl
 from engine.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
 from engine.redact import redact_url
 from engine.schema_ddl import STATE_SCHEMA, ident
-from engine.sources import Position, Source, id_json
+from engine.sources import Position, Source, collected_per_batch, id_json
 from engine.table_loader import SourceSpec
 from engine.transform import Rejected, TableTransformer
 from engine.workers import run_in_workers, worker_emit
@@ -149,7 +149,7 @@ class TableChecker:
         if self.settings.sample:
             compare_every = max(1, expected_total // self.settings.sample)
         present = 0  # rows found in the target, for sampling
-        for docs in self.source.batches(table.collection, Position(), 5000):
+        for docs in collected_per_batch(self.source.batches(table.collection, Position(), 5000)):
             ids, expected, pairs = [], [], []
             for doc in docs:
                 check.source += 1

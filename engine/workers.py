@@ -28,27 +28,45 @@ def _init(queue: Any, initializer: Callable[..., None], initargs: tuple) -> None
     initializer(*initargs)
 
 
-def run_in_workers(fn: Callable[[str], Any], items: Iterable[str], workers: int,
-                   initializer: Callable[..., None], initargs: tuple,
-                   on_event: Callable[[events.Event], None],
-                   on_tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """fn(item) for every item in `workers` processes; item -> result.
-    on_tick runs in this process about 20 times a second while they work."""
-    ctx = multiprocessing.get_context("spawn")  # safe from a threaded caller
-    queue = ctx.Queue()
+def _started() -> None:
+    """A no-op: submitting one per worker makes the pool start them all now."""
 
-    def drain() -> None:
-        while True:
-            try:
-                event = queue.get_nowait()
-            except Empty:
-                return
-            on_event(event)
 
-    results: dict[str, Any] = {}
-    with ProcessPoolExecutor(workers, ctx, initializer=_init,
-                             initargs=(queue, initializer, initargs)) as pool:
-        futures = {pool.submit(fn, item): item for item in items}
+class WorkerPool:
+    """Worker processes, started as soon as the pool is made: their start-up
+    (a fresh interpreter and its imports) overlaps what the caller does
+    before it has work for them."""
+
+    def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple) -> None:
+        ctx = multiprocessing.get_context("spawn")  # safe from a threaded caller
+        self.queue = ctx.Queue()
+        self.pool = ProcessPoolExecutor(workers, ctx, initializer=_init,
+                                        initargs=(self.queue, initializer, initargs))
+        for _ in range(workers):
+            self.pool.submit(_started)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown()
+
+    def run(self, fn: Callable[[str], Any], items: Iterable[str],
+            on_event: Callable[[events.Event], None],
+            on_tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
+        """fn(item) for every item; item -> result. on_tick runs in this
+        process about 20 times a second while they work."""
+
+        def drain() -> None:
+            while True:
+                try:
+                    event = self.queue.get_nowait()
+                except Empty:
+                    return
+                on_event(event)
+
+        results: dict[str, Any] = {}
+        futures = {self.pool.submit(fn, item): item for item in items}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
@@ -57,4 +75,13 @@ def run_in_workers(fn: Callable[[str], Any], items: Iterable[str], workers: int,
             drain()
             on_tick()
         drain()
-    return results
+        return results
+
+
+def run_in_workers(fn: Callable[[str], Any], items: Iterable[str], workers: int,
+                   initializer: Callable[..., None], initargs: tuple,
+                   on_event: Callable[[events.Event], None],
+                   on_tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """fn(item) for every item in `workers` processes; item -> result."""
+    with WorkerPool(workers, initializer, initargs) as pool:
+        return pool.run(fn, items, on_event, on_tick)

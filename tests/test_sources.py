@@ -1,0 +1,39 @@
+"""The mongodump reader: counts from size prefixes, and says when a file is cut short."""
+
+import gzip
+from pathlib import Path
+
+import bson
+import pytest
+
+from engine.sources import DumpSource, Position, SourceError
+
+
+def write(folder: Path, name: str, data: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    (folder / name).write_bytes(data)
+
+
+def documents(n: int) -> bytes:
+    # sizes from tiny to 20 kB, and one larger than a read (1 MiB): documents
+    # and their size prefixes fall across reads
+    return b"".join(bson.encode({"_id": i, "s": "x" * (1_500_000 if i == 7 else i * 997 % 20_000)})
+                    for i in range(n))
+
+
+@pytest.mark.parametrize("name", ["Boards.bson", "Boards.bson.gz"])
+def test_count_matches_documents_read(tmp_path: Path, name: str) -> None:
+    write(tmp_path / "nextcrm", name, documents(600))
+    source = DumpSource(tmp_path)
+    assert source.count("Boards") == 600
+    read = [d["_id"] for batch in source.batches("Boards", Position(), 250) for d in batch]
+    assert read == list(range(600))
+
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 5, 1000])
+def test_truncated_file_is_named_not_miscounted(tmp_path: Path, cut: int) -> None:
+    write(tmp_path / "nextcrm", "Boards.bson", documents(50)[:-cut])
+    with pytest.raises(SourceError, match="truncated"):
+        DumpSource(tmp_path).count("Boards")
