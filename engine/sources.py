@@ -271,20 +271,25 @@ def _raw_documents(fh: BinaryIO, skip: int = 0) -> Iterator[bytes]:
         n += 1
 
 
-def collected_per_batch(batches: Iterator[list[dict]]) -> Iterator[list[dict]]:
+def collected_per_batch(batches: Iterator[list[dict]],
+                        every: int = 5000) -> Iterator[list[dict]]:
     """The batches, with Python's cyclic collector off while they stream and
-    one collection after each. Decoded documents hold no cycles (reference
-    counting frees them), but a batch allocates enough objects to trigger
-    dozens of collections, each rescanning every live document: decoding
-    ran 3-6x slower with it on."""
+    one collection per `every` documents. Decoded documents hold no cycles
+    (reference counting frees them), but a batch allocates enough objects to
+    trigger dozens of collections, each rescanning every live document:
+    decoding ran 3-6x slower with it on."""
     enabled = gc.isenabled()
     gc.disable()
+    since = 0
     try:
         with contextlib.closing(batches):  # type: ignore[type-var]
             for docs in batches:
+                since += len(docs)
                 yield docs
                 del docs
-                gc.collect(1)
+                if since >= every:
+                    gc.collect(1)
+                    since = 0
     finally:
         if enabled:
             gc.enable()
