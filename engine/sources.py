@@ -287,8 +287,8 @@ def collected_per_batch(batches: Iterator[list[dict]],
                 since += len(docs)
                 yield docs
                 del docs
-                if since >= every:
-                    gc.collect(1)
+                if since >= every:  # a full collection: cycles made meanwhile are freed
+                    gc.collect()
                     since = 0
     finally:
         if enabled:

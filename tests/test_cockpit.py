@@ -41,7 +41,7 @@ def config(pg_url: str, run_dir: Path, **kw: object) -> CockpitConfig:
     return CockpitConfig(pg_url, **base)  # type: ignore[arg-type]
 
 
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 90) -> None:
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -88,7 +88,7 @@ async def test_start_to_finish_from_live_mongodb(pg_url: str, mongo_db: tuple[st
 async def test_pause_resume_and_finish(pg_url: str, dump: Path, run_dir: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("cockpit.app.MigrationControl", PausedAtStart)
-    app = CockpitApp(config(pg_url, run_dir, dump=str(dump), batch_size=10, workers=1))
+    app = CockpitApp(config(pg_url, run_dir, dump=str(dump), batch_size=200, workers=1))
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("s")
         await wait_for(pilot, lambda: any(isinstance(e, events.MigrationPaused)
@@ -109,7 +109,7 @@ async def test_pause_resume_and_finish(pg_url: str, dump: Path, run_dir: Path,
 async def test_quit_pauses_safely_and_resume_continues(
         pg_url: str, dump: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("cockpit.app.MigrationControl", PausedAtStart)
-    app = CockpitApp(config(pg_url, run_dir, dump=str(dump), batch_size=10, workers=1))
+    app = CockpitApp(config(pg_url, run_dir, dump=str(dump), batch_size=200, workers=1))
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("s")  # held at its first batch, so the quit lands mid-load
         await wait_for(pilot, lambda: any(isinstance(e, events.MigrationPaused)
