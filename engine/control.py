@@ -6,7 +6,7 @@ with its checkpoint, or rolled back whole.
 
 from __future__ import annotations
 
-import multiprocessing
+from engine.workers import CONTEXT
 
 
 class MigrationControl:
@@ -14,10 +14,9 @@ class MigrationControl:
     worker processes (it is handed to them when they start)."""
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._running = ctx.Event()
+        self._running = CONTEXT.Event()
         self._running.set()
-        self._stop = ctx.Event()
+        self._stop = CONTEXT.Event()
 
     def pause(self) -> None:
         self._running.clear()

@@ -41,26 +41,24 @@ def copy_isolating_failures(conn: psycopg.Connection, table: str, columns: Seque
                             types: Sequence[str],
                             rows: Sequence[tuple]) -> list[tuple[int, str]]:
     """COPY rows; those the server refuses are left out and returned as
-    (index in rows, server message). Must run inside a transaction."""
-    failed: list[tuple[int, str]] = []
+    (index in rows, server message). Must run inside a transaction.
 
-    def attempt(lo: int, hi: int) -> None:
+    A loop over slices still to try, not recursive closures: closures that
+    call each other form a cycle that kept every batch's rows alive until the
+    cyclic collector ran."""
+    failed: list[tuple[int, str]] = []
+    slices = [(0, len(rows))] if rows else []
+    while slices:
+        lo, hi = slices.pop()
         try:
             with conn.transaction():  # a savepoint: undoes only this slice
                 copy_rows(conn, table, columns, types, rows[lo:hi])
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            refused(lo, hi, exc)
-
-    def refused(lo: int, hi: int, exc: psycopg.Error) -> None:
-        if hi - lo == 1:
-            failed.append((lo, (exc.diag.message_primary or str(exc)).strip()))
-            return
-        mid = (lo + hi) // 2
-        attempt(lo, mid)
-        attempt(mid, hi)
-
-    if rows:
-        attempt(0, len(rows))
+            if hi - lo == 1:
+                failed.append((lo, (exc.diag.message_primary or str(exc)).strip()))
+            else:
+                mid = (lo + hi) // 2
+                slices += [(mid, hi), (lo, mid)]  # the first half is tried first
     return failed
 
 

@@ -13,21 +13,27 @@ bytes in order, so sorting UUIDs in PostgreSQL sorts by ObjectId too:
 
 from __future__ import annotations
 
+import struct
 import uuid
 
 from bson import ObjectId
 
 _LOW36 = (1 << 36) - 1
 _LOW26 = (1 << 26) - 1
-_VERSION_VARIANT = (0x8 << 76) | (0b10 << 62)
+_HIGH48 = ((1 << 48) - 1) << 16
+_VERSION = 0x8 << 12
+_VARIANT = 0b10 << 62
+_OBJECT_ID = struct.Struct(">QI")  # ObjectId bits 0-63, 64-95
+_UUID = struct.Struct(">QQ")
 
 
 def object_id_bytes_to_uuid_bytes(oid: bytes) -> bytes:
     """The UUID's 16 bytes for 12 ObjectId bytes: the loader's hot path
-    carries UUIDs as bytes (see engine.raw_uuid), not uuid.UUID objects."""
-    o = int.from_bytes(oid, "big")
-    return (((o >> 48) << 80) | (((o >> 36) & 0xFFF) << 64) | ((o & _LOW36) << 26)
-            | _VERSION_VARIANT).to_bytes(16, "big")
+    carries UUIDs as bytes (see engine.raw_uuid), not uuid.UUID objects.
+    Works on two 64-bit halves: word-sized ints are cheaper than one of 128."""
+    high, low = _OBJECT_ID.unpack(oid)
+    return _UUID.pack((high & _HIGH48) | _VERSION | ((high >> 4) & 0xFFF),
+                      _VARIANT | ((high & 0xF) << 58) | (low << 26))
 
 
 def object_id_to_uuid(oid: ObjectId | str | bytes) -> uuid.UUID:

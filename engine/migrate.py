@@ -320,10 +320,8 @@ class Migration:
             self._run_step(conn, name, step)
         # The rest changes no row's presence, so the steps do not depend on
         # each other: they share the cores, one connection each.
-        independent = [(f"references:{fk.name}", lambda c, fk=fk: self._step_references(c, fk))
-                       for fk in entity_fks if not removes_rows(fk)]
-        independent += [(f"junction:{j.table}", lambda c, j=j: self._step_junction(c, j))
-                        for j in self.mapping.junctions]
+        independent = [(f"junction:{j.table}", lambda c, j=j: self._step_junction(c, j))
+                       for j in self.mapping.junctions]
         independent += [(f"indexes:{t}", lambda c, t=t: self._step_indexes(c, t))
                         for t in dict.fromkeys(i.table for i in self.mapping.indexes)]
         self._run_steps_in_parallel(independent)
@@ -331,9 +329,12 @@ class Migration:
         # No ANALYZE here: autovacuum gathers statistics once the load stops.
         # Foreign keys: declared at once (catalog only), then each table's
         # rows checked; checks of different tables take no conflicting locks.
+        # References that may dangle into NULL are fixed when their check
+        # fails (see _step_validate_foreign_keys).
+        set_null = {fk.name for fk in entity_fks if not removes_rows(fk)}
         self._run_step(conn, "foreign_keys", self._step_foreign_keys)
         self._run_steps_in_parallel(
-            [(f"validate:{t}", lambda c, t=t: self._step_validate_foreign_keys(c, t))
+            [(f"validate:{t}", lambda c, t=t: self._step_validate_foreign_keys(c, t, set_null))
              for t in dict.fromkeys(fk.table for fk in self.mapping.foreign_keys)])
         self.emit(events.StepDone(4, "foreign keys created and validated", "",
                                   len(self.mapping.foreign_keys)))
@@ -447,11 +448,23 @@ class Migration:
                 conn.execute(schema_ddl.add_foreign_key(fk, not_valid=True))
         return []
 
-    def _step_validate_foreign_keys(self, conn: psycopg.Connection,
-                                    table: str) -> list[QuarantineRecord]:
+    def _step_validate_foreign_keys(self, conn: psycopg.Connection, table: str,
+                                    set_null: set[str]) -> list[QuarantineRecord]:
+        """Check the table's foreign keys. Dangling references under the
+        set-NULL rule show up as a failed check: they are set to NULL (and
+        recorded), then the key is checked again. Most keys hold none, so
+        their rows are read once, not twice (a separate search, then the check)."""
         for fk in self.mapping.foreign_keys:
-            if fk.table == table:
-                conn.execute(schema_ddl.validate_foreign_key(fk))
+            if fk.table != table:
+                continue
+            if fk.name in set_null:
+                try:
+                    with conn.transaction():  # a savepoint: a failed check undoes nothing else
+                        conn.execute(schema_ddl.validate_foreign_key(fk))
+                    continue
+                except psycopg.errors.ForeignKeyViolation:
+                    self._step_references(conn, fk)
+            conn.execute(schema_ddl.validate_foreign_key(fk))
         return []
 
     # -- checkpoint file and pause -----------------------------------------------

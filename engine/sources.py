@@ -28,6 +28,11 @@ from engine.redact import redact_url
 CODEC = CodecOptions(tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 
+# A BSON document whose first element is an ObjectId named _id (as mongod
+# writes them): the 12 bytes follow at offset 9.
+_LEADING_OBJECT_ID = b"\x07_id\x00"
+
+
 class SourceError(Exception):
     """The source cannot be read (message says what to do)."""
 
@@ -208,10 +213,19 @@ class DumpSource:
                 yield bson.decode_all(b"".join(chunk), CODEC)
 
     def fetch(self, collection: str, ids: list[object]) -> list[dict]:
+        """The documents with these _ids. Walks the file undecoded and
+        decodes a document only when its leading ObjectId _id is wanted (or
+        its _id is not one: then it is compared decoded)."""
+        wanted_oids = {i.binary for i in ids if isinstance(i, ObjectId)}
         wanted = {id_json(i) for i in ids}
         found = []
-        for batch in self.batches(collection, Position(), 10_000):
-            found.extend(d for d in batch if id_json(d.get("_id")) in wanted)
+        with self._open(collection) as fh:
+            for raw in _raw_documents(fh):
+                if raw[4:9] == _LEADING_OBJECT_ID and raw[9:21] not in wanted_oids:
+                    continue
+                doc = bson.decode(raw, CODEC)
+                if id_json(doc.get("_id")) in wanted:
+                    found.append(doc)
         return found
 
     def close(self) -> None:
@@ -272,14 +286,18 @@ def _raw_documents(fh: BinaryIO, skip: int = 0) -> Iterator[bytes]:
 
 
 def collected_per_batch(batches: Iterator[list[dict]],
-                        every: int = 5000) -> Iterator[list[dict]]:
+                        every: int = 50_000) -> Iterator[list[dict]]:
     """The batches, with Python's cyclic collector off while they stream and
     one collection per `every` documents. Decoded documents hold no cycles
     (reference counting frees them), but a batch allocates enough objects to
     trigger dozens of collections, each rescanning every live document:
-    decoding ran 3-6x slower with it on."""
+    decoding ran 3-6x slower with it on. What lived before the stream (modules,
+    the engine) is frozen, so a collection scans only the documents in hand;
+    it is there for the rare cycle (a rejected document's exception), so it
+    can be seldom: at every batch it took 6-10% of the load."""
     enabled = gc.isenabled()
     gc.disable()
+    gc.freeze()
     since = 0
     try:
         with contextlib.closing(batches):  # type: ignore[type-var]
@@ -291,6 +309,7 @@ def collected_per_batch(batches: Iterator[list[dict]],
                     gc.collect()
                     since = 0
     finally:
+        gc.unfreeze()
         if enabled:
             gc.enable()
 

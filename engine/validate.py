@@ -172,7 +172,7 @@ class TableChecker:
                     row = self._as_stored(table, oid, row, json_columns)
                 ids.append(row[0])
                 expected.append((oid, row))
-                pairs += [(p.junction, p.left, p.right) for p in doc_pairs]
+                pairs += [p[:3] for p in doc_pairs]  # (junction, left, right)
             self._copy_ids(table.name, ids, pairs)
             with conn.cursor(binary=True) as cur:  # binary: cheaper to turn into values
                 # The ids (bytes) as a uuid[] literal: bytes alone would go as bytea.

@@ -72,8 +72,8 @@ def assert_lossless(pg_url: str, source: Source) -> dict[str, int]:
                                 (table.name, oid, name)]
                             continue
                         assert plain(want) == have, (table.name, oid, name, want, have)
-                    for p in doc_pairs:
-                        pairs[p.junction].add((p.left, p.right))
+                    for junction, left, right, _side in doc_pairs:
+                        pairs[junction].add((left, right))
             assert len(rows) == seen - q, f"{table.name}: extra rows in the target"
             quarantined_per_table[table.name] = q
         assert sum(quarantined_per_table.values()) == len(quarantine)

@@ -1,4 +1,4 @@
-"""The mongodump reader: counts from size prefixes, and says when a file is cut short."""
+"""The mongodump reader: counts from size prefixes, names a cut file, fetches by _id."""
 
 import gzip
 from pathlib import Path
@@ -37,3 +37,13 @@ def test_truncated_file_is_named_not_miscounted(tmp_path: Path, cut: int) -> Non
     write(tmp_path / "nextcrm", "Boards.bson", documents(50)[:-cut])
     with pytest.raises(SourceError, match="truncated"):
         DumpSource(tmp_path).count("Boards")
+
+
+def test_fetch_finds_object_ids_and_other_ids(tmp_path: Path) -> None:
+    oids = [bson.ObjectId() for _ in range(5)]
+    docs = [{"_id": oid, "n": i} for i, oid in enumerate(oids)]
+    docs.insert(2, {"n": "no id first", "_id": oids[0]})  # _id not the leading element
+    docs.append({"_id": "custom-id", "n": "a string id"})
+    write(tmp_path / "nextcrm", "Boards.bson", b"".join(bson.encode(d) for d in docs))
+    found = DumpSource(tmp_path).fetch("Boards", [oids[0], oids[3], "custom-id"])
+    assert [d["n"] for d in found] == [0, "no id first", 3, "a string id"]
