@@ -8,10 +8,8 @@ import enum
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import SimpleQueue
 
 import psycopg
 
@@ -20,6 +18,7 @@ from engine.checkpoint import CHECKPOINT_FILE, RunState
 from engine.control import MigrationControl
 from engine.ids import uuid_to_object_id
 from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
+from engine.parallel_sql import run_on_connections
 from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine
 from engine.redact import redact_text, redact_url
 from engine.report import write_migration_report
@@ -357,29 +356,11 @@ class Migration:
         self._write_checkpoint_file()
 
     def _run_steps_in_parallel(self, steps: list[tuple[str, Step]]) -> None:
-        connections: SimpleQueue[psycopg.Connection] = SimpleQueue()
-        opened = []
-        try:
-            for _ in range(max(1, self.workers)):
-                c = psycopg.connect(self.settings.postgres_url, autocommit=True,
-                                    application_name="migration-cockpit")
-                session_settings(c)
-                opened.append(c)
-                connections.put(c)
-
-            def run(name: str, step: Migration.Step) -> None:
-                c = connections.get()
-                try:
-                    self._run_step(c, name, step)
-                finally:
-                    connections.put(c)
-
-            with ThreadPoolExecutor(len(opened)) as pool:
-                for future in [pool.submit(run, name, step) for name, step in steps]:
-                    future.result()
-        finally:
-            for c in opened:
-                c.close()
+        run_on_connections(
+            self.settings.postgres_url,
+            [lambda c, name=name, step=step: self._run_step(c, name, step)
+             for name, step in steps],
+            self.workers, "migration-cockpit", setup=session_settings)
 
     def _quarantine_removed(self, conn: psycopg.Connection,
                             removed: list[post_load.RemovedRow]) -> list[QuarantineRecord]:

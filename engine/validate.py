@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -33,8 +34,9 @@ from psycopg.types.json import Jsonb
 
 from engine import catalog, checkpoint, events, post_load, schema_ddl
 from engine.baseline import BASELINE_FILE, read_baseline
-from engine.ids import object_id_to_uuid
-from engine.mapping import Junction, Mapping, Table, nextcrm
+from engine.ids import object_id_to_uuid, uuid_to_object_id
+from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
+from engine.parallel_sql import run_on_connections
 from engine.quarantine import JSONL_FILE, read_jsonl
 from engine.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
 from engine.redact import redact_url
@@ -51,6 +53,7 @@ IDS = f"{STATE_SCHEMA}.validation_ids"
 PAIRS = f"{STATE_SCHEMA}.validation_pairs"
 EARLIEST = dt.datetime(1900, 1, 1)
 LATEST_YEARS_AHEAD = 100
+_HEX24 = re.compile(r"[0-9a-f]{24}\Z")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class _TableCheck:
             self.extra_count += 1
             if len(self.extra) < examples:
                 self.extra.append(oid)
+
+
+def _object_id_text(row_id: bytes) -> str:
+    return str(uuid_to_object_id(row_id))
 
 
 def _show(value: Any) -> Any:
@@ -149,72 +156,89 @@ class TableChecker:
         if self.settings.sample:
             compare_every = max(1, expected_total // self.settings.sample)
         present = 0  # rows found in the target, for sampling
+        # The migration's exceptions by row id, so the common document needs
+        # no ObjectId text (made only for what a report names).
+        known = {object_id_to_uuid(k).bytes for k in self.known if _HEX24.match(k)}
+        adjusted = {object_id_to_uuid(k).bytes: v for k, v in self.adjusted.items()}
         for docs in collected_per_batch(self.source.batches(table.collection, Position(), 5000)):
-            ids, expected, pairs = [], [], []
+            ids: list[bytes] = []
+            rows: list[tuple] = []  # expected rows, to compare
+            absent: list[tuple[bytes, str | None]] = []  # quarantined: (id, ObjectId text)
+            pairs: list[tuple] = []
+            check.source += len(docs)
             for doc in docs:
-                check.source += 1
-                _id = doc.get("_id")
-                oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
                 try:
                     row, doc_pairs = transformer.transform(doc)
                 except Rejected:
                     row, doc_pairs = None, []
-                if oid in self.known:
+                _id = doc.get("_id")
+                if row is None or type(_id) is not ObjectId:  # rare: by the ObjectId text
+                    oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
+                    if oid in self.known:
+                        check.quarantined += 1
+                        if row is not None:  # must not be in the target
+                            ids.append(row[0])
+                            absent.append((row[0], oid))
+                        continue
+                    if row is None:  # the migration should have quarantined it
+                        check.note("missing", oid, self.t.examples)
+                        continue
+                elif row[0] in known:
                     check.quarantined += 1
-                    if row is not None:  # must not be in the target
-                        ids.append(row[0])
-                        expected.append((oid, None))
+                    ids.append(row[0])
+                    absent.append((row[0], None))
                     continue
-                if row is None:  # the migration should have quarantined it
-                    check.note("missing", oid, self.t.examples)
-                    continue
-                if json_columns or oid in self.adjusted:
-                    row = self._as_stored(table, oid, row, json_columns)
+                if json_columns or row[0] in adjusted:
+                    row = self._as_stored(table, adjusted.get(row[0], ()), row, json_columns)
                 ids.append(row[0])
-                expected.append((oid, row))
+                rows.append(row)
                 pairs += [p[:3] for p in doc_pairs]  # (junction, left, right)
             self._copy_ids(table.name, ids, pairs)
             with conn.cursor(binary=True) as cur:  # binary: cheaper to turn into values
                 # The ids (bytes) as a uuid[] literal: bytes alone would go as bytea.
                 id_array = "{" + ",".join(i.hex() for i in ids) + "}"
-                got = {r[0]: r for r in cur.execute(select, [id_array])}
-            for oid, row in expected:
-                if row is None:
-                    if object_id_to_uuid(oid).bytes in got:
-                        check.note("extra", oid, self.t.examples)
-                    continue
+                got = {r[0]: r for r in cur.execute(select, [id_array]).fetchall()}
+            for key, oid in absent:
+                if key in got:
+                    check.note("extra", oid or _object_id_text(key), self.t.examples)
+            compared = matched = 0
+            for row in rows:
                 have = got.get(row[0])
                 if have is None:
-                    check.note("missing", oid, self.t.examples)
+                    check.note("missing", _object_id_text(row[0]), self.t.examples)
                     continue
                 present += 1
                 if (present - 1) % compare_every:
                     continue
-                self.records["compared"] += 1
-                self.records["fields"] += len(row) - 1
+                compared += 1
                 if row == have:  # the common case, compared in C
-                    self.records["matched"] += len(row) - 1
+                    matched += len(row) - 1
                     continue
                 for name, want, value in zip(names[1:], row[1:], have[1:], strict=True):
                     if want == value:
-                        self.records["matched"] += 1
+                        matched += 1
                         continue
                     self.records["mismatchCount"] += 1
                     if len(self.mismatches) < self.t.examples * 10:
                         self.mismatches.append({
-                            "table": table.name, "objectId": oid, "field": name,
-                            "sourceValue": _show(want), "targetValue": _show(value)})
+                            "table": table.name, "objectId": _object_id_text(row[0]),
+                            "field": name, "sourceValue": _show(want),
+                            "targetValue": _show(value)})
+            self.records["compared"] += compared
+            self.records["fields"] += compared * (len(names) - 1)
+            self.records["matched"] += matched
             self.emit(events.ValidationProgress(table.name, check.source, expected_total))
         return check
 
-    def _as_stored(self, table: Table, oid: str, row: tuple, json_columns: list[int]) -> tuple:
+    def _as_stored(self, table: Table, cleared: Iterable[str], row: tuple,
+                   json_columns: list[int]) -> tuple:
         """The row as PostgreSQL gives it back: JSON unwrapped, and references
         the migration cleared (recorded in its adjustments) as NULL."""
         values = list(row)
         for i in json_columns:
             if isinstance(values[i], Jsonb):
                 values[i] = values[i].obj
-        for name in self.adjusted.get(oid, ()):
+        for name in cleared:
             values[table.column_names.index(name)] = None
         return tuple(values)
 
@@ -265,12 +289,7 @@ class Validator:
             conn.execute(f"CREATE UNLOGGED TABLE {PAIRS} "
                          "(junction text, left_id uuid, right_id uuid)")
             counts, records, mismatches = self._check_tables(conn, quarantined, adjustments)
-            conn.execute(f"CREATE INDEX ON {IDS} (t, id)")
-            conn.execute(f"CREATE INDEX ON {PAIRS} (junction, left_id, right_id)")
-            for table in self.mapping.entity_tables:
-                self._extras(conn, table, counts[table.name])
-            junctions = [self._check_junction(conn, j) for j in self.mapping.junctions]
-            orphans = self._orphans(conn)
+            junctions, orphans = self._set_wise_checks(counts)
             types = self._data_types(conn)
             schema = catalog.schema_differences(conn, self.mapping)
             migration_finished = checkpoint.run_finished(conn)
@@ -338,6 +357,22 @@ class Validator:
                 out.setdefault(t, {}).setdefault(o, []).append(c)
         return out
 
+    def _set_wise_checks(self, counts: dict[str, _TableCheck]) -> tuple[list[dict], list[dict]]:
+        """Extra rows (layer 1), junction tables (layer 1) and orphans (layer
+        3): independent read-only queries, spread over one connection per core."""
+        url, app = self.settings.postgres_url, "migration-cockpit validate"
+        run_on_connections(url, [lambda c: c.execute(f"CREATE INDEX ON {IDS} (t, id)"),
+                                 lambda c: c.execute(f"CREATE INDEX ON {PAIRS} (junction)")],
+                           self.workers, app)
+        tables, junctions = self.mapping.entity_tables, self.mapping.junctions
+        tasks: list[Callable[[psycopg.Connection], Any]] = [
+            lambda c, t=t: self._extras(c, t, counts[t.name]) for t in tables]
+        tasks += [lambda c, j=j: self._check_junction(c, j) for j in junctions]
+        tasks += [lambda c, fk=fk: self._orphans(c, fk) for fk in self.mapping.foreign_keys]
+        results = run_on_connections(url, tasks, self.workers, app)
+        found = results[len(tables):]
+        return found[:len(junctions)], [o for o in found[len(junctions):] if o]
+
     def _extras(self, conn: psycopg.Connection, table: Table, check: _TableCheck) -> None:
         """Target rows whose ObjectId is not in the source at all."""
         rows = conn.execute(sql.SQL(
@@ -348,58 +383,57 @@ class Validator:
             check.note("extra", oid, self.t.examples)
 
     def _check_junction(self, conn: psycopg.Connection, j: Junction) -> dict:
-        q = sql.SQL("""
+        """The junction table against the source's pairs (those naming absent
+        rows excepted), in one full join."""
+        n = self.t.examples
+
+        def listed(side: str) -> sql.Composable:
+            return sql.SQL("(array_agg({s}.object_id({a}.left_id) || ' ' || "
+                           "{s}.object_id({a}.right_id)) FILTER (WHERE {o}.left_id IS NULL))"
+                           "[1:{n}]").format(s=ident(STATE_SCHEMA), a=sql.Identifier(side),
+                                             o=sql.Identifier("a" if side == "e" else "e"),
+                                             n=sql.Literal(n))
+
+        expected, actual, missing_count, extra_count, missing, extra = conn.execute(sql.SQL("""
             WITH expected AS (
                 SELECT DISTINCT p.left_id, p.right_id FROM {pairs} p
                 WHERE p.junction = %(j)s
                   AND EXISTS (SELECT 1 FROM {l} x WHERE x.id = p.left_id)
                   AND EXISTS (SELECT 1 FROM {r} y WHERE y.id = p.right_id)),
             actual AS (SELECT {lc} AS left_id, {rc} AS right_id FROM {jt})
-            SELECT 'missing', {s}.object_id(left_id), {s}.object_id(right_id)
-              FROM (SELECT * FROM expected EXCEPT SELECT * FROM actual) m
-            UNION ALL
-            SELECT 'extra', {s}.object_id(left_id), {s}.object_id(right_id)
-              FROM (SELECT * FROM actual EXCEPT SELECT * FROM expected) e""").format(
+            SELECT count(e.left_id), count(a.left_id),
+                   count(*) FILTER (WHERE a.left_id IS NULL),
+                   count(*) FILTER (WHERE e.left_id IS NULL), {missing}, {extra}
+            FROM expected e FULL JOIN actual a
+              ON e.left_id = a.left_id AND e.right_id = a.right_id""").format(
             l=ident(j.left_table), r=ident(j.right_table), lc=ident(j.left_column),
-            rc=ident(j.right_column), jt=ident(j.table), s=ident(STATE_SCHEMA),
-            pairs=sql.SQL(PAIRS))
-        rows = conn.execute(q, {"j": j.table}).fetchall()
-        expected = conn.execute(sql.SQL(
-            "SELECT count(*) FROM (SELECT DISTINCT p.left_id, p.right_id FROM {pairs} p "
-            "WHERE p.junction = %s AND EXISTS (SELECT 1 FROM {l} x WHERE x.id = p.left_id) "
-            "AND EXISTS (SELECT 1 FROM {r} y WHERE y.id = p.right_id)) e").format(
-            l=ident(j.left_table), r=ident(j.right_table), pairs=sql.SQL(PAIRS)),
-            [j.table]).fetchone()[0]  # type: ignore[index]
-        actual = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            ident(j.table))).fetchone()[0]  # type: ignore[index]
+            rc=ident(j.right_column), jt=ident(j.table), pairs=sql.SQL(PAIRS),
+            missing=listed("e"), extra=listed("a")), {"j": j.table}).fetchone()  # type: ignore[misc]
 
-        def pairs(kind: str) -> list[str]:
+        def named(pairs: list[str] | None) -> list[str]:
             return [f"{j.left_column}={a} {j.right_column}={b}"
-                    for k, a, b in rows if k == kind]
+                    for a, b in (p.split(" ") for p in pairs or [])]
 
         return {"table": j.table, "expected": expected, "actual": actual,
-                "missing": pairs("missing")[: self.t.examples],
-                "missingCount": len(pairs("missing")),
-                "extra": pairs("extra")[: self.t.examples], "extraCount": len(pairs("extra"))}
+                "missing": named(missing), "missingCount": missing_count,
+                "extra": named(extra), "extraCount": extra_count}
 
     # -- layer 3 -------------------------------------------------------------------
 
-    def _orphans(self, conn: psycopg.Connection) -> list[dict]:
-        found = []
-        for fk in self.mapping.foreign_keys:
-            key = "id" if self.mapping.tables[fk.table].collection else fk.column
-            rows = conn.execute(sql.SQL(
-                "SELECT {s}.object_id(t.{k}), {s}.object_id(t.{c}) FROM {t} t "
-                "WHERE t.{c} IS NOT NULL AND NOT EXISTS "
-                "(SELECT 1 FROM {r} r WHERE r.{rc} = t.{c})").format(
-                s=ident(STATE_SCHEMA), k=ident(key), c=ident(fk.column), t=ident(fk.table),
-                r=ident(fk.ref_table), rc=ident(fk.ref_column))).fetchall()
-            if rows:
-                found.append({"foreignKey": fk.name, "table": fk.table, "column": fk.column,
-                              "references": fk.ref_table, "count": len(rows),
-                              "examples": [{"objectId": a, "pointsTo": b}
-                                           for a, b in rows[: self.t.examples]]})
-        return found
+    def _orphans(self, conn: psycopg.Connection, fk: ForeignKey) -> dict | None:
+        """Rows whose reference names no row of the referenced table."""
+        key = "id" if self.mapping.tables[fk.table].collection else fk.column
+        rows = conn.execute(sql.SQL(
+            "SELECT {s}.object_id(t.{k}), {s}.object_id(t.{c}) FROM {t} t "
+            "WHERE t.{c} IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM {r} r WHERE r.{rc} = t.{c})").format(
+            s=ident(STATE_SCHEMA), k=ident(key), c=ident(fk.column), t=ident(fk.table),
+            r=ident(fk.ref_table), rc=ident(fk.ref_column))).fetchall()
+        if not rows:
+            return None
+        return {"foreignKey": fk.name, "table": fk.table, "column": fk.column,
+                "references": fk.ref_table, "count": len(rows),
+                "examples": [{"objectId": a, "pointsTo": b} for a, b in rows[: self.t.examples]]}
 
     # -- layer 4 -------------------------------------------------------------------
 
