@@ -119,7 +119,8 @@ def create_state(conn: psycopg.Connection, source: str,
         if collection is None:  # a junction: its staged pairs get a partition of their own,
             # so filling it reads only them, with no index to build first
             conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}.junction_pairs FOR VALUES IN ({})"
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}.junction_pairs FOR VALUES IN ({}) "
+                "WITH (autovacuum_enabled = false)"  # written once, read once
             ).format(sql.Identifier(STATE_SCHEMA, f"junction_pairs_{name}"),
                      sql.Identifier(STATE_SCHEMA), sql.Literal(name)))
     conn.execute(f"INSERT INTO {STATE_SCHEMA}.run (source) VALUES (%s)", [source])

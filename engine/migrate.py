@@ -186,7 +186,9 @@ class Migration:
         self._post_load(conn)
         phases["postLoad"] = time.monotonic() - started - sum(phases.values())
 
-        checkpoint.finish_run(conn)
+        with conn.transaction():
+            schema_ddl.hold_autovacuum(conn, self.mapping, held=False)
+            checkpoint.finish_run(conn)
         self.state = checkpoint.load_state(conn)
         assert self.state is not None
         self.checkpoint_path.unlink(missing_ok=True)
@@ -217,6 +219,7 @@ class Migration:
             # Secondary indexes and FKs come back after the load (faster, and
             # dangling references are then fixed set-wise first).
             schema_ddl.drop_constraints(conn, self.mapping)
+            schema_ddl.hold_autovacuum(conn, self.mapping, held=True)
         state = checkpoint.load_state(conn)
         assert state is not None
         return state

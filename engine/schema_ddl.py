@@ -183,6 +183,16 @@ def create_constraints(conn: psycopg.Connection, mapping: Mapping) -> None:
             conn.execute(add_foreign_key(fk))
 
 
+def hold_autovacuum(conn: psycopg.Connection, mapping: Mapping, held: bool) -> None:
+    """Keep autovacuum off the tables while the migration runs, or give them
+    back to it. Left on, it starts on freshly loaded tables, and every index
+    build or foreign key that needs the table waits a second (deadlock_timeout)
+    before the server cancels it: seconds lost, at random, after the load."""
+    action = "SET (autovacuum_enabled = false)" if held else "RESET (autovacuum_enabled)"
+    for name in mapping.tables:
+        conn.execute(sql.SQL("ALTER TABLE {} " + action).format(ident(name)))
+
+
 def drop_constraints(conn: psycopg.Connection, mapping: Mapping) -> None:
     """Drop secondary indexes and foreign keys before a bulk load."""
     for fk in mapping.foreign_keys:

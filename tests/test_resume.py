@@ -78,6 +78,13 @@ def assert_files_match_quarantine(pg_url: str, run_dir: Path) -> None:
     assert len({(r["table"], r["object_id"]) for r in records}) == n
 
 
+def autovacuum_held(pg_url: str) -> int:
+    with psycopg.connect(pg_url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+            "AND 'autovacuum_enabled=false' = ANY(reloptions)").fetchone()[0]
+
+
 def test_sigkill_at_several_points_then_resume(dump: Path, pg_url: str, run_dir: Path) -> None:
     assert main(["schema", "deploy", "--postgres", pg_url]) == 0
     total = sum(DumpSource(dump).count(c) for c in DumpSource(dump).collection_names())
@@ -109,10 +116,13 @@ def test_sigint_pauses_saves_checkpoint_and_resumes(dump: Path, pg_url: str,
     assert checkpoint["totalRecordsMigrated"] >= 500
     assert checkpoint["currentTable"] in checkpoint["tables"]
     assert progress(pg_url)[0] == checkpoint["totalRecordsMigrated"]
+    # Autovacuum stays off the tables until the run finishes, then gets them back.
+    assert autovacuum_held(pg_url) == 39
 
     out = finish(dump, pg_url, run_dir)
     assert f"({checkpoint['totalRecordsMigrated']:,} records already migrated)" in out
     assert "Skipping completed tables" in out
+    assert autovacuum_held(pg_url) == 0
     assert_lossless(pg_url, DumpSource(dump))
     assert_files_match_quarantine(pg_url, run_dir)
 
