@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import bson
-import pymongo
+import bson.json_util
 from bson import ObjectId
 from bson.codec_options import CodecOptions, DatetimeConversion
 
@@ -74,6 +74,8 @@ class MongoSource:
         self.url = url  # may hold a password: use description in any output
         self.description = redact_url(url)
         # A timeout written in the URL wins over ours.
+        import pymongo  # here, not at the top: a run from a dump never pays its import
+
         timeout = {} if "serverselectiontimeoutms" in url.lower() else {
             "serverSelectionTimeoutMS": 10_000}
         self.client: pymongo.MongoClient = pymongo.MongoClient(
@@ -84,6 +86,8 @@ class MongoSource:
         self.database = name
 
     def ping(self) -> None:
+        import pymongo
+
         try:
             self.client.admin.command("ping")
         except pymongo.errors.PyMongoError as exc:

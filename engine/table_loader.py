@@ -5,6 +5,7 @@ process (one per core), which reports through the same events."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,24 +167,32 @@ def init_worker(spec: SourceSpec, postgres_url: str, batch_size: int,
     _worker.update(spec=spec, url=postgres_url, batch_size=batch_size, control=control)
 
 
+def _worker_connections() -> tuple[psycopg.Connection, Source]:
+    """The worker's PostgreSQL connection and source, opened for its first
+    table and kept for the next ones (closed when the worker exits)."""
+    w = _worker
+    if "conn" not in w or w["conn"].closed:
+        w["conn"] = psycopg.connect(w["url"], autocommit=True,
+                                    application_name="migration-cockpit worker")
+        session_settings(w["conn"])
+        multiprocessing.util.Finalize(w["conn"], w["conn"].close, exitpriority=10)
+    if "source" not in w:
+        w["source"] = w["spec"].open()
+        multiprocessing.util.Finalize(w["source"], w["source"].close, exitpriority=10)
+    return w["conn"], w["source"]
+
+
 def load_in_worker(table_name: str) -> str:
     """Load one table in a worker; "done" or "paused"."""
-    w = _worker
-    source = w["spec"].open()
+    conn, source = _worker_connections()
+    state = checkpoint.load_state(conn)
+    assert state is not None
+    mapping = nextcrm()
+    loader = TableLoader(conn, source, mapping, _worker["batch_size"], _worker["control"],
+                         worker_emit)
     try:
-        with psycopg.connect(w["url"], autocommit=True,
-                             application_name="migration-cockpit worker") as conn:
-            session_settings(conn)
-            state = checkpoint.load_state(conn)
-            assert state is not None
-            mapping = nextcrm()
-            loader = TableLoader(conn, source, mapping, w["batch_size"], w["control"],
-                                 worker_emit)
-            try:
-                loader.load(mapping.tables[table_name], state.tables[table_name],
-                            on_pause=lambda: None)
-            except Paused:
-                return "paused"
-            return "done"
-    finally:
-        source.close()
+        loader.load(mapping.tables[table_name], state.tables[table_name],
+                    on_pause=lambda: None)
+    except Paused:
+        return "paused"
+    return "done"
