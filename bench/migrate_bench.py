@@ -1,11 +1,14 @@
 """Migration speed, measured (not asserted): prints figures.
 
-    python bench/migrate_bench.py [--scales 1,4]
+    python bench/migrate_bench.py [--scales 1,4] [--repeat 3]
 
-For each scale: generate the dataset once (cached in bench/data/), deploy a
-fresh schema, migrate the mongodump folder in a child process (load, indexes,
-foreign keys, junctions all included) and print documents/s, seconds, peak
-RSS and CPU use. At the first scale, also load the same rows with
+For each scale: generate the dataset once (cached in bench/data/); then,
+--repeat times, deploy a fresh schema, migrate the mongodump folder in a
+child process (load, indexes, foreign keys, junctions all included) and
+validate it (every row), printing documents/s, seconds, CPU, peak RSS of the
+engine and its worker processes, the validation's time against the
+migration's, and a fixed loop's time (this machine's speed drifts). The
+median run is the figure. At the first scale, also load the same rows with
 executemany in batches of 1,000 into a schema whose indexes and foreign keys
 are in place (what an ORM's createMany does) and print the ratio.
 """
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -54,43 +58,80 @@ def busy_cpu_seconds() -> float:
         t, "softirq", 0.0)
 
 
-def migrate(pg: EmbeddedPostgres, dump: Path, documents: int,
-            name: str) -> tuple[str, Path, float]:
+def loop_seconds() -> float:
+    """This machine's speed right now: a fixed pure-Python loop (its speed
+    drifts by 1.5x within minutes on shared hosts; read figures against it)."""
+    t = time.process_time()
+    s = 0
+    for i in range(5_000_000):
+        s += i
+    return time.process_time() - t
+
+
+@dataclass
+class TreeUse:
+    """Peak memory and CPU of a process and everything it starts (the loader
+    workers fork from a fork server: they are grandchildren, which getrusage
+    does not see)."""
+
+    root: int = 0  # the pid of the command itself
+    peak_rss: dict[int, int] = field(default_factory=dict)  # pid -> bytes
+    cpu: dict[int, float] = field(default_factory=dict)  # pid -> seconds, last seen
+    peak_total_rss: int = 0
+
+    def sample(self, root: psutil.Process) -> None:
+        total = 0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                rss = p.memory_info().rss
+                times = p.cpu_times()
+            except psutil.Error:  # it just ended
+                continue
+            total += rss
+            self.peak_rss[p.pid] = max(self.peak_rss.get(p.pid, 0), rss)
+            self.cpu[p.pid] = times.user + times.system
+        self.peak_total_rss = max(self.peak_total_rss, total)
+
+
+def run_measured(cmd: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float,
+                                                      TreeUse]:
+    use = TreeUse()
+    t = time.monotonic()
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}) as proc:
+        root = psutil.Process(proc.pid)
+        use.root = proc.pid
+        while proc.poll() is None:
+            use.sample(root)
+            time.sleep(0.05)
+        seconds = time.monotonic() - t
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), seconds, use
+
+
+def migrate(pg: EmbeddedPostgres, dump: Path, name: str) -> tuple[str, Path, float, TreeUse,
+                                                                  float]:
     url = pg.create_database(name)
     with psycopg.connect(url, autocommit=True) as conn:
         schema_ddl.deploy(conn, nextcrm())
     run_dir = Path(tempfile.mkdtemp(prefix="bench-run-"))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy_before = busy_cpu_seconds()
-    t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "engine", "migrate", "--dump", str(dump),
-                           "--postgres", url], cwd=run_dir, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    seconds = time.monotonic() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc, seconds, use = run_measured(
+        [sys.executable, "-m", "engine", "migrate", "--dump", str(dump), "--postgres", url],
+        run_dir)
     busy = busy_cpu_seconds() - busy_before
     if proc.returncode not in (0, 3):
         raise SystemExit(f"migration failed:\n{proc.stdout}\n{proc.stderr}")
-    engine_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    print(f"  migrate: {documents:,} documents in {seconds:.2f}s = "
-          f"{documents / seconds:,.0f} documents/s")
-    print(f"  peak RSS of the migration process: {after.ru_maxrss / 1024:.0f} MiB")
-    print(f"  CPU: engine processes {engine_cpu:.1f}s; whole machine {busy:.1f}s busy over "
-          f"{seconds:.1f}s wall = {busy / seconds:.2f} of {os.cpu_count()} cores on average")
-    return url, run_dir, seconds
+    return url, run_dir, seconds, use, busy
 
 
-def validate(url: str, dump: Path, run_dir: Path, migrate_seconds: float) -> None:
+def validate(url: str, dump: Path, run_dir: Path) -> float:
     """Every-row validation, in a child process as a user runs it."""
-    t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "engine", "validate", "--dump", str(dump),
-                           "--postgres", url], cwd=run_dir, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    seconds = time.monotonic() - t
+    proc, seconds, _ = run_measured([sys.executable, "-m", "engine", "validate", "--dump",
+                                     str(dump), "--postgres", url], run_dir)
     if proc.returncode != 0:
         raise SystemExit(f"validation did not pass:\n{proc.stdout}\n{proc.stderr}")
-    print(f"  validate (every row, 4 layers): {seconds:.2f}s = "
-          f"{seconds / migrate_seconds:.2f}x the migration's time")
+    return seconds
 
 
 def executemany_baseline(pg: EmbeddedPostgres, migrated_url: str) -> tuple[int, float]:
@@ -125,6 +166,8 @@ def executemany_baseline(pg: EmbeddedPostgres, migrated_url: str) -> tuple[int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1,4", help="comma-separated scale factors")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="migrations (and validations) per scale; the median is the figure")
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
@@ -134,13 +177,30 @@ def main() -> None:
         for i, scale in enumerate(scales):
             print(f"scale {scale:g}:")
             dump, documents = dataset(scale)
-            url, run_dir, ours = migrate(pg, dump, documents, f"bench_{i}")
-            validate(url, dump, run_dir, ours)
+            walls, ratios = [], []
+            for r in range(args.repeat):
+                loop = loop_seconds()
+                url, run_dir, seconds, use, busy = migrate(pg, dump, f"bench_{i}_{r}")
+                check = validate(url, dump, run_dir)
+                walls.append(seconds)
+                ratios.append(check / seconds)
+                others = [rss for pid, rss in use.peak_rss.items() if pid != use.root]
+                print(f"  run {r + 1}: {seconds:.2f}s = {documents / seconds:,.0f} documents/s; "
+                      f"CPU: engine {sum(use.cpu.values()):.1f}s, whole machine {busy:.1f}s "
+                      f"= {busy / seconds:.2f} of {os.cpu_count()} cores; peak RSS: engine "
+                      f"{use.peak_rss[use.root] / 2**20:.0f} MiB, largest other "
+                      f"process {max(others, default=0) / 2**20:.0f} MiB, all together "
+                      f"{use.peak_total_rss / 2**20:.0f} MiB; validate {check:.2f}s = "
+                      f"{check / seconds:.2f}x; machine loop {loop:.2f}s")
+            median = statistics.median(walls)
+            print(f"  migrate (median of {len(walls)}): {documents:,} documents in {median:.2f}s "
+                  f"= {documents / median:,.0f} documents/s; validate/migrate median "
+                  f"{statistics.median(ratios):.2f}x")
             if i == 0 and not args.no_baseline:
                 rows, seconds = executemany_baseline(pg, url)
                 print(f"  executemany baseline: {rows:,} rows in {seconds:.2f}s = "
                       f"{rows / seconds:,.0f} rows/s")
-                print(f"  ratio: COPY pipeline {seconds / ours:.1f}x faster end to end "
+                print(f"  ratio: COPY pipeline {seconds / median:.1f}x faster end to end "
                       "(its figure includes reading, transforming, indexes, FKs, junctions)")
 
 

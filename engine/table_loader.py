@@ -106,6 +106,7 @@ class TableLoader:
                         finished = False
                         break
                     self._load_batch(table, ts, transformer, docs)
+                    del docs  # before the next batch is read: one batch in memory, not two
             if finished:
                 break
         ts.status = "done"

@@ -228,6 +228,7 @@ class TableChecker:
             self.records["fields"] += compared * (len(names) - 1)
             self.records["matched"] += matched
             self.emit(events.ValidationProgress(table.name, check.source, expected_total))
+            del docs, rows, got  # before the next batch is read: one batch in memory, not two
         return check
 
     def _as_stored(self, table: Table, cleared: Iterable[str], row: tuple,
