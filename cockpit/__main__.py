@@ -8,8 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.cli import build_parser
-from engine.cli import main as engine_main
+from engine.workers import start_fork_server_for
 
 
 def tui_parser() -> argparse.ArgumentParser:
@@ -43,6 +42,7 @@ def run_tui(args: argparse.Namespace, autostart: bool) -> int:
 
 
 def run_demo(argv: list[str]) -> int:
+    from engine.cli import build_parser
     from engine.demo import start_demo
 
     args = build_parser().parse_args(["demo", *argv])
@@ -58,9 +58,12 @@ def run_demo(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    start_fork_server_for(argv)  # before the engine's imports, which it then overlaps
     if argv[:1] == ["demo"] and "--headless" not in argv:
         return run_demo(argv[1:])
     if argv and not argv[0].startswith("-"):
+        from engine.cli import main as engine_main
+
         return engine_main(argv)
     args = tui_parser().parse_args(argv)
     return run_tui(args, autostart=args.start)

@@ -1,5 +1,9 @@
 import sys
 
-from engine.cli import main
+from engine.workers import start_fork_server_for
+
+start_fork_server_for(sys.argv[1:])
+
+from engine.cli import main  # noqa: E402
 
 sys.exit(main())
