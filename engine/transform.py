@@ -322,8 +322,9 @@ class TableTransformer:
         """A function doc -> row written for this table: per column, a test
         for the common value that needs no rule (a str without NUL, a naive
         datetime, an ObjectId...) and column_value for everything else. One
-        call per document instead of one per column: the transform took
-        ~40% of the load's CPU, mostly in calls. For a table (id, name, age):
+        call per document instead of one per column: on the generated set it
+        takes 40k instructions a document where column_value alone takes 112k
+        (valgrind). For a table (id, name, age):
 
             def row(doc):
                 get = doc.get
