@@ -55,6 +55,11 @@ def session_settings(conn: psycopg.Connection) -> None:
     # crash loses both together and the resume redoes that batch: waiting for
     # each WAL flush buys nothing here.
     conn.execute("SET synchronous_commit = off")
+    # The engine already keeps every core busy (worker processes, one
+    # connection per core after the load): parallel query and index-build
+    # workers would only add their start-up and hand-over costs.
+    conn.execute("SET max_parallel_workers_per_gather = 0")
+    conn.execute("SET max_parallel_maintenance_workers = 0")
 
 
 class TableLoader:
