@@ -3,14 +3,21 @@ per core, passing their events back to the engine's process as they come."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.forkserver
+import os
+import signal
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from queue import Empty
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import events
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 # Workers fork from a server process that imported the engine once: a worker
 # starts in milliseconds instead of paying a fresh interpreter's imports
@@ -27,13 +34,25 @@ def worker_emit(event: events.Event) -> None:
     _queue.put(event)
 
 
-def _init(queue: Any, initializer: Callable[..., None], initargs: tuple) -> None:
-    import signal
-
+def _init(queue: Any, lifeline: Connection, initializer: Callable[..., None],
+          initargs: tuple) -> None:
     global _queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine's process decides on Ctrl+C
+    threading.Thread(target=_exit_with_engine, args=(lifeline,), name="lifeline",
+                     daemon=True).start()
     _queue = queue
     initializer(*initargs)
+
+
+def _exit_with_engine(lifeline: Connection) -> None:
+    """A worker must not outlive the engine's process. Killed (SIGKILL, OOM)
+    that process cannot stop its workers, and one still loading would go on
+    committing batches beside the run that resumes. Only the engine's process
+    holds the pipe's other end, so reading hits its end exactly when that
+    process is gone; the batch in flight is then rolled back by PostgreSQL."""
+    with contextlib.suppress(EOFError):  # EOF is the expected end; nothing is ever sent
+        lifeline.recv()
+    os._exit(1)
 
 
 def start_fork_server() -> None:
@@ -58,14 +77,16 @@ class WorkerPool:
     def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple) -> None:
         start_fork_server()
         self.queue = CONTEXT.Queue()
+        lifeline, self._lifeline = CONTEXT.Pipe(duplex=False)  # workers get the reading end
         self.pool = ProcessPoolExecutor(workers, CONTEXT, initializer=_init,
-                                        initargs=(self.queue, initializer, initargs))
+                                        initargs=(self.queue, lifeline, initializer, initargs))
 
     def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.pool.shutdown()
+        self._lifeline.close()
 
     def run(self, fn: Callable[[str], Any], items: Iterable[str],
             on_event: Callable[[events.Event], None],

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -92,9 +93,13 @@ def test_sigkill_at_several_points_then_resume(dump: Path, pg_url: str, run_dir:
     for point in kill_points:
         proc = start(dump, pg_url, run_dir)
         wait_for(proc, pg_url, **point)
+        helpers = psutil.Process(proc.pid).children(recursive=True)  # fork server, workers
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
+        # None may go on loading beside the run that resumes.
+        _, alive = psutil.wait_procs(helpers, timeout=30)
+        assert not alive, f"{len(alive)} process(es) outlived the killed migration"
     out = finish(dump, pg_url, run_dir)
     assert "Checkpoint found: Resuming from" in out
     quarantined = assert_lossless(pg_url, DumpSource(dump))
