@@ -159,7 +159,8 @@ class TableChecker:
         # The migration's exceptions by row id, so the common document needs
         # no ObjectId text (made only for what a report names).
         known = {object_id_to_uuid(k).bytes for k in self.known if _HEX24.match(k)}
-        adjusted = {object_id_to_uuid(k).bytes: v for k, v in self.adjusted.items()}
+        adjusted = {object_id_to_uuid(k).bytes: v for k, v in self.adjusted.items()
+                    if _HEX24.match(k)}  # (always: they are read back from UUIDs)
         for docs in collected_per_batch(self.source.batches(table.collection, Position(), 5000)):
             ids: list[bytes] = []
             rows: list[tuple] = []  # expected rows, to compare
