@@ -76,10 +76,15 @@ def _text_field(value: str) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
-def insert_pairs(conn: psycopg.Connection, rows: Sequence[Pair]) -> None:
-    """Junction pairs staged for the junction phase. Written as COPY binary
-    data here rather than row by row through psycopg: a batch holds more
-    pairs than rows, and each made two Python calls for its UUIDs."""
+PAIRS_TABLE = f"{STATE_SCHEMA}.junction_pairs"
+
+
+def insert_pairs(conn: psycopg.Connection, rows: Sequence[Pair],
+                 table: str = PAIRS_TABLE) -> None:
+    """Junction pairs into a table of (junction, left_id, right_id, side):
+    the migration's stage, or the validator's. Written as COPY binary data
+    here rather than row by row through psycopg: a batch holds more pairs
+    than rows, and each made two Python calls for its UUIDs."""
     if not rows:
         return
     fields: dict[tuple[str, str], tuple[bytes, bytes]] = {}  # (junction, side) -> around ids
@@ -93,6 +98,6 @@ def insert_pairs(conn: psycopg.Connection, rows: Sequence[Pair]) -> None:
         data += (around[0], left, _UUID_FIELD, right, around[1])
     data.append(_BINARY_TRAILER)
     with conn.cursor() as cur, cur.copy(
-            f"COPY {STATE_SCHEMA}.junction_pairs (junction, left_id, right_id, side) "
-            "FROM STDIN (FORMAT BINARY)") as copy:
+            f"COPY {table} (junction, left_id, right_id, side) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
         copy.write(b"".join(data))

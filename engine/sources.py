@@ -73,9 +73,9 @@ class MongoSource:
     def __init__(self, url: str, database: str | None = None) -> None:
         self.url = url  # may hold a password: use description in any output
         self.description = redact_url(url)
-        # A timeout written in the URL wins over ours.
         import pymongo  # here, not at the top: a run from a dump never pays its import
 
+        # A timeout written in the URL wins over ours.
         timeout = {} if "serverselectiontimeoutms" in url.lower() else {
             "serverSelectionTimeoutMS": 10_000}
         self.client: pymongo.MongoClient = pymongo.MongoClient(

@@ -34,6 +34,7 @@ from psycopg.types.json import Jsonb
 
 from engine import catalog, checkpoint, events, post_load, schema_ddl
 from engine.baseline import BASELINE_FILE, read_baseline
+from engine.copy_loader import insert_pairs
 from engine.ids import object_id_to_uuid, uuid_to_object_id
 from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
 from engine.parallel_sql import run_on_connections
@@ -43,7 +44,7 @@ from engine.redact import redact_url
 from engine.schema_ddl import STATE_SCHEMA, ident
 from engine.sources import Position, Source, collected_per_batch, id_json
 from engine.table_loader import SourceSpec
-from engine.transform import Rejected, TableTransformer
+from engine.transform import Pair, Rejected, TableTransformer
 from engine.workers import run_in_workers, worker_emit
 
 REPORT_FILE = "migration-validation-report.json"
@@ -165,7 +166,7 @@ class TableChecker:
             ids: list[bytes] = []
             rows: list[tuple] = []  # expected rows, to compare
             absent: list[tuple[bytes, str | None]] = []  # quarantined: (id, ObjectId text)
-            pairs: list[tuple] = []
+            pairs: list[Pair] = []
             check.source += len(docs)
             for doc in docs:
                 try:
@@ -193,7 +194,7 @@ class TableChecker:
                     row = self._as_stored(table, adjusted.get(row[0], ()), row, json_columns)
                 ids.append(row[0])
                 rows.append(row)
-                pairs += [p[:3] for p in doc_pairs]  # (junction, left, right)
+                pairs += doc_pairs
             self._copy_ids(table.name, ids, pairs)
             with conn.cursor(binary=True) as cur:  # binary: cheaper to turn into values
                 # The ids (bytes) as a uuid[] literal: bytes alone would go as bytea.
@@ -244,18 +245,14 @@ class TableChecker:
             values[table.column_names.index(name)] = None
         return tuple(values)
 
-    def _copy_ids(self, table: str, ids: list[bytes],
-                  pairs: list[tuple[str, bytes, bytes]]) -> None:
+    def _copy_ids(self, table: str, ids: list[bytes], pairs: list[Pair]) -> None:
         """Record what the source holds, for the extra-row and junction checks."""
-        with self.conn.cursor() as cur:
-            with cur.copy(f"COPY {IDS} (t, id) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "uuid"])
-                for i in ids:
-                    copy.write_row((table, i))
-            with cur.copy(f"COPY {PAIRS} FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "uuid", "uuid"])
-                for p in pairs:
-                    copy.write_row(p)
+        with self.conn.cursor() as cur, cur.copy(
+                f"COPY {IDS} (t, id) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "uuid"])
+            for i in ids:
+                copy.write_row((table, i))
+        insert_pairs(self.conn, pairs, PAIRS)
 
 
 class Validator:
@@ -289,7 +286,7 @@ class Validator:
             conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
             conn.execute(f"CREATE UNLOGGED TABLE {IDS} (t text, id uuid)")
             conn.execute(f"CREATE UNLOGGED TABLE {PAIRS} "
-                         "(junction text, left_id uuid, right_id uuid)")
+                         "(junction text, left_id uuid, right_id uuid, side text)")
             counts, records, mismatches = self._check_tables(conn, quarantined, adjustments)
             junctions, orphans = self._set_wise_checks(counts)
             types = self._data_types(conn)
