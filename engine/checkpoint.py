@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from engine.schema_ddl import STATE_SCHEMA
+from engine.schema_ddl import STATE_SCHEMA, execute_all
 
 CHECKPOINT_FILE = "migration-checkpoint.json"
 
@@ -115,14 +115,14 @@ def create_state(conn: psycopg.Connection, source: str,
                  tables: list[tuple[str, str | None, int]]) -> None:
     """A fresh run: one row per table (name, collection, expected documents)."""
     conn.execute(STATE_DDL)
-    for name, collection, _ in tables:
-        if collection is None:  # a junction: its staged pairs get a partition of their own,
-            # so filling it reads only them, with no index to build first
-            conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}.junction_pairs FOR VALUES IN ({}) "
-                "WITH (autovacuum_enabled = false)"  # written once, read once
-            ).format(sql.Identifier(STATE_SCHEMA, f"junction_pairs_{name}"),
-                     sql.Identifier(STATE_SCHEMA), sql.Literal(name)))
+    # Each junction's staged pairs get a partition of their own, so filling it
+    # reads only them, with no index to build first.
+    execute_all(conn, [sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}.junction_pairs FOR VALUES IN ({}) "
+        "WITH (autovacuum_enabled = false)"  # written once, read once
+    ).format(sql.Identifier(STATE_SCHEMA, f"junction_pairs_{name}"),
+             sql.Identifier(STATE_SCHEMA), sql.Literal(name))
+        for name, collection, _ in tables if collection is None])
     conn.execute(f"INSERT INTO {STATE_SCHEMA}.run (source) VALUES (%s)", [source])
     with conn.cursor() as cur:
         cur.executemany(

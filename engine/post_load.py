@@ -106,6 +106,12 @@ def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResul
             l=ident(junction.left_table), r=ident(junction.right_table), a=sql.Identifier(alias))
 
     pairs = sql.SQL("{s}.junction_pairs").format(s=ident(STATE_SCHEMA))
+    # Freshly loaded tables have no statistics yet: the planner guesses a
+    # few hundred pairs and picks sort-and-group plus nested loops whose index
+    # probes visit the heap. Hashing suits the real tens of thousands (17%
+    # less CPU over all junctions, measured). SET LOCAL: this transaction only.
+    conn.execute("SET LOCAL enable_nestloop = off")
+    conn.execute("SET LOCAL enable_sort = off")  # the ORDER BY still sorts
     inserted, distinct, one_sided = conn.execute(sql.SQL("""
         WITH grouped AS MATERIALIZED (
             SELECT p.left_id, p.right_id, min(p.side) = max(p.side) AS one_sided

@@ -207,14 +207,8 @@ class DumpSource:
     def batches(self, collection: str, start: Position,
                 batch_size: int) -> Iterator[list[dict]]:
         with self._open(collection) as fh:
-            chunk: list[bytes] = []
-            for raw in _raw_documents(fh, skip=start.consumed):
-                chunk.append(raw)
-                if len(chunk) >= batch_size:
-                    yield bson.decode_all(b"".join(chunk), CODEC)
-                    chunk = []
-            if chunk:
-                yield bson.decode_all(b"".join(chunk), CODEC)
+            for _, run in _document_runs(fh, batch_size, skip=start.consumed):
+                yield bson.decode_all(run, CODEC)
 
     def fetch(self, collection: str, ids: list[object]) -> list[dict]:
         """The documents with these _ids. Walks the file undecoded and
@@ -224,7 +218,7 @@ class DumpSource:
         wanted = {id_json(i) for i in ids}
         found = []
         with self._open(collection) as fh:
-            for raw in _raw_documents(fh):
+            for _, raw in _document_runs(fh, 1):
                 if raw[4:9] == _LEADING_OBJECT_ID and raw[9:21] not in wanted_oids:
                     continue
                 doc = bson.decode(raw, CODEC)
@@ -236,57 +230,48 @@ class DumpSource:
         pass
 
 
-def _read_size(fh: BinaryIO, n: int) -> int | None:
-    """The next document's size from its 4-byte prefix; None at the end."""
-    head = fh.read(4)
-    if not head:
-        return None
-    if len(head) < 4:
-        raise SourceError("the .bson file ends in the middle of a document (truncated dump?)")
-    (size,) = struct.unpack("<i", head)
-    if size < 5:
-        raise SourceError(f"corrupt .bson file: document {n} claims {size} bytes")
-    return size
+_READ = 1 << 20
 
 
-def _read_body(fh: BinaryIO, size: int) -> bytes:
-    body = fh.read(size - 4)
-    if len(body) < size - 4:
-        raise SourceError("the .bson file ends in the middle of a document (truncated dump?)")
-    return body
-
-
-def _count_documents(fh: BinaryIO) -> int:
-    """Documents in a .bson stream, from their size prefixes alone, walked
-    over large reads (one Python step per document, no decoding)."""
-    n = 0
+def _document_runs(fh: BinaryIO, per_run: int,
+                   skip: int = 0) -> Iterator[tuple[int, memoryview]]:
+    """(n, the bytes of n whole documents) in file order, n = per_run but for the
+    last run; the first `skip` documents are passed over. The file is read in
+    large pieces and documents are found by their 4-byte size prefixes alone:
+    one short Python step per document, no decoding, and a run goes to the
+    decoder as one piece (bson.decode_all)."""
     data = b""
-    pos = 0  # the next document's start in data; past its end while a document spans reads
-    while chunk := fh.read(1 << 20):
-        if pos >= len(data):
-            data, pos = chunk, pos - len(data)
-        else:  # keep a size prefix cut by the read
-            data, pos = data[pos:] + chunk, 0
+    start = pos = 0  # the run's start, the next document's start (in data)
+    n, done = 0, 0  # documents in the run; documents before it
+    target = skip or per_run  # the skipped documents are a first run, dropped
+    while True:
+        chunk = fh.read(_READ)
+        if chunk:  # keep the run so far and any document cut by the read
+            data, pos, start = data[start:] + chunk, pos - start, 0
         end = len(data)
         while pos + 4 <= end:
             (size,) = struct.unpack_from("<i", data, pos)
             if size < 5:
-                raise SourceError(f"corrupt .bson file: document {n} claims {size} bytes")
+                raise SourceError(f"corrupt .bson file: document {done + n} claims {size} bytes")
+            if pos + size > end:
+                break
             pos += size
             n += 1
-    if pos != len(data):
-        raise SourceError("the .bson file ends in the middle of a document (truncated dump?)")
-    return n
+            if n == target:
+                if done >= skip:
+                    yield n, memoryview(data)[start:pos]  # no copy
+                start, done, n, target = pos, done + n, 0, per_run
+        if not chunk:
+            if pos != end:
+                raise SourceError("the .bson file ends in the middle of a document "
+                                  "(truncated dump?)")
+            if n and done >= skip:
+                yield n, memoryview(data)[start:pos]
+            return
 
 
-def _raw_documents(fh: BinaryIO, skip: int = 0) -> Iterator[bytes]:
-    """Each BSON document's bytes; the first `skip` ones are passed over undecoded."""
-    n = 0
-    while (size := _read_size(fh, n)) is not None:
-        body = _read_body(fh, size)
-        if n >= skip:
-            yield struct.pack("<i", size) + body
-        n += 1
+def _count_documents(fh: BinaryIO) -> int:
+    return sum(n for n, _ in _document_runs(fh, 256))  # short runs: little copying
 
 
 def collected_per_batch(batches: Iterator[list[dict]],

@@ -30,6 +30,8 @@ def test_count_matches_documents_read(tmp_path: Path, name: str) -> None:
     assert source.count("Boards") == 600
     read = [d["_id"] for batch in source.batches("Boards", Position(), 250) for d in batch]
     assert read == list(range(600))
+    resumed = [d["_id"] for batch in source.batches("Boards", Position(333), 100) for d in batch]
+    assert resumed == list(range(333, 600))
 
 
 @pytest.mark.parametrize("cut", [1, 3, 4, 5, 1000])
