@@ -20,20 +20,18 @@ from bson import ObjectId
 
 _LOW36 = (1 << 36) - 1
 _LOW26 = (1 << 26) - 1
-_HIGH48 = ((1 << 48) - 1) << 16
-_VERSION = 0x8 << 12
-_VARIANT = 0b10 << 62
-_OBJECT_ID = struct.Struct(">QI")  # ObjectId bits 0-63, 64-95
-_UUID = struct.Struct(">QQ")
+# ObjectId bytes 0-5 go over unchanged; then its bits 48-63 and 64-95 as ints.
+_OBJECT_ID = struct.Struct(">6sHI")
+_UUID = struct.Struct(">6sHQ")  # bytes 0-5, version + 12 bits, variant + 36 bits + zeros
 
 
 def object_id_bytes_to_uuid_bytes(oid: bytes) -> bytes:
     """The UUID's 16 bytes for 12 ObjectId bytes: the loader's hot path
     carries UUIDs as bytes (see engine.raw_uuid), not uuid.UUID objects.
-    Works on two 64-bit halves: word-sized ints are cheaper than one of 128."""
-    high, low = _OBJECT_ID.unpack(oid)
-    return _UUID.pack((high & _HIGH48) | _VERSION | ((high >> 4) & 0xFFF),
-                      _VARIANT | ((high & 0xF) << 58) | (low << 26))
+    The first 6 bytes pass as they are, the rest is word-sized int work
+    (cheaper than one 128-bit int)."""
+    head, mid, low = _OBJECT_ID.unpack(oid)
+    return _UUID.pack(head, 0x8000 | (mid >> 4), (0b10 << 62) | ((((mid & 0xF) << 32) | low) << 26))
 
 
 def object_id_to_uuid(oid: ObjectId | str | bytes) -> uuid.UUID:

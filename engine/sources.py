@@ -271,7 +271,28 @@ def _document_runs(fh: BinaryIO, per_run: int,
 
 
 def _count_documents(fh: BinaryIO) -> int:
-    return sum(n for n, _ in _document_runs(fh, 256))  # short runs: little copying
+    """Documents in a .bson stream, from their size prefixes alone, walked
+    over large reads (one Python step per document, no decoding). Not
+    _document_runs: keeping no bytes, this walk takes half its time, and the
+    count holds up the start of the load."""
+    n = 0
+    data = b""
+    pos = 0  # the next document's start in data; past its end while a document spans reads
+    while chunk := fh.read(_READ):
+        if pos >= len(data):
+            data, pos = chunk, pos - len(data)
+        else:  # keep a size prefix cut by the read
+            data, pos = data[pos:] + chunk, 0
+        end = len(data)
+        while pos + 4 <= end:
+            (size,) = struct.unpack_from("<i", data, pos)
+            if size < 5:
+                raise SourceError(f"corrupt .bson file: document {n} claims {size} bytes")
+            pos += size
+            n += 1
+    if pos != len(data):
+        raise SourceError("the .bson file ends in the middle of a document (truncated dump?)")
+    return n
 
 
 def collected_per_batch(batches: Iterator[list[dict]],

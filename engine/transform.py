@@ -59,9 +59,9 @@ class ReferenceUuids:
     """to_uuid for references, remembering the UUIDs it made: a table's
     references repeat (the same owners, accounts, documents) and a dict
     lookup costs a seventh of making one. Bounded, emptied when full: 16k
-    entries kept 61% of the generated set's 593k references from being made
-    again (64k: 70%, but 25 MiB more per worker at scale 4 as its entries
-    pinned freed batches' memory)."""
+    entries kept 83% of the generated set's 431k reference columns' values
+    from being made again (64k: the same; larger ones pinned freed batches'
+    memory). Junction arrays do not use it (see TableTransformer._pairs)."""
 
     SIZE = 1 << 14
 
@@ -267,11 +267,20 @@ Pair = tuple[str, bytes, bytes, str]
 # through their converter.
 _AS_IS = {
     "text": 'type(v) is str and "\\x00" not in v',
+    "text[]": "type(v) is list and plain_texts(v)",
     "int": "type(v) is int and -2147483648 <= v <= 2147483647",
     "bool": "type(v) is bool",
     "timestamp": "type(v) is datetime and v.tzinfo is None",
     "enum": "type(v) is str and v in enum_{i}",
 }
+
+
+def _plain_texts(values: list) -> bool:
+    """Whether a text[] value goes in as it is: strings without NUL."""
+    for v in values:  # noqa: SIM110 (a loop: 2-3x faster than all() over a generator)
+        if type(v) is not str or "\x00" in v:
+            return False
+    return True
 
 
 class TableTransformer:
@@ -341,14 +350,16 @@ class TableTransformer:
         namespace: dict[str, Any] = {
             "ObjectId": ObjectId, "datetime": dt.datetime,
             "uuid_bytes": object_id_bytes_to_uuid_bytes, "column_value": self.column_value,
-            "memo_get": self.reference_uuid.memo.get}
+            "memo_get": self.reference_uuid.memo.get, "reference_uuid": self.reference_uuid,
+            "plain_texts": _plain_texts}
         lines = ["def row(doc):", "    get = doc.get"]
         for i, c in enumerate(self.table.columns):
             src, _, not_null, *_ = self.columns[i]
             if c.kind == "uuid" and src == "_id":
                 as_is, value = "type(v) is ObjectId", "uuid_bytes(v.binary)"
-            elif c.kind == "uuid":  # a reference made before: from the memo
-                as_is, value = "type(v) is ObjectId and (u := memo_get(v.binary))", "u"
+            elif c.kind == "uuid":  # a reference: from the memo if made before
+                as_is = "type(v) is ObjectId"
+                value = "memo_get(v.binary) or reference_uuid(v, None)"
             else:
                 as_is, value = _AS_IS.get(c.kind), "v"
             if c.kind == "enum":
@@ -372,8 +383,10 @@ class TableTransformer:
         return row, pairs
 
     def _pairs(self, doc: dict, own_id: bytes) -> list[Pair]:
+        """Without the reference memo: four in five array elements name a row
+        no earlier document named, so looking them up cost more than it saved
+        (and pushed the columns' repeated references out)."""
         pairs: list[Pair] = []
-        memo_get = self.reference_uuid.memo.get
         for field_name, junction, side, owner_is_left, note in self.arrays:
             values = doc.get(field_name)
             if values is None:
@@ -381,9 +394,11 @@ class TableTransformer:
             if not isinstance(values, list):
                 raise Rejected("wrong_type", f"{field_name}: expected an array of ObjectIds")
             for v in values:
-                if type(v) is not ObjectId or (other := memo_get(v.binary)) is None:
+                if type(v) is ObjectId:
+                    other = object_id_bytes_to_uuid_bytes(v.binary)
+                else:
                     try:
-                        other = self.reference_uuid(v, note)
+                        other = to_uuid(v, note)
                     except Rejected as exc:
                         raise Rejected(exc.code, f"{field_name}: {exc.message}") from None
                 pairs.append((junction, own_id, other, side) if owner_is_left

@@ -29,3 +29,13 @@ def test_uuid_order_is_object_id_order() -> None:
 def test_foreign_uuid_is_refused() -> None:
     with pytest.raises(ValueError):
         uuid_to_object_id(uuid.uuid4())
+
+
+@pytest.mark.parametrize(("oid", "expected"), [
+    ("64f284d5e09c8f3477e27a66", "64f284d5-e09c-88f3-91df-89e998000000"),
+    ("ffffffffffffffffffffffff", "ffffffff-ffff-8fff-bfff-fffffc000000"),
+    ("000000000000000000000001", "00000000-0000-8000-8000-000004000000"),
+])
+def test_layout_never_changes(oid: str, expected: str) -> None:
+    # A run resumed by a newer engine must make the same UUIDs as the one it resumes.
+    assert str(object_id_to_uuid(ObjectId(oid))) == expected
