@@ -219,7 +219,7 @@ class DumpSource:
         found = []
         with self._open(collection) as fh:
             for _, raw in _document_runs(fh, 1):
-                if raw[4:9] == _LEADING_OBJECT_ID and raw[9:21] not in wanted_oids:
+                if raw[4:9] == _LEADING_OBJECT_ID and raw[9:21].tobytes() not in wanted_oids:
                     continue
                 doc = bson.decode(raw, CODEC)
                 if id_json(doc.get("_id")) in wanted:
@@ -235,22 +235,23 @@ _READ = 1 << 20
 
 def _document_runs(fh: BinaryIO, per_run: int,
                    skip: int = 0) -> Iterator[tuple[int, memoryview]]:
-    """(n, the bytes of n whole documents) in file order, n = per_run but for the
-    last run; the first `skip` documents are passed over. The file is read in
-    large pieces and documents are found by their 4-byte size prefixes alone:
-    one short Python step per document, no decoding, and a run goes to the
-    decoder as one piece (bson.decode_all)."""
-    data = b""
-    start = pos = 0  # the run's start, the next document's start (in data)
-    n, done = 0, 0  # documents in the run; documents before it
+    """(n, a view of n whole documents' bytes) in file order, n = per_run but
+    for the last run; the first `skip` documents are passed over. The file
+    is read in large pieces and documents are found by their 4-byte size
+    prefixes alone: one short Python step per document, no decoding, and a
+    run goes to the decoder as one piece (bson.decode_all), uncopied."""
+    buf = bytearray()
+    start = pos = 0  # the run in progress is buf[start:pos]
+    n = done = 0  # documents in the run; documents before it
     target = skip or per_run  # the skipped documents are a first run, dropped
     while True:
         chunk = fh.read(_READ)
-        if chunk:  # keep the run so far and any document cut by the read
-            data, pos, start = data[start:] + chunk, pos - start, 0
-        end = len(data)
+        if start:  # runs handed over leave: a new buffer, as views of this one may be held
+            buf, pos, start = buf[start:], pos - start, 0
+        buf += chunk
+        end = len(buf)
         while pos + 4 <= end:
-            (size,) = struct.unpack_from("<i", data, pos)
+            (size,) = struct.unpack_from("<i", buf, pos)
             if size < 5:
                 raise SourceError(f"corrupt .bson file: document {done + n} claims {size} bytes")
             if pos + size > end:
@@ -259,14 +260,14 @@ def _document_runs(fh: BinaryIO, per_run: int,
             n += 1
             if n == target:
                 if done >= skip:
-                    yield n, memoryview(data)[start:pos]  # no copy
+                    yield n, memoryview(buf).toreadonly()[start:pos]
                 start, done, n, target = pos, done + n, 0, per_run
         if not chunk:
             if pos != end:
                 raise SourceError("the .bson file ends in the middle of a document "
                                   "(truncated dump?)")
             if n and done >= skip:
-                yield n, memoryview(data)[start:pos]
+                yield n, memoryview(buf).toreadonly()[start:pos]
             return
 
 
