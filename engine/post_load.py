@@ -97,7 +97,7 @@ def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResul
     """The union of both sides' arrays, deduplicated, in one pass over the
     staged pairs; pairs naming a row that is not in the target are counted
     and skipped. Rows go in in key order: the primary key's index takes
-    them ~40% faster than in hash order."""
+    them ~40% faster than in hash order. Runs in the caller's transaction."""
     params = {"j": junction.table}
 
     def present(alias: str) -> sql.Composed:

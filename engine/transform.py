@@ -383,9 +383,9 @@ class TableTransformer:
         return row, pairs
 
     def _pairs(self, doc: dict, own_id: bytes) -> list[Pair]:
-        """Without the reference memo: four in five array elements name a row
-        no earlier document named, so looking them up cost more than it saved
-        (and pushed the columns' repeated references out)."""
+        """Without the reference memo: four in five array elements missed it
+        (junctions pair rows once or twice each), so looking them up cost more
+        than it saved and pushed the columns' repeated references out."""
         pairs: list[Pair] = []
         for field_name, junction, side, owner_is_left, note in self.arrays:
             values = doc.get(field_name)
