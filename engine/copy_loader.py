@@ -101,3 +101,17 @@ def insert_pairs(conn: psycopg.Connection, rows: Sequence[Pair],
             f"COPY {table} (junction, left_id, right_id, side) FROM STDIN (FORMAT BINARY)"
     ) as copy:
         copy.write(b"".join(data))
+
+
+def insert_ids(conn: psycopg.Connection, table: str, label: str, ids: Sequence[bytes]) -> None:
+    """(label, id) rows into a table of (t text, id uuid), written as COPY
+    binary data like insert_pairs (the validator records every source row)."""
+    if not ids:
+        return
+    before = struct.pack(">h", 2) + _text_field(label) + _UUID_FIELD
+    data = [_BINARY_HEADER]
+    for i in ids:
+        data += (before, i)
+    data.append(_BINARY_TRAILER)
+    with conn.cursor() as cur, cur.copy(f"COPY {table} (t, id) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(b"".join(data))

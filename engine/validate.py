@@ -34,9 +34,9 @@ from psycopg.types.json import Jsonb
 
 from engine import catalog, checkpoint, events, post_load, schema_ddl
 from engine.baseline import BASELINE_FILE, read_baseline
-from engine.copy_loader import insert_pairs
+from engine.copy_loader import insert_ids, insert_pairs
 from engine.ids import object_id_to_uuid, uuid_to_object_id
-from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
+from engine.mapping import Column, ForeignKey, Junction, Mapping, Table, nextcrm
 from engine.parallel_sql import run_on_connections
 from engine.quarantine import JSONL_FILE, read_jsonl
 from engine.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
@@ -115,6 +115,15 @@ def _show(value: Any) -> Any:
     return str(value)
 
 
+def _selected(column: Column) -> sql.Composable:
+    """A column as TableChecker reads it back."""
+    if column.kind == "enum":
+        return sql.SQL("{}::text").format(ident(column.name))
+    if column.kind == "uuid":
+        return sql.SQL("uuid_send({})").format(ident(column.name))
+    return ident(column.name)
+
+
 class TableChecker:
     """Layers 1 and 2 for one table: every source document is one equal row
     or a known quarantined one. Runs here or in a worker process."""
@@ -146,10 +155,11 @@ class TableChecker:
         if table.collection not in set(self.source.collection_names()):
             return check
         transformer = TableTransformer(table, self.mapping.rules)
-        # Enums as text: their labels are what the source holds.
+        # Enums as text: their labels are what the source holds. UUIDs as
+        # their bytes (uuid_send), which psycopg reads in C, not one Python
+        # call each.
         select = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s::uuid[])").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(ident(c.name)) if c.kind == "enum"
-                               else ident(c.name) for c in table.columns), ident(table.name))
+            sql.SQL(", ").join(_selected(c) for c in table.columns), ident(table.name))
         names = table.column_names
         json_columns = [i for i, c in enumerate(table.columns) if c.kind == "jsonb"]
         expected_total = self.source.count(table.collection)
@@ -247,11 +257,7 @@ class TableChecker:
 
     def _copy_ids(self, table: str, ids: list[bytes], pairs: list[Pair]) -> None:
         """Record what the source holds, for the extra-row and junction checks."""
-        with self.conn.cursor() as cur, cur.copy(
-                f"COPY {IDS} (t, id) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "uuid"])
-            for i in ids:
-                copy.write_row((table, i))
+        insert_ids(self.conn, IDS, table, ids)
         insert_pairs(self.conn, pairs, PAIRS)
 
 
