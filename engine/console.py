@@ -191,16 +191,20 @@ class ConsoleRenderer:
                     self.line(f"   What to do: {event.hint}")
 
     def _finished(self, event: events.MigrationFinished) -> None:
-        pct = 100.0 * event.quarantined / event.documents if event.documents else 0.0
+        from_documents = event.total_records - event.junction_rows
+        documents = from_documents + event.quarantined  # every run's, not only this one's
+        pct = 100.0 * event.quarantined / documents if documents else 0.0
         speed = event.documents / event.seconds if event.seconds else 0.0
         if event.quarantined:
             self.line("\n⚠️  Migration completed with quarantined records")
         else:
             self.line("\n🎉 Migration Complete!")
-        self.line(f"   - Total records: {event.total_records:,}")
+        self.line(f"   - Total records: {event.total_records:,} ({from_documents:,} from "
+                  f"documents + {event.junction_rows:,} junction rows)")
         self.line(f"   - Duration: {duration(event.seconds)}")
-        self.line(f"   - Speed: {speed:,.0f} records/second")
-        self.line(f"   - Errors: {event.quarantined:,} records ({pct:.2f}%) quarantined")
+        self.line(f"   - Speed: {speed:,.0f} documents/second")
+        self.line(f"   - Errors: {event.quarantined:,} of {documents:,} documents ({pct:.2f}%) "
+                  "quarantined")
         self.line("\n💾 Checkpoint file deleted (migration finished)")
         self.line(f"📊 Report: {event.report_path}")
         if event.quarantined:

@@ -133,11 +133,12 @@ class MigrationPaused:
 
 @dataclass(frozen=True)
 class MigrationFinished:
-    total_records: int
-    quarantined: int
-    seconds: float
-    documents: int  # source documents read
+    total_records: int  # rows in the target, junction rows included
+    quarantined: int  # source documents set aside, over every run of this migration
+    seconds: float  # this run
+    documents: int  # source documents read by this run
     report_path: str
+    junction_rows: int = 0
 
 
 @dataclass(frozen=True)

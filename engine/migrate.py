@@ -198,7 +198,8 @@ class Migration:
         quarantined = sum(t.quarantined for t in self.state.tables.values())
         self.emit(events.MigrationFinished(
             total_records=self.state.total_records, quarantined=quarantined, seconds=seconds,
-            documents=self.documents_read, report_path=str(report)))
+            documents=self.documents_read, report_path=str(report),
+            junction_rows=sum(t.rows for t in self.state.tables.values() if not t.collection)))
         return Outcome.FINISHED_WITH_QUARANTINE if quarantined else Outcome.FINISHED
 
     def _start_new_run(self, conn: psycopg.Connection) -> RunState:

@@ -25,13 +25,15 @@ def test_progress_line_per_table_with_rate_and_eta() -> None:
 def test_summary_never_says_plain_success_with_quarantined_records() -> None:
     out = io.StringIO()
     render = ConsoleRenderer(out)
-    render(events.MigrationFinished(total_records=990, quarantined=10, seconds=2.0,
-                                    documents=1000, report_path="migration-report.json"))
+    render(events.MigrationFinished(total_records=1190, quarantined=10, seconds=2.0,
+                                    documents=1000, report_path="migration-report.json",
+                                    junction_rows=200))
     text = out.getvalue()
     assert "Migration completed with quarantined records" in text
     assert "Migration Complete!" not in text
-    assert "Errors: 10 records (1.00%) quarantined" in text
-    assert "Speed: 500 records/second" in text
+    assert "Total records: 1,190 (990 from documents + 200 junction rows)" in text
+    assert "Errors: 10 of 1,000 documents (1.00%) quarantined" in text
+    assert "Speed: 500 documents/second" in text
 
 
 def test_pause_message_tells_how_to_resume() -> None:
