@@ -76,6 +76,13 @@ def _text_field(value: str) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
+def _copy_binary(conn: psycopg.Connection, statement: str, fields: list[bytes]) -> None:
+    """COPY ... FROM STDIN (FORMAT BINARY): rows already laid out as field
+    counts, lengths and bytes, sent in one piece between header and trailer."""
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.write(b"".join([_BINARY_HEADER, *fields, _BINARY_TRAILER]))
+
+
 PAIRS_TABLE = f"{STATE_SCHEMA}.junction_pairs"
 
 
@@ -87,31 +94,26 @@ def insert_pairs(conn: psycopg.Connection, rows: Sequence[Pair],
     than rows, and each made two Python calls for its UUIDs."""
     if not rows:
         return
-    fields: dict[tuple[str, str], tuple[bytes, bytes]] = {}  # (junction, side) -> around ids
-    data = [_BINARY_HEADER]
+    around: dict[tuple[str, str], tuple[bytes, bytes]] = {}  # (junction, side) -> around ids
+    fields: list[bytes] = []
     for junction, left, right, side in rows:
-        around = fields.get((junction, side))
-        if around is None:
-            around = fields[junction, side] = (
+        before_after = around.get((junction, side))
+        if before_after is None:
+            before_after = around[junction, side] = (
                 struct.pack(">h", 4) + _text_field(junction) + _UUID_FIELD,
                 _text_field(side))
-        data += (around[0], left, _UUID_FIELD, right, around[1])
-    data.append(_BINARY_TRAILER)
-    with conn.cursor() as cur, cur.copy(
-            f"COPY {table} (junction, left_id, right_id, side) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
-        copy.write(b"".join(data))
+        fields += (before_after[0], left, _UUID_FIELD, right, before_after[1])
+    _copy_binary(conn, f"COPY {table} (junction, left_id, right_id, side) "
+                       "FROM STDIN (FORMAT BINARY)", fields)
 
 
 def insert_ids(conn: psycopg.Connection, table: str, label: str, ids: Sequence[bytes]) -> None:
-    """(label, id) rows into a table of (t text, id uuid), written as COPY
-    binary data like insert_pairs (the validator records every source row)."""
+    """(label, id) rows into a table of (t text, id uuid), like insert_pairs
+    (the validator records every source row)."""
     if not ids:
         return
     before = struct.pack(">h", 2) + _text_field(label) + _UUID_FIELD
-    data = [_BINARY_HEADER]
+    fields: list[bytes] = []
     for i in ids:
-        data += (before, i)
-    data.append(_BINARY_TRAILER)
-    with conn.cursor() as cur, cur.copy(f"COPY {table} (t, id) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.write(b"".join(data))
+        fields += (before, i)
+    _copy_binary(conn, f"COPY {table} (t, id) FROM STDIN (FORMAT BINARY)", fields)
