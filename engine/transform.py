@@ -72,11 +72,13 @@ class ReferenceUuids:
         if type(value) is not ObjectId:
             value = as_object_id(value, note)
         raw = value.binary
-        made = self.memo.get(raw)
-        if made is None:
-            if len(self.memo) >= self.SIZE:
-                self.memo.clear()
-            made = self.memo[raw] = object_id_bytes_to_uuid_bytes(raw)
+        return self.memo.get(raw) or self.make(raw)
+
+    def make(self, raw: bytes) -> bytes:
+        """The UUID of ObjectId bytes the memo does not hold, remembered."""
+        if len(self.memo) >= self.SIZE:
+            self.memo.clear()
+        made = self.memo[raw] = object_id_bytes_to_uuid_bytes(raw)
         return made
 
 
@@ -350,7 +352,7 @@ class TableTransformer:
         namespace: dict[str, Any] = {
             "ObjectId": ObjectId, "datetime": dt.datetime,
             "uuid_bytes": object_id_bytes_to_uuid_bytes, "column_value": self.column_value,
-            "memo_get": self.reference_uuid.memo.get, "reference_uuid": self.reference_uuid,
+            "memo_get": self.reference_uuid.memo.get, "make_uuid": self.reference_uuid.make,
             "plain_texts": _plain_texts}
         lines = ["def row(doc):", "    get = doc.get"]
         for i, c in enumerate(self.table.columns):
@@ -359,7 +361,7 @@ class TableTransformer:
                 as_is, value = "type(v) is ObjectId", "uuid_bytes(v.binary)"
             elif c.kind == "uuid":  # a reference: from the memo if made before
                 as_is = "type(v) is ObjectId"
-                value = "memo_get(v.binary) or reference_uuid(v, None)"
+                value = "memo_get(raw := v.binary) or make_uuid(raw)"  # looked up once
             else:
                 as_is, value = _AS_IS.get(c.kind), "v"
             if c.kind == "enum":
