@@ -455,13 +455,10 @@ class Migration:
         PostgreSQL holds the checkpoint; the file mirrors it for operators, and
         rewriting it after each of the hundred post-load steps cost this
         process ~0.1 s of CPU while the server needed every core."""
-        now = time.monotonic()
-        if now - self._file_written < 0.5:
-            return False
-        self._file_written = now
-        return True
+        return time.monotonic() - self._file_written >= 0.5
 
     def _write_checkpoint_file(self) -> None:
+        self._file_written = time.monotonic()  # every write, due or forced, restarts the clock
         if self.state is not None:
             checkpoint.write_checkpoint_file(self.checkpoint_path, self.state, self.target)
             self.emit(events.CheckpointSaved(str(self.checkpoint_path), self.state.current_table,
