@@ -23,29 +23,38 @@ def tui_parser() -> argparse.ArgumentParser:
                    help="target PostgreSQL URL (default: $STAGING_POSTGRESQL_URL)")
     p.add_argument("--run-dir", type=Path, default=Path.cwd())
     p.add_argument("--runbook", type=Path, help="runbook.yaml (default: ./runbook.yaml)")
+    p.add_argument("--rules", type=Path, metavar="FILE",
+                   help="the migration's rules (default: the packaged rules.yaml)")
     p.add_argument("--start", action="store_true", help="start the migration at once")
     return p
 
 
 def run_tui(args: argparse.Namespace, autostart: bool) -> int:
     from cockpit.app import CockpitApp, CockpitConfig
+    from engine.mapping import RulesError
+    from engine.run_files import RunFileError, prepare_run_dir
     from engine.runbook import RunbookError, default_runbook_path
 
     config = CockpitConfig(args.postgres, args.mongo, args.dump, args.db, args.run_dir,
-                           args.runbook or default_runbook_path(), autostart)
+                           args.runbook or default_runbook_path(), autostart,
+                           rules_path=getattr(args, "rules", None))
     try:
+        prepare_run_dir(args.run_dir)
         app = CockpitApp(config)
-    except RunbookError as exc:
+    except (RunbookError, RulesError, RunFileError) as exc:
         print(f"❌ {exc}", file=sys.stderr)
         return 1
+    if app.runbook_state.warning:
+        print(f"⚠  {app.runbook_state.warning}", file=sys.stderr)
     return app.run() or 0
 
 
 def run_demo(argv: list[str]) -> int:
     from engine.cli import build_parser
-    from engine.demo import start_demo
+    from engine.demo import start_demo, stop_on_hangup
 
     args = build_parser().parse_args(["demo", *argv])
+    stop_on_hangup()
     env = start_demo(args.scale)
     try:
         ns = argparse.Namespace(postgres=env.postgres_url, mongo=env.mongo_url, dump=None,

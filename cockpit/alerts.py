@@ -7,6 +7,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.run_files import open_private
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -69,7 +71,7 @@ class WarningSigns:
                 self.history.append(alert)
                 raised.append(alert)
                 if self.log_path:
-                    with self.log_path.open("a", encoding="utf-8") as fh:
+                    with open_private(self.log_path) as fh:
                         fh.write(alert.line() + "\n")
             elif not holds:
                 self.active.discard(kind)

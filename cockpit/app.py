@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,12 +46,14 @@ from engine import events
 from engine.checkpoint import CHECKPOINT_FILE
 from engine.console import print_validation
 from engine.control import MigrationControl
+from engine.mapping import nextcrm_with_rules
 from engine.migrate import Migration, MigrationSettings
 from engine.redact import redact_text, redact_url
 from engine.runbook import RECORD_FILE, RunbookState, export_record, load_runbook
 from engine.runbook_checks import CheckResult, RunContext, run_action, run_check
 from engine.validate import ValidationSettings, Validator
 
+RECORDED = 2_000  # messages kept in CockpitApp.recorded
 PANES = ["progress", "postgres", "checkpoint", "errors", "system", "runbook"]
 COMPACT_WIDTH, COMPACT_HEIGHT = 120, 34
 
@@ -71,6 +74,7 @@ class CockpitConfig:
     alert_interval: float = 5.0
     metrics_interval: float = 60.0
     limits: Limits = field(default_factory=Limits)
+    rules_path: Path | None = None  # the operator's rules file; None: the packaged rules
 
     @property
     def context(self) -> RunContext:
@@ -113,6 +117,7 @@ class CockpitApp(App[int]):
     def __init__(self, config: CockpitConfig) -> None:
         super().__init__()
         self.config = config
+        self.mapping = nextcrm_with_rules(config.rules_path)
         self.control = MigrationControl()
         self.model = ProgressModel()
         self.metrics = MetricsSheet(config.run_dir)
@@ -127,7 +132,9 @@ class CockpitApp(App[int]):
         self.postgres_error: str | None = None
         self.checkpoint_age: float | None = None
         self.last_metrics = time.monotonic()
-        self.recorded: list[object] = []  # every message handled: for tests and replay
+        # The latest messages handled, for tests and replay; bounded, and
+        # without the quarantined documents (the errors pane keeps those).
+        self.recorded: deque[object] = deque(maxlen=RECORDED)
         # Kept, not queried: a modal screen on top must not hide them from updates.
         self.progress_pane = ProgressPane(id="progress")
         self.postgres_pane = PostgresPane(id="postgres")
@@ -175,6 +182,9 @@ class CockpitApp(App[int]):
         self.read_checkpoint()
         self.action_show_pane(0)
         self._layout_for(self.size.width, self.size.height)
+        if self.runbook_state.warning:
+            self.notify(self.runbook_state.warning, title="Runbook state recovered",
+                        severity="warning", timeout=30)
         if self.config.autostart:
             self.action_start()
 
@@ -195,7 +205,8 @@ class CockpitApp(App[int]):
                                      self.config.batch_size, self.config.workers)
         source = self.config.context.source()
         try:
-            outcome = Migration(source, settings, [self._engine_sink], self.control).run()
+            outcome = Migration(source, settings, [self._engine_sink], self.control,
+                                self.mapping).run()
         finally:
             source.close()
         self.post_message(MigrationEnded(outcome.value))
@@ -210,7 +221,7 @@ class CockpitApp(App[int]):
         try:
             report = Validator(source, ValidationSettings(
                 self.config.postgres_url or "", self.config.run_dir,
-                workers=self.config.workers), [self._engine_sink]).run()
+                workers=self.config.workers), [self._engine_sink], self.mapping).run()
         except Exception as exc:  # shown to the lead, not swallowed
             self.post_message(ValidationEnded(None, redact_text(str(exc))))
             return
@@ -233,12 +244,14 @@ class CockpitApp(App[int]):
             self.config.run_dir / CHECKPOINT_FILE)))
 
     @work(thread=True, group="runbook", exit_on_error=False)
-    def run_runbook_item(self, item_id: str, kind: str, name: str) -> None:
+    def run_runbook_item(self, item_id: str, kind: str, name: str,
+                         state: RunbookState) -> None:
+        """state: a copy made on the UI thread, which alone owns runbook_state."""
         ctx = self.config.context
         if kind == "auto":
             result = run_check(name, ctx)
         elif name == "export_record":
-            path = export_record(self.runbook, self.runbook_state, ctx.run_dir / RECORD_FILE)
+            path = export_record(self.runbook, state, ctx.run_dir / RECORD_FILE)
             result = CheckResult(True, f"written to {path}")
         else:
             result = run_action(name, ctx)
@@ -260,7 +273,8 @@ class CockpitApp(App[int]):
 
     def on_engine_reported(self, message: EngineReported) -> None:
         event = message.event
-        self.recorded.append(event)
+        if not isinstance(event, events.DocumentQuarantined):
+            self.recorded.append(event)
         self.model.apply(event)
         self.dirty = True
         match event:
@@ -341,7 +355,8 @@ class CockpitApp(App[int]):
             self.action_validate()
         else:
             self.notify(f"running: {item.text}")
-            self.run_runbook_item(item.id, item.kind, item.check or item.action or "")
+            self.run_runbook_item(item.id, item.kind, item.check or item.action or "",
+                                  self.runbook_state.copy())
 
     @on(RunbookPane.NoteWanted)
     def ask_note(self, message: RunbookPane.NoteWanted) -> None:

@@ -8,6 +8,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.run_files import open_private
+
 METRICS_FILE = "migration-metrics.csv"
 COLUMNS = ["Time", "Table", "Records", "Speed (rec/s)", "Errors", "Memory", "Notes"]
 
@@ -39,7 +41,7 @@ class MetricsSheet:
             f"{speed:,.0f}", str(errors),
             f"{memory_bytes / 2**30:.1f}GB" if memory_bytes else "-", notes)
         new = not self.path.exists()
-        with self.path.open("a", newline="", encoding="utf-8") as fh:
+        with open_private(self.path) as fh:
             writer = csv.writer(fh)
             if new:
                 writer.writerow(COLUMNS)

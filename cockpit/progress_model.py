@@ -47,6 +47,7 @@ class ProgressModel:
     last_progress: float | None = None
     throughput: list[tuple[float, float]] = field(default_factory=list)  # (t, docs/s)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    validation: dict[str, tuple[int, int]] = field(default_factory=dict)  # table -> checked, of
     _window: list[tuple[float, int]] = field(default_factory=list)
 
     @property
@@ -68,6 +69,13 @@ class ProgressModel:
     def apply(self, event: events.Event, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         match event:
+            case events.ValidationProgress():
+                self.validation[event.table] = (event.checked, event.total)
+                checked = sum(c for c, _ in self.validation.values())
+                whole = sum(1 for c, t in self.validation.values() if c >= t)
+                self.message = (f"Validating: {checked:,} documents checked so far "
+                                f"({whole} table(s) done; {event.table} "
+                                f"{event.checked:,}/{event.total:,})")
             case events.PlanReady():
                 self.source, self.target = event.source, event.target
                 self.state, self.started = "running", now

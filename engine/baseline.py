@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.run_files import write_private
 from engine.sources import Source
 
 BASELINE_FILE = "migration-baseline.json"
@@ -29,13 +30,13 @@ def take_baseline(source: Source, run_dir: Path) -> dict:
         "system": {"memoryTotal": mem.total, "memoryAvailable": mem.available,
                    "diskFree": disk.free, "diskTotal": disk.total},
     }
-    (run_dir / BASELINE_FILE).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    write_private(run_dir / BASELINE_FILE, json.dumps(data, indent=2))
     lines = [f"{name}: {n}" for name, n in counts.items()]
     lines += ["=== System Metrics ===",
               f"memory: {mem.total / 2**30:.1f} GiB total, {mem.available / 2**30:.1f} GiB free",
               f"disk ({run_dir}): {disk.free / 2**30:.1f} GiB free of {disk.total / 2**30:.1f}",
               data["takenAt"]]
-    (run_dir / BASELINE_TEXT).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_private(run_dir / BASELINE_TEXT, "\n".join(lines) + "\n")
     return data
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from engine.run_files import write_private
 from engine.schema_ddl import STATE_SCHEMA, execute_all
 
 CHECKPOINT_FILE = "migration-checkpoint.json"
@@ -28,7 +27,8 @@ CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.run (
     started_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
-    steps_done text[] NOT NULL DEFAULT '{{}}'
+    steps_done text[] NOT NULL DEFAULT '{{}}',
+    rules_digest text
 );
 CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.tables (
     table_name text PRIMARY KEY,
@@ -92,6 +92,7 @@ class RunState:
     started_at: dt.datetime
     steps_done: list[str]
     tables: dict[str, TableState]
+    rules_digest: str | None = None  # the rules the run started with
 
     @property
     def total_records(self) -> int:
@@ -112,7 +113,7 @@ def state_exists(conn: psycopg.Connection) -> bool:
 
 
 def create_state(conn: psycopg.Connection, source: str,
-                 tables: list[tuple[str, str | None, int]]) -> None:
+                 tables: list[tuple[str, str | None, int]], rules_digest: str) -> None:
     """A fresh run: one row per table (name, collection, expected documents)."""
     conn.execute(STATE_DDL)
     # Each junction's staged pairs get a partition of their own, so filling it
@@ -123,7 +124,8 @@ def create_state(conn: psycopg.Connection, source: str,
     ).format(sql.Identifier(STATE_SCHEMA, f"junction_pairs_{name}"),
              sql.Identifier(STATE_SCHEMA), sql.Literal(name))
         for name, collection, _ in tables if collection is None])
-    conn.execute(f"INSERT INTO {STATE_SCHEMA}.run (source) VALUES (%s)", [source])
+    conn.execute(f"INSERT INTO {STATE_SCHEMA}.run (source, rules_digest) VALUES (%s, %s)",
+                 [source, rules_digest])
     with conn.cursor() as cur:
         cur.executemany(
             f"INSERT INTO {STATE_SCHEMA}.tables (table_name, collection, expected) "
@@ -133,7 +135,9 @@ def create_state(conn: psycopg.Connection, source: str,
 def load_state(conn: psycopg.Connection) -> RunState | None:
     if not state_exists(conn):
         return None
-    run = conn.execute(f"SELECT source, started_at, steps_done FROM {STATE_SCHEMA}.run").fetchone()
+    # rules_digest through to_jsonb: a run begun by an older version has no such column.
+    run = conn.execute(f"SELECT source, started_at, steps_done, to_jsonb(r)->>'rules_digest' "
+                       f"FROM {STATE_SCHEMA}.run r").fetchone()
     if run is None:
         return None
     tables = {}
@@ -141,7 +145,7 @@ def load_state(conn: psycopg.Connection) -> RunState | None:
             f"SELECT table_name, collection, status, consumed, last_id, rows, quarantined, "
             f"expected, changes, unmapped, updated_at FROM {STATE_SCHEMA}.tables"):
         tables[r[0]] = TableState(*r)
-    return RunState(run[0], run[1], list(run[2]), tables)
+    return RunState(run[0], run[1], list(run[2]), tables, run[3])
 
 
 def save_table(conn: psycopg.Connection, t: TableState) -> None:
@@ -212,9 +216,5 @@ def write_checkpoint_file(path: Path, state: RunState, target: str) -> None:
                 "updatedAt": t.updated_at.isoformat() if t.updated_at else None,
             } for t in state.tables.values()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
     # No fsync: this is a mirror; PostgreSQL holds the durable checkpoint.
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=2))

@@ -17,10 +17,18 @@ import psycopg
 from engine import schema_ddl
 from engine.console import ConsoleRenderer
 from engine.control import MigrationControl
-from engine.mapping import nextcrm
+from engine.mapping import Mapping, RulesError, nextcrm, nextcrm_with_rules
 from engine.migrate import Migration, MigrationSettings, Outcome
-from engine.redact import redact_text, redact_url
-from engine.sources import MongoSource, Source, SourceError, open_source
+from engine.redact import redact_text, redact_url, remember_secrets_of
+from engine.run_files import RunFileError, prepare_run_dir
+from engine.sources import (
+    DEFAULT_TIMEOUT_S,
+    MongoSource,
+    Source,
+    SourceError,
+    mongo_database,
+    open_source,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
 
@@ -30,6 +38,15 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                    help="source MongoDB URL (default: $STAGING_MONGODB_URL)")
     p.add_argument("--dump", help="a mongodump folder (the dump root or its database folder)")
     p.add_argument("--db", help="database name (default: from the URL, or the dump's only one)")
+    p.add_argument("--source-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="how long a live MongoDB may not answer before the run pauses "
+                   f"(default {DEFAULT_TIMEOUT_S:.0f})")
+
+
+def add_rules_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", type=Path, metavar="FILE",
+                   help="the migration's rules (default: the packaged rules.yaml; copy it "
+                   "and change the policies). A run resumes only with the rules it began with.")
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -55,12 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_target_args(deploy)
     deploy.add_argument("--force", action="store_true",
                         help="drop and recreate even if tables hold rows (all rows are lost)")
+    deploy.add_argument("--drop-dependents", action="store_true",
+                        help="with --force: also drop the objects of yours that depend on "
+                        "NextCRM's tables or types (views, foreign keys, columns); without "
+                        "it --force refuses and names them")
 
     migrate = sub.add_parser("migrate", help="migrate (= pnpm migrate:mongo-to-postgres); "
                              "resumes from the checkpoint if there is one")
     add_source_args(migrate)
     add_target_args(migrate)
     add_run_dir(migrate)
+    add_rules_arg(migrate)
     migrate.add_argument("--batch-size", type=int, help="documents per batch and checkpoint")
 
     gen = sub.add_parser("generate", help="write a realistic NextCRM dataset")
@@ -71,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     target = gen.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, help="write a mongodump folder here")
     target.add_argument("--mongo", help="write into this MongoDB")
-    gen.add_argument("--db", default="nextcrm")
+    gen.add_argument("--db", help="database (default: the one in the --mongo URL, else nextcrm)")
     gen.add_argument("--gzip", action="store_true", help="gzip the .bson files")
+    gen.add_argument("--force", action="store_true",
+                     help="replace collections (or dump files) that already hold documents")
     baseline = sub.add_parser("baseline", help="record the source's document counts "
                               "(runbook: Document Baseline Metrics)")
     add_source_args(baseline)
@@ -83,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_args(val)
     add_target_args(val)
     add_run_dir(val)
+    add_rules_arg(val)
     val.add_argument("--sample", type=int, help="compare only N records per table (quick pass)")
     val.add_argument("--min-match", type=float, default=99.0,
                      help="field-level match %% needed to pass (default 99.0)")
@@ -122,14 +147,32 @@ def need_postgres(args: argparse.Namespace) -> str:
     if not args.postgres:
         print("❌ No target: give --postgres URL or set STAGING_POSTGRESQL_URL", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+    remember_secrets_of(args.postgres)  # before anything can print it
     return args.postgres
 
 
 def need_source(args: argparse.Namespace) -> Source:
+    remember_secrets_of(args.mongo)
     try:
-        return open_source(args.mongo, args.dump, args.db)
+        return open_source(args.mongo, args.dump, args.db, args.source_timeout)
     except SourceError as exc:
         print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
+
+
+def need_mapping(args: argparse.Namespace) -> Mapping:
+    try:
+        return nextcrm_with_rules(args.rules)
+    except RulesError as exc:
+        print(f"❌ {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def need_run_dir(args: argparse.Namespace) -> Path:
+    try:
+        return prepare_run_dir(args.run_dir)
+    except RunFileError as exc:
+        print(f"❌ {exc}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None
 
 
@@ -138,7 +181,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     print(f"Deploying the NextCRM schema to {redact_url(url)}")
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            counts = schema_ddl.deploy(conn, nextcrm(), force=args.force)
+            counts = schema_ddl.deploy(conn, nextcrm(), force=args.force,
+                                       drop_dependents=args.drop_dependents)
     except schema_ddl.SchemaError as exc:
         print(f"❌ {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -171,45 +215,60 @@ def print_schema_verification(c: schema_ddl.CatalogCounts, tables: int, indexes:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     url = need_postgres(args)
+    mapping = need_mapping(args)
+    run_dir = need_run_dir(args)
     source = need_source(args)
-    return run_migration(source, url, args.run_dir, args.batch_size)
+    return run_migration(source, url, run_dir, args.batch_size, mapping)
 
 
-def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | None) -> int:
+def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | None,
+                  mapping: Mapping | None = None) -> int:
     control = MigrationControl()
     # Ctrl+C pauses: the batch in flight commits or rolls back whole, the
     # checkpoint is saved, and the run exits 0; running again resumes.
     previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
     try:
         migration = Migration(source, MigrationSettings(url, run_dir, batch_size),
-                              [ConsoleRenderer()], control)
+                              [ConsoleRenderer()], control, mapping)
         outcome = migration.run()
     finally:
         signal.signal(signal.SIGINT, previous)
         source.close()
     return {Outcome.FINISHED: EXIT_OK, Outcome.PAUSED: EXIT_OK,
-            Outcome.FINISHED_WITH_QUARANTINE: EXIT_QUARANTINED}.get(outcome, EXIT_FAILED)
+            Outcome.FINISHED_WITH_QUARANTINE: EXIT_QUARANTINED,
+            Outcome.FINISHED_SHORT: EXIT_QUARANTINED}.get(outcome, EXIT_FAILED)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from engine.generate import Generator
+    from engine.generate import GenerateError, Generator
 
     gen = Generator(args.scale, args.seed, args.dirt)
     total = sum(gen.counts.values())
-    if args.out:
-        print(f"Writing {total:,} documents (scale {args.scale}) to {args.out / args.db}")
-        dataset = gen.write_dump(args.out, args.db, gz=args.gzip)
-    else:
-        print(f"Writing {total:,} documents (scale {args.scale}) to {redact_url(args.mongo)}")
-        dataset = gen.write_mongo(args.mongo, args.db)
+    try:
+        if args.out:
+            db = args.db or "nextcrm"
+            print(f"Writing {total:,} documents (scale {args.scale}) to {args.out / db}")
+            dataset = gen.write_dump(args.out, db, gz=args.gzip, force=args.force)
+        else:
+            db = args.db or mongo_database(args.mongo) or "nextcrm"
+            print(f"Writing {total:,} documents (scale {args.scale}) to database {db!r} at "
+                  f"{redact_url(args.mongo)}")
+            dataset = gen.write_mongo(args.mongo, db, force=args.force)
+    except GenerateError as exc:
+        print(f"❌ {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except SourceError as exc:
+        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"✓ {dataset.total:,} documents in {len(dataset.counts)} collections")
     print("  dirt: " + ", ".join(f"{k} {v}" for k, v in sorted(dataset.dirt.items())))
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import DEMO_DB, start_demo
+    from engine.demo import DEMO_DB, start_demo, stop_on_hangup
 
+    stop_on_hangup()
     env = start_demo(args.scale)
     try:
         print(f"MongoDB:    {redact_url(env.mongo_url)}")
@@ -224,9 +283,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from engine.baseline import BASELINE_FILE, take_baseline
 
+    run_dir = need_run_dir(args)
     source = need_source(args)
     try:
-        data = take_baseline(source, args.run_dir)
+        data = take_baseline(source, run_dir)
+    except (SourceError, RunFileError) as exc:
+        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         source.close()
     for name, n in data["collections"].items():
@@ -241,12 +304,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from engine.validate import Thresholds, ValidationSettings, Validator
 
     url = need_postgres(args)
+    mapping = need_mapping(args)
+    run_dir = need_run_dir(args)
     source = need_source(args)
-    settings = ValidationSettings(url, args.run_dir, args.sample, Thresholds(
+    settings = ValidationSettings(url, run_dir, args.sample, Thresholds(
         args.min_match, args.max_mismatches, args.max_orphans))
     try:
-        report = Validator(source, settings).run()
-    except (schema_ddl.SchemaError, psycopg.Error) as exc:
+        report = Validator(source, settings, [ConsoleRenderer(sys.stderr)], mapping).run()
+    except (schema_ddl.SchemaError, psycopg.Error, SourceError, RunFileError) as exc:
         print(f"❌ {redact_text(str(exc)).strip()}", file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -271,6 +336,9 @@ def cmd_runbook(args: argparse.Namespace) -> int:
         print(f"❌ {exc}", file=sys.stderr)
         return EXIT_FAILED
     out = args.out or Path.cwd() / RECORD_FILE
-    export_record(runbook, RunbookState.load(args.run_dir), out)
+    state = RunbookState.load(args.run_dir)
+    if state.warning:
+        print(f"⚠  {state.warning}", file=sys.stderr)
+    export_record(runbook, state, out)
     print(f"✓ runbook record written to {out}")
     return EXIT_OK

@@ -8,8 +8,32 @@ import time
 from typing import TextIO
 
 from engine import events
+from engine.sources import printable
 
 BAR = 20
+
+
+# What to do when a layer fails, by the report key of the layer.
+VALIDATION_ADVICE = {
+    "rowCountValidation": (
+        "Row counts: jq '.rowCountValidation.discrepancies' on the report lists the missing "
+        "and extra ObjectIds; look them up in MongoDB and PostgreSQL. Documents changed since "
+        "the migration (see source drift) or a run that did not finish explain most; fix and "
+        "re-run the migration if more than 1% of records are affected."),
+    "sampleRecordValidation": (
+        "Records: jq '.sampleRecordValidation.fieldMismatches | .[0:10]' shows each differing "
+        "field with both values; compare those documents in MongoDB and rows in PostgreSQL "
+        "(a document edited after the migration, or a rule in the rules file that changed)."),
+    "referentialIntegrityValidation": (
+        "Referential integrity: jq '.referentialIntegrityValidation.orphans' lists rows whose "
+        "reference names no row; check the dangling_references rules and whether the "
+        "referenced documents were quarantined (migration-errors.log)."),
+    "dataTypeValidation": (
+        "Data types and schema: jq '.dataTypeValidation' lists values outside what the rules "
+        "promise (dates, enum labels) and schema differences; a changed rules file (--rules) "
+        "or a schema altered by hand explains them: deploy the schema again or use the "
+        "rules the migration ran with."),
+}
 
 
 def print_validation(report: dict, out: TextIO | None = None) -> None:
@@ -73,10 +97,10 @@ def print_validation(report: dict, out: TextIO | None = None) -> None:
     if passed:
         say("\n✅ Safe to proceed with application testing!")
     else:
-        say("\nWhat to do: jq '.rowCountValidation.discrepancies', "
-            "'.sampleRecordValidation.fieldMismatches | .[0:10]' on the report; compare those "
-            "ObjectIds in MongoDB and PostgreSQL; fix and re-run the migration if >1% of "
-            "records are affected.")
+        say("\nWhat to do:")
+        for layer, advice in VALIDATION_ADVICE.items():
+            if report[layer]["status"] != "PASS":
+                say(f"  - {advice}")
 
 
 def bar(done: int, total: int) -> str:
@@ -109,7 +133,8 @@ class ConsoleRenderer:
     def line(self, text: str = "") -> None:
         if self.tty:
             self.out.write("\r\x1b[2K")
-        self.out.write(text + "\n")
+        # Names from the source may hold control characters: never sent raw.
+        self.out.write("\n".join(printable(part) for part in text.split("\n")) + "\n")
         self.out.flush()
 
     def __call__(self, event: events.Event) -> None:  # noqa: C901 - one branch per event
@@ -183,6 +208,8 @@ class ConsoleRenderer:
                           "migrated)")
                 self.line("🔄 To resume, run: cockpit migrate (same --mongo/--dump and "
                           "--postgres)")
+            case events.ValidationProgress():
+                self._validation_progress(event)
             case events.MigrationFinished():
                 self._finished(event)
             case events.MigrationFailed():
@@ -190,12 +217,30 @@ class ConsoleRenderer:
                 if event.hint:
                     self.line(f"   What to do: {event.hint}")
 
+    def _validation_progress(self, event: events.ValidationProgress) -> None:
+        """A progress line on a TTY; elsewhere a line per table checked."""
+        if event.table not in self.started:
+            self.started[event.table] = (time.monotonic(), 0)
+        if self.tty:
+            since, _ = self.started[event.table]
+            elapsed = time.monotonic() - since
+            rate = event.checked / elapsed if elapsed > 0 else 0.0
+            self.out.write(f"\r\x1b[2K   🔍 validating {printable(event.table)} "
+                           f"{bar(event.checked, event.total)} ({event.checked:,}/"
+                           f"{event.total:,}) | {rate:,.0f} docs/s")
+            self.out.flush()
+        if event.checked >= event.total:
+            self.line(f"   ✓ validated {event.table} ({event.checked:,} documents)")
+
     def _finished(self, event: events.MigrationFinished) -> None:
         from_documents = event.total_records - event.junction_rows
         documents = from_documents + event.quarantined  # every run's, not only this one's
         pct = 100.0 * event.quarantined / documents if documents else 0.0
         speed = event.documents / event.seconds if event.seconds else 0.0
-        if event.quarantined:
+        if event.short_tables:
+            self.line(f"\n❌ Migration completed, but {len(event.short_tables)} table(s) do not "
+                      f"add up to the source: {', '.join(event.short_tables)} (see above)")
+        elif event.quarantined:
             self.line("\n⚠️  Migration completed with quarantined records")
         else:
             self.line("\n🎉 Migration Complete!")

@@ -4,6 +4,7 @@ seeded with a generated NextCRM dataset, ready to migrate."""
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,17 @@ class DemoEnvironment:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def stop_on_hangup() -> None:
+    """A closed terminal (SIGHUP: an SSH drop, a closed tmux window) or a
+    SIGTERM ends the demo like q does: as an exit, so the caller's `finally`
+    stops both servers instead of leaving them running."""
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, leave)
+
+
 def start_demo(scale: float, seed: int = 42,
                progress: Callable[[str], None] = print) -> DemoEnvironment:
     """Start both servers, seed MongoDB, deploy the schema. Caller closes it."""
@@ -43,7 +55,7 @@ def start_demo(scale: float, seed: int = 42,
     try:
         progress("Starting the MongoDB wire server (secantusdb, separate process)...")
         mongo = MongoWireServer(str(folder / "mongo"), log_path=folder / "secantusd.log")
-    except Exception:
+    except BaseException:  # SystemExit from stop_on_hangup too
         pg.close()
         raise
     try:
@@ -63,7 +75,7 @@ def start_demo(scale: float, seed: int = 42,
         progress("Deploying the target schema...")
         with psycopg.connect(pg_url, autocommit=True) as conn:
             schema_ddl.deploy(conn, nextcrm())
-    except Exception:
+    except BaseException:  # SystemExit from stop_on_hangup too
         mongo.close()
         pg.close()
         raise

@@ -55,6 +55,10 @@ START = dt.datetime(2020, 1, 1)
 SPAN_S = 5 * 365 * 86400
 
 
+class GenerateError(Exception):
+    """The generator will not write there (the message says why and what to do)."""
+
+
 @dataclass
 class Dataset:
     """What was generated: counts per collection and the dirt put in."""
@@ -210,11 +214,21 @@ class Generator:
         for i in range(self.counts[coll]):
             yield self._dirty(coll, self.document(coll, i))
 
-    def write_dump(self, folder: Path, database: str = "nextcrm", gz: bool = False) -> Dataset:
-        """A mongodump-shaped folder: folder/<database>/<collection>.bson[.gz]."""
+    def write_dump(self, folder: Path, database: str = "nextcrm", gz: bool = False,
+                   force: bool = False) -> Dataset:
+        """A mongodump-shaped folder: folder/<database>/<collection>.bson[.gz].
+        Refuses to overwrite .bson files already there unless force."""
         out = folder / database
         out.mkdir(parents=True, exist_ok=True)
+        there = sorted(p.name for p in out.iterdir() if p.name.endswith((".bson", ".bson.gz")))
+        if there and not force:
+            raise GenerateError(
+                f"{out} already holds {len(there)} dump file(s) ({', '.join(there[:3])}"
+                f"{', ...' if len(there) > 3 else ''}); nothing was written. Choose an empty "
+                "folder, or add --force to overwrite them.")
         for coll in self.counts:
+            for stale in (out / f"{coll}.bson", out / f"{coll}.bson.gz"):
+                stale.unlink(missing_ok=True)  # never leave both forms of one collection
             name = out / (f"{coll}.bson.gz" if gz else f"{coll}.bson")
             opener: Callable = gzip.open if gz else open
             with opener(name, "wb") as fh:
@@ -226,12 +240,24 @@ class Generator:
         return self.dataset
 
     def write_mongo(self, url: str, database: str = "nextcrm",
-                    progress: Callable[[str, int, int], None] | None = None) -> Dataset:
+                    progress: Callable[[str, int, int], None] | None = None,
+                    force: bool = False) -> Dataset:
+        """Into a MongoDB database; refuses collections that hold documents
+        unless force (then they are replaced)."""
         import pymongo
 
         client: pymongo.MongoClient = pymongo.MongoClient(url)
         try:
             db = client[database]
+            present = set(db.list_collection_names())
+            full = [c for c in self.counts if c in present and db[c].estimated_document_count()]
+            if full and not force:
+                raise GenerateError(
+                    f"database {database!r} already holds documents in {len(full)} of the "
+                    f"collections to write ({', '.join(full[:3])}"
+                    f"{', ...' if len(full) > 3 else ''}); nothing was written. A generator "
+                    "must not overwrite real data: choose another database (in the URL or "
+                    "--db), or add --force to replace them.")
             for coll in self.counts:
                 db.drop_collection(coll)
                 batch: list[dict] = []

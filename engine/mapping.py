@@ -8,6 +8,7 @@ all read this one description.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from engine.redact import SecretFields
 
 # Column kinds the transformer and the COPY writer know.
 KINDS = {
@@ -108,16 +111,55 @@ class Table:
 
 @dataclass(frozen=True)
 class Rules:
+    """The policies of rules.yaml (or the operator's --rules file)."""
+
     nul_characters: str = "strip"
     non_finite_json: str = "null"
     dangling_overrides: dict[str, str] = field(default_factory=dict)
     batch_size: int = 5000
+    # "collection.field" whose values are secrets: masked in every log, report
+    # and view (the target's row keeps the real value).
+    sensitive_fields: frozenset[str] = frozenset()
+    # Dates that PostgreSQL holds but a CRM should not (None: no bound), and
+    # what to do with them: "count" keeps and counts them, "quarantine" sets
+    # the document aside.
+    plausible_from: dt.datetime | None = None
+    plausible_until: dt.datetime | None = None
+    implausible_dates: str = "count"
+    source: str = "built-in defaults"  # the file they were read from
+    digest: str = ""  # sha256 of that file's text: a resumed run must use the same rules
 
     def dangling_policy(self, fk: ForeignKey, column: Column) -> str:
         key = f"{fk.table}.{fk.column}"
         if key in self.dangling_overrides:
             return self.dangling_overrides[key]
         return "quarantine" if column.not_null else "set_null"
+
+    def sensitive(self, collection: str | None, field_name: str) -> bool:
+        return f"{collection}.{field_name}" in self.sensitive_fields
+
+
+    def as_report(self) -> dict:
+        """The rules in force, as the reports record them."""
+        return {
+            "file": self.source, "sha256": self.digest,
+            "text": {"nul_characters": self.nul_characters},
+            "json": {"non_finite_numbers": self.non_finite_json},
+            "dangling_references": {"overrides": dict(self.dangling_overrides)},
+            "sensitive_fields": sorted(self.sensitive_fields),
+            "dates": {"plausible_from": _date_text(self.plausible_from),
+                      "plausible_until": _date_text(self.plausible_until),
+                      "implausible": self.implausible_dates},
+            "batch_size": self.batch_size,
+        }
+
+
+def _date_text(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used (the message names the file and the key)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +206,19 @@ class Mapping:
             done.append(first[0])
         return done
 
+    def secrets_of(self, collection: str) -> SecretFields:
+        """Which fields of the collection's documents are masked wherever shown."""
+        prefix = f"{collection}."
+        sensitive = frozenset(f.removeprefix(prefix) for f in self.rules.sensitive_fields
+                              if f.startswith(prefix))
+        try:
+            table = self.table_for_collection(collection)
+        except KeyError:
+            return SecretFields(sensitive)
+        mapped = {c.source_field for c in table.columns if c.source_field}
+        mapped |= {s.field for s in table.junction_sources}
+        return SecretFields(sensitive, frozenset(mapped))
+
     def phase_of(self, table: str) -> int:
         """1: lookup tables (no references), 2: core entities, 3: junctions."""
         if any(j.table == table for j in self.junctions):
@@ -191,8 +246,9 @@ def _unquote(value: str) -> str:
     return value
 
 
-def load_mapping(folder: Path | None = None) -> Mapping:
-    """Build the mapping from the fact tables (default: the packaged copy)."""
+def load_mapping(folder: Path | None = None, rules_path: Path | None = None) -> Mapping:
+    """Build the mapping from the fact tables (default: the packaged copy) and
+    the rules (default: the rules.yaml beside them)."""
     folder = folder or Path(str(resources.files("engine") / "nextcrm"))
     enums = {r["enum"]: tuple(r["values"].split(",")) for r in _read_tsv(folder, "enums.tsv")}
     mongo = {(r["collection"], r["stored_field"]): r
@@ -241,16 +297,84 @@ def load_mapping(folder: Path | None = None) -> Mapping:
                           r["unique"] == "Y")
                     for r in _read_tsv(folder, "pg_indexes.tsv"))
 
-    raw = yaml.safe_load((folder / "rules.yaml").read_text()) or {}
-    rules = Rules(
-        nul_characters=raw.get("text", {}).get("nul_characters", "strip"),
-        non_finite_json=str(raw.get("json", {}).get("non_finite_numbers", "null")),
-        dangling_overrides=dict(raw.get("dangling_references", {}).get("overrides") or {}),
-        batch_size=int(raw.get("batch_size", 5000)))
+    rules = load_rules(rules_path or folder / "rules.yaml")
     return Mapping(enums, tables, fks, indexes, tuple(junctions), rules)
+
+
+_POLICIES = {"nul_characters": ("strip", "quarantine"),
+             "non_finite_numbers": ("null", "quarantine"),
+             "implausible": ("count", "quarantine"), "dangling": ("set_null", "quarantine")}
+
+
+def load_rules(path: Path) -> Rules:
+    """rules.yaml (or the operator's copy), checked: a wrong key or policy is
+    an error naming the file, never a silent default."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text) or {}
+    except OSError as exc:
+        raise RulesError(f"cannot read the rules file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RulesError(f"{path}: expected a mapping of rule sections at the top")
+
+    def section(name: str) -> dict:
+        value = raw.get(name) or {}
+        if not isinstance(value, dict):
+            raise RulesError(f"{path}: {name} must be a mapping")
+        return value
+
+    def policy(value: object, kind: str, where: str) -> str:
+        value = str(value)
+        if value not in _POLICIES[kind]:
+            raise RulesError(f"{path}: {where} is {value!r}; choose one of "
+                             f"{', '.join(_POLICIES[kind])}")
+        return value
+
+    def date(value: object, where: str) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            return value.replace(tzinfo=None)
+        if isinstance(value, dt.date):
+            return dt.datetime(value.year, value.month, value.day)
+        raise RulesError(f"{path}: {where} must be a date (YYYY-MM-DD) or null")
+
+    dates = section("dates")
+    overrides = dict(section("dangling_references").get("overrides") or {})
+    for key, value in overrides.items():
+        policy(value, "dangling", f"dangling_references.overrides.{key}")
+    sensitive = raw.get("sensitive_fields") or []
+    if not isinstance(sensitive, list) or not all(
+            isinstance(s, str) and "." in s for s in sensitive):
+        raise RulesError(f"{path}: sensitive_fields must be a list of collection.field names")
+    try:
+        batch_size = int(raw.get("batch_size", 5000))
+    except (TypeError, ValueError):
+        raise RulesError(f"{path}: batch_size must be a whole number") from None
+    return Rules(
+        nul_characters=policy(section("text").get("nul_characters", "strip"), "nul_characters",
+                              "text.nul_characters"),
+        non_finite_json=policy(section("json").get("non_finite_numbers", "null"),
+                               "non_finite_numbers", "json.non_finite_numbers"),
+        dangling_overrides=overrides,
+        batch_size=batch_size,
+        sensitive_fields=frozenset(sensitive),
+        plausible_from=date(dates.get("plausible_from"), "dates.plausible_from"),
+        plausible_until=date(dates.get("plausible_until"), "dates.plausible_until"),
+        implausible_dates=policy(dates.get("implausible", "count"), "implausible",
+                                 "dates.implausible"),
+        source=str(path), digest=hashlib.sha256(text.encode()).hexdigest())
 
 
 @cache
 def nextcrm() -> Mapping:
-    """The packaged NextCRM mapping (read once)."""
+    """The packaged NextCRM mapping with the packaged rules (read once)."""
     return load_mapping()
+
+
+def nextcrm_with_rules(rules_path: Path | None) -> Mapping:
+    """The NextCRM mapping with the operator's rules file (read now: it may
+    have changed since), or the packaged one."""
+    return load_mapping(rules_path=rules_path.resolve()) if rules_path else nextcrm()

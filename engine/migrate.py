@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +23,15 @@ from engine.parallel_sql import run_on_connections
 from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine
 from engine.redact import redact_text, redact_url
 from engine.report import write_migration_report
-from engine.sources import Source, SourceError
+from engine.run_files import RunFileError, prepare_run_dir
+from engine.schema_ddl import ADVISORY_LOCK_KEY
+from engine.sources import (
+    CONNECTION_ADVICE,
+    Source,
+    SourceError,
+    SourceUnreachable,
+    printable,
+)
 from engine.table_loader import (
     Paused,
     SourceSpec,
@@ -32,8 +41,6 @@ from engine.table_loader import (
     session_settings,
 )
 from engine.workers import WorkerPool
-
-ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": one migration per target at a time
 
 PHASE_TITLES = {
     1: "Independent Lookup Tables",
@@ -46,6 +53,7 @@ PHASE_TITLES = {
 class Outcome(enum.Enum):
     FINISHED = "finished"
     FINISHED_WITH_QUARANTINE = "finished_with_quarantine"
+    FINISHED_SHORT = "finished_short"  # documents read != documents in the source
     PAUSED = "paused"
     FAILED = "failed"
 
@@ -80,6 +88,9 @@ class Migration:
         self.errors = ErrorLog(settings.run_dir)
         self.sinks.append(self.errors)
         self.state: RunState | None = None
+        # The parallel post-load steps change the state while another thread
+        # may be writing it to the checkpoint file: both hold this lock.
+        self._state_lock = threading.Lock()
         self.documents_read = 0
         self.workers = settings.workers or os.cpu_count() or 1
         self.pool: WorkerPool | None = None  # loader processes, when workers > 1
@@ -94,12 +105,14 @@ class Migration:
     def run(self) -> Outcome:
         started = time.monotonic()
         try:
+            prepare_run_dir(self.settings.run_dir)
             with contextlib.ExitStack() as stack:
                 if self.workers > 1:  # started first: their start-up overlaps the checks
                     self.pool = stack.enter_context(WorkerPool(
                         self.workers, init_worker, (SourceSpec.of(self.source),
                                                     self.settings.postgres_url,
-                                                    self.batch_size, self.control)))
+                                                    self.batch_size, self.control,
+                                                    self.mapping)))
                 conn = stack.enter_context(psycopg.connect(
                     self.settings.postgres_url, autocommit=True,
                     application_name="migration-cockpit"))
@@ -112,6 +125,13 @@ class Migration:
             self.emit(events.MigrationFailed(exc.message, exc.hint))
         except checkpoint.CheckpointFileError as exc:
             self.emit(events.MigrationFailed(str(exc)))
+        except RunFileError as exc:
+            self.emit(events.MigrationFailed(str(exc), "Free space or fix the folder's "
+                                             "permissions, then run cockpit migrate again: it "
+                                             "resumes from the last checkpoint."))
+        except SourceUnreachable as exc:
+            self.emit(events.Notice("error", f"{exc} {CONNECTION_ADVICE}"))
+            return self._paused()
         except SourceError as exc:
             self.emit(events.MigrationFailed(redact_text(str(exc)),
                                              "Fix the source, then run cockpit migrate again: "
@@ -166,6 +186,12 @@ class Migration:
                 f"not {self.source.description}",
                 "Resume with the same --mongo/--dump, or start over with "
                 "cockpit schema deploy --force.")
+        elif self.state.rules_digest and self.state.rules_digest != self.mapping.rules.digest:
+            raise MigrationError(
+                f"this run started with other rules than {self.mapping.rules.source} "
+                f"(sha256 {self.state.rules_digest[:12]}, now {self.mapping.rules.digest[:12]})",
+                "Resume with the rules file it started with (--rules), so every row follows "
+                "one set of rules, or start over with cockpit schema deploy --force.")
         # The files hold exactly this run's quarantine (none yet, for a new one).
         self.errors.rewrite(conn)
         self._plan(resumed)
@@ -183,6 +209,7 @@ class Migration:
                 self._load_tables(conn, [t for t in self.mapping.entity_tables
                                          if self.mapping.phase_of(t.name) == phase])
         phases["load"] = time.monotonic() - started - sum(phases.values())
+        short = self._check_counts(conn)
         self._post_load(conn)
         phases["postLoad"] = time.monotonic() - started - sum(phases.values())
 
@@ -194,12 +221,16 @@ class Migration:
         self.checkpoint_path.unlink(missing_ok=True)
         seconds = time.monotonic() - started
         report = write_migration_report(conn, self.mapping, self.settings.run_dir,
-                                        self.source.description, self.target, seconds, phases)
+                                        self.source.description, self.target, seconds, phases,
+                                        short)
         quarantined = sum(t.quarantined for t in self.state.tables.values())
         self.emit(events.MigrationFinished(
             total_records=self.state.total_records, quarantined=quarantined, seconds=seconds,
             documents=self.documents_read, report_path=str(report),
-            junction_rows=sum(t.rows for t in self.state.tables.values() if not t.collection)))
+            junction_rows=sum(t.rows for t in self.state.tables.values() if not t.collection),
+            short_tables=tuple(short)))
+        if short:
+            return Outcome.FINISHED_SHORT
         return Outcome.FINISHED_WITH_QUARANTINE if quarantined else Outcome.FINISHED
 
     def _start_new_run(self, conn: psycopg.Connection) -> RunState:
@@ -215,7 +246,8 @@ class Migration:
                 for t in self.mapping.entity_tables]
         plan += [(j.table, None, 0) for j in self.mapping.junctions]
         with conn.transaction():
-            checkpoint.create_state(conn, self.source.description, plan)
+            checkpoint.create_state(conn, self.source.description, plan,
+                                    self.mapping.rules.digest)
             conn.execute(post_load.OBJECT_ID_FUNCTION)
             # Secondary indexes and FKs come back after the load (faster, and
             # dangling references are then fixed set-wise first).
@@ -229,7 +261,7 @@ class Migration:
         assert self.state is not None
         present = set(self.source.collection_names())
         mapped = set(self.mapping.collections)
-        source_only = tuple(sorted(present - mapped))
+        source_only = tuple(printable(n) for n in sorted(present - mapped))
         missing = tuple(sorted(mapped - present))
         for name in source_only:
             self.emit(events.Notice("warning", f"collection {name} is in the source but not in "
@@ -298,6 +330,33 @@ class Migration:
         if not self.control.wait_while_paused():
             raise Paused
 
+    def _check_counts(self, conn: psycopg.Connection) -> dict[str, dict[str, int]]:
+        """Every table's documents read (loaded or quarantined) against what
+        the source holds now: table -> {read, inSource, planned} for those that
+        do not add up, each said loudly. The plan's count may be an estimate,
+        so a difference is counted again exactly before it is called one."""
+        assert self.state is not None
+        present = set(self.source.collection_names())
+        short: dict[str, dict[str, int]] = {}
+        for ts in self.state.tables.values():
+            if not ts.collection or ts.collection not in present:
+                continue
+            if ts.consumed == ts.expected:
+                continue
+            exact = self.source.exact_count(ts.collection)
+            if exact == ts.consumed:
+                self.emit(events.Notice("info", f"{ts.table}: {ts.consumed:,} documents read "
+                                        f"and in the source; the plan estimated {ts.expected:,}"))
+                continue
+            short[ts.table] = {"read": ts.consumed, "inSource": exact, "planned": ts.expected}
+            gap = exact - ts.consumed
+            self.emit(events.Notice("error", (
+                f"{ts.table}: {ts.consumed:,} documents read, but {ts.collection} holds "
+                f"{exact:,} ({abs(gap):,} {'not read' if gap > 0 else 'more read than exist'}; "
+                f"the plan counted {ts.expected:,}). The source changed during the run, or a "
+                "reader missed documents: run cockpit validate to list them.")))
+        return short
+
     # -- after the load ----------------------------------------------------------
 
     def _post_load(self, conn: psycopg.Connection) -> None:
@@ -351,7 +410,8 @@ class Migration:
         with conn.transaction():
             records = step(conn)
             checkpoint.mark_step_done(conn, name)
-        self.state.steps_done.append(name)
+        with self._state_lock:
+            self.state.steps_done.append(name)
         for r in records:
             self.emit(r)
         if self._file_due():
@@ -381,11 +441,13 @@ class Migration:
             for r in rows:
                 oid = uuid_to_object_id(r.id)
                 items.append((docs.get(oid, {"_id": oid}), r.reason_code, r.message))
-            records += insert_quarantine(conn, table.name, table.collection, items)
-            ts = self.state.tables[name]
-            ts.rows -= len(rows)
-            ts.quarantined += len(rows)
-            checkpoint.save_table(conn, ts)
+            records += insert_quarantine(conn, table.name, table.collection, items,
+                                         self.mapping.secrets_of(table.collection))
+            with self._state_lock:
+                ts = self.state.tables[name]
+                ts.rows -= len(rows)
+                ts.quarantined += len(rows)
+                checkpoint.save_table(conn, ts)
         return records
 
     def _step_unique(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
@@ -408,12 +470,13 @@ class Migration:
                        junction: Junction) -> list[QuarantineRecord]:
         assert self.state is not None
         result = post_load.fill_junction(conn, junction)
-        ts = self.state.tables[junction.table]
-        ts.rows, ts.expected, ts.status = result.rows, result.rows, "done"
-        ts.changes = {"dangling_pairs": result.dangling, "one_sided_pairs": result.one_sided}
-        ts.unmapped = {"dangling_examples": {"count": result.dangling,
-                                             "examples": list(result.dangling_examples)}}
-        checkpoint.save_table(conn, ts)
+        with self._state_lock:
+            ts = self.state.tables[junction.table]
+            ts.rows, ts.expected, ts.status = result.rows, result.rows, "done"
+            ts.changes = {"dangling_pairs": result.dangling, "one_sided_pairs": result.one_sided}
+            ts.unmapped = {"dangling_examples": {"count": result.dangling,
+                                                 "examples": list(result.dangling_examples)}}
+            checkpoint.save_table(conn, ts)
         self.emit(events.JunctionFilled(junction.table, result.rows, result.dangling,
                                         result.one_sided))
         return []
@@ -458,11 +521,14 @@ class Migration:
         return time.monotonic() - self._file_written >= 0.5
 
     def _write_checkpoint_file(self) -> None:
-        self._file_written = time.monotonic()  # every write, due or forced, restarts the clock
-        if self.state is not None:
+        with self._state_lock:
+            self._file_written = time.monotonic()  # every write, due or forced, restarts the clock
+            if self.state is None:
+                return
             checkpoint.write_checkpoint_file(self.checkpoint_path, self.state, self.target)
-            self.emit(events.CheckpointSaved(str(self.checkpoint_path), self.state.current_table,
-                                             self.state.total_records))
+            saved = events.CheckpointSaved(str(self.checkpoint_path), self.state.current_table,
+                                           self.state.total_records)
+        self.emit(saved)
 
     def _pause_event(self) -> events.MigrationPaused:
         assert self.state is not None

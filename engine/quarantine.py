@@ -19,6 +19,8 @@ from bson import ObjectId, json_util
 from bson.json_util import RELAXED_JSON_OPTIONS
 
 from engine import events
+from engine.redact import NO_SECRETS, SecretFields, mask_document, mask_in_text
+from engine.run_files import open_private
 from engine.schema_ddl import STATE_SCHEMA
 from engine.sources import id_json
 
@@ -31,17 +33,21 @@ QuarantineRecord = events.DocumentQuarantined
 
 
 def insert_quarantine(conn: psycopg.Connection, table: str, collection: str,
-                      items: list[tuple[dict, str, str]]) -> list[QuarantineRecord]:
+                      items: list[tuple[dict, str, str]],
+                      secrets: SecretFields = NO_SECRETS) -> list[QuarantineRecord]:
     """Quarantine (document, reason code, message) items, inside the caller's
-    transaction."""
+    transaction. The record keeps the original document with its secrets
+    (engine.redact.SecretFields) masked: every log,
+    report and view is made from it."""
     now = dt.datetime.now(dt.UTC).isoformat()
     records = []
     for doc, code, message in items:
         _id = doc.get("_id")
         oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
         records.append(QuarantineRecord(
-            table, collection, oid, code, message,
-            json_util.dumps(doc, json_options=RELAXED_JSON_OPTIONS), now))
+            table, collection, oid, code, mask_in_text(message, doc, secrets),
+            json_util.dumps(mask_document(doc, secrets), json_options=RELAXED_JSON_OPTIONS),
+            now))
     if records:
         with conn.cursor() as cur:
             cur.executemany(
@@ -61,8 +67,8 @@ class ErrorLog:
 
     def rewrite(self, conn: psycopg.Connection) -> int:
         """Make both files hold exactly the quarantine table."""
-        self.log_path.write_text("")
-        self.jsonl_path.write_text("")
+        for path in (self.log_path, self.jsonl_path):
+            open_private(path, "w").close()
         rows = conn.execute(
             f"SELECT table_name, collection, object_id, reason_code, message, document, at "
             f"FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
@@ -78,8 +84,7 @@ class ErrorLog:
         records = list(records)
         if not records:
             return
-        with self.log_path.open("a", encoding="utf-8") as log, \
-                self.jsonl_path.open("a", encoding="utf-8") as jsonl:
+        with open_private(self.log_path) as log, open_private(self.jsonl_path) as jsonl:
             for r in records:
                 when = dt.datetime.fromisoformat(r.at).astimezone(dt.UTC).strftime(
                     "%Y-%m-%d %H:%M:%S")

@@ -1,16 +1,47 @@
-"""Keep secrets out of every output: passwords in URLs become ***."""
+"""Keep secrets out of every output: passwords in connection strings become ***.
+
+A connection string is parsed as its driver parses it (a URL, or libpq's
+key=value form), never matched by pattern alone; every password seen that way
+is remembered, so free text that happens to hold it (a driver's error
+message, a path) is cleaned too.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
-from urllib.parse import urlsplit, urlunsplit
+import threading
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+MASK = "***"
+# libpq options that hold a secret (sslpassword unlocks a client key).
+SECRET_OPTIONS = frozenset({"password", "sslpassword"})
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
-_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]*")
+_PASSWORD_PARAM = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)")
+
+_known: set[str] = set()  # passwords met in connection strings
+_known_lock = threading.Lock()
+_SHORTEST_REMEMBERED = 4  # shorter ones would blank out ordinary words
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***."""
+def _remember(secret: str) -> None:
+    if len(secret) >= _SHORTEST_REMEMBERED:
+        with _known_lock:
+            _known.add(secret)
+
+
+def redact_url(location: str) -> str:
+    """A connection string for display: a URL (postgresql://, mongodb://,
+    mongodb+srv://) or a libpq conninfo string (host=db password=...), with
+    every password replaced by ***."""
+    if "://" in location:
+        return _redact_url(location)
+    return _redact_conninfo(location)
+
+
+def _redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -19,12 +50,114 @@ def redact_url(url: str) -> str:
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
         if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
+            user, password = userinfo.split(":", 1)
+            _remember(password)
+            userinfo = f"{user}:{MASK}"
         netloc = f"{userinfo}@{host}"
-    query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
+    query = parts.query
+    if query:
+        params = parse_qsl(query, keep_blank_values=True)
+        for key, value in params:
+            if key.lower() in SECRET_OPTIONS:
+                _remember(value)
+        query = urlencode([(k, MASK if k.lower() in SECRET_OPTIONS else v) for k, v in params],
+                          safe="*,/:", quote_via=quote)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def _redact_conninfo(conninfo: str) -> str:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        options = conninfo_to_dict(conninfo)
+    except ProgrammingError:
+        return redact_text(conninfo)  # not libpq's either: the patterns are all we have
+    for key in SECRET_OPTIONS & options.keys():
+        _remember(str(options[key]))
+    return make_conninfo(**{k: MASK if k in SECRET_OPTIONS else v for k, v in options.items()})
+
+
+def remember_secrets_of(location: str | None) -> None:
+    """Learn the passwords of a connection string before anything can print it."""
+    if location:
+        redact_url(location)
+
+
 def redact_text(text: str) -> str:
-    """Any URL password inside free text (e.g. a driver's error message)."""
-    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\g<scheme>\g<user>:***@", text))
+    """Free text (a driver's error message, a report line) without any
+    password: those of the connection strings seen, and any URL password or
+    password=... option it holds."""
+    text = _PASSWORD_PARAM.sub(rf"\1{MASK}", _USERINFO.sub(rf"\g<scheme>\g<user>:{MASK}@", text))
+    with _known_lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+# -- secrets inside the data -----------------------------------------------------
+
+
+def mask_value(value: object) -> str:
+    """A secret as it may be shown: its length and a short hash, so a person
+    can tell two values apart (or see two documents share one) without it."""
+    if isinstance(value, bytes | bytearray | memoryview):  # bson Binary is bytes too
+        raw, size = bytes(value), f"{len(bytes(value))} bytes"
+    else:
+        text = str(value)
+        raw, size = text.encode("utf-8", "surrogatepass"), f"{len(text)} chars"
+    return f"{MASK}({size}, #{hashlib.sha256(raw).hexdigest()[:8]})"
+
+
+# Field names that say they hold a secret (split into words: mfaSecret, api_key).
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "key", "apikey",
+                           "credential", "credentials", "private", "auth", "otp"})
+
+
+def looks_secret(field_name: str) -> bool:
+    """Whether a field's name says it holds a secret: mfaSecret, api_key, x-auth-token..."""
+    words = {w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", field_name)}
+    return bool(words & _SECRET_WORDS) or "apikey" in field_name.lower()
+
+
+@dataclass(frozen=True)
+class SecretFields:
+    """Which of a collection's fields hide their values: those the rules list
+    as sensitive, and those the mapping does not know whose names say secret
+    (a mapped field such as Documents.key is hidden only when listed)."""
+
+    sensitive: frozenset[str] = frozenset()
+    mapped: frozenset[str] = frozenset()
+
+    def hides(self, name: str) -> bool:
+        return name in self.sensitive or (name not in self.mapped and looks_secret(name))
+
+
+NO_SECRETS = SecretFields()  # only fields whose names say secret
+
+
+def mask_document(doc: dict, secrets: SecretFields = NO_SECRETS) -> dict:
+    """A copy of a document to show, its secret fields' values masked (at any
+    depth, nested fields by their names)."""
+    return {k: mask_value(v) if v is not None and secrets.hides(k) else _mask_nested(v)
+            for k, v in doc.items()}
+
+
+def _mask_nested(value: object) -> object:
+    if isinstance(value, dict):
+        return mask_document(value)
+    if isinstance(value, list):
+        return [_mask_nested(v) for v in value]
+    return value
+
+
+def mask_in_text(text: str, doc: dict, secrets: SecretFields = NO_SECRETS) -> str:
+    """A message about a document without the values of its secret fields."""
+    for k, v in doc.items():
+        if v is not None and secrets.hides(k):
+            for form in {str(v), repr(v)}:
+                if len(form) >= _SHORTEST_REMEMBERED and form in text:
+                    text = text.replace(form, mask_value(v))
+    return text

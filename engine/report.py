@@ -10,6 +10,7 @@ import psycopg
 
 from engine.checkpoint import load_state
 from engine.mapping import Mapping
+from engine.run_files import write_private
 from engine.schema_ddl import STATE_SCHEMA
 
 REPORT_FILE = "migration-report.json"
@@ -17,7 +18,8 @@ REPORT_FILE = "migration-report.json"
 
 def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: Path,
                            source: str, target: str, seconds: float,
-                           phase_seconds: dict[str, float]) -> Path:
+                           phase_seconds: dict[str, float],
+                           count_mismatches: dict[str, dict[str, int]] | None = None) -> Path:
     """phase_seconds: this invocation's time per phase (a resumed run counts
     only its own)."""
     state = load_state(conn)
@@ -34,7 +36,10 @@ def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: 
     documents = sum(t.consumed for t in entity)
     quarantined = sum(t.quarantined for t in entity)
     report = {
-        "status": "completed_with_quarantine" if quarantined else "completed",
+        "status": ("completed_with_count_mismatch" if count_mismatches
+                   else "completed_with_quarantine" if quarantined else "completed"),
+        "countMismatches": count_mismatches or {},
+        "rules": mapping.rules.as_report(),
         "source": source,
         "target": target,
         "startedAt": state.started_at.isoformat(),
@@ -57,5 +62,5 @@ def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: 
         },
     }
     path = run_dir / REPORT_FILE
-    path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    write_private(path, json.dumps(report, indent=2, default=str))
     return path

@@ -31,16 +31,18 @@ Items are numbered by position: step id + "." + 1-based index.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import getpass
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from engine.run_files import write_private
 
 STATE_FILE = "runbook-state.json"
 RECORD_FILE = "runbook-record.md"
@@ -205,6 +207,31 @@ def now_text() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def _readable_entries(text: str, section: str) -> dict[str, dict]:
+    """The entries of a section ("items": {...}) of a damaged state file, one
+    by one from its start, until the first that does not parse."""
+    decoder = json.JSONDecoder()
+    start = text.find(f'"{section}"')
+    out: dict[str, dict] = {}
+    if start < 0 or (pos := text.find("{", start)) < 0:
+        return out
+    pos += 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        try:
+            key, pos = decoder.raw_decode(text, pos)
+            pos = text.index(":", pos) + 1
+            while text[pos] in " \t\r\n":
+                pos += 1
+            value, pos = decoder.raw_decode(text, pos)
+        except (ValueError, IndexError):
+            return out
+        if not isinstance(key, str) or not isinstance(value, dict):
+            return out
+        out[key] = value
+
+
 @dataclass
 class RunbookState:
     """Ticks, check results, notes and step times; persisted beside the
@@ -213,24 +240,41 @@ class RunbookState:
     path: Path
     items: dict[str, dict] = field(default_factory=dict)
     steps: dict[str, dict] = field(default_factory=dict)
+    warning: str | None = None  # set when the file on disk was corrupt
 
     @classmethod
     def load(cls, folder: Path) -> RunbookState:
         path = folder / STATE_FILE
         if not path.exists():
             return cls(path)
+        text = path.read_text(encoding="utf-8", errors="replace")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            path.rename(path.with_suffix(".json.corrupted"))
-            return cls(path)
-        return cls(path, data.get("items", {}), data.get("steps", {}))
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return cls(path, dict(data.get("items") or {}), dict(data.get("steps") or {}))
+        except (ValueError, TypeError) as exc:
+            problem = str(exc)
+        # Keep the operator's file as it is; take every entry that still reads.
+        kept = path.with_name(f"{path.name}.corrupted-{dt.datetime.now():%Y%m%d-%H%M%S}")
+        path.rename(kept)
+        items, steps = _readable_entries(text, "items"), _readable_entries(text, "steps")
+        state = cls(path, items, steps)
+        state.warning = (
+            f"{path.name} was corrupt ({problem}): kept as {kept.name}; recovered "
+            f"{len(items)} item(s) and {len(steps)} step time(s) from it. Check the ticks "
+            "in the runbook pane against the paper record.")
+        state.save()
+        return state
 
     def save(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".runbook-", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"items": self.items, "steps": self.steps}, fh, indent=2)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps({"items": self.items, "steps": self.steps},
+                                            indent=2))
+
+    def copy(self) -> RunbookState:
+        """A copy for another thread to read (the owner goes on changing this one)."""
+        return RunbookState(self.path, copy.deepcopy(self.items), copy.deepcopy(self.steps),
+                            self.warning)
 
     def ticked(self, item_id: str) -> bool:
         return bool(self.items.get(item_id, {}).get("ticked"))
@@ -321,5 +365,5 @@ def export_record(runbook: Runbook, state: RunbookState, out: Path) -> Path:
             if s.signoff:
                 lines += ["", "Signature: __________________ Date: __________"]
             lines.append("")
-    out.write_text("\n".join(lines), encoding="utf-8")
+    write_private(out, "\n".join(lines))
     return out

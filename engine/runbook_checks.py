@@ -122,7 +122,7 @@ def disk_space(ctx: RunContext) -> CheckResult:
 def schema_deployed(ctx: RunContext) -> CheckResult:
     m = nextcrm()
     with _pg(ctx) as conn:
-        c = schema_ddl.catalog_counts(conn)
+        c = schema_ddl.catalog_counts(conn, m)
     ok = (c.tables, c.secondary_indexes, c.foreign_keys) == (
         len(m.tables), len(m.indexes), len(m.foreign_keys))
     return CheckResult(ok, f"{c.tables} tables (expect {len(m.tables)}), {c.secondary_indexes} "

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from engine.mapping import ForeignKey, Index, Mapping, Table
+from engine.mapping import ForeignKey, Index, Mapping, Table, nextcrm
 
 STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
+ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": held by the one run working on a target
 
 
 class SchemaError(Exception):
@@ -84,21 +85,26 @@ class CatalogCounts:
     vector_extension: str | None  # installed version, if any
 
 
-def catalog_counts(conn: psycopg.Connection) -> CatalogCounts:
+def catalog_counts(conn: psycopg.Connection, mapping: Mapping | None = None) -> CatalogCounts:
+    """NextCRM's objects in schema public (the operator's own are not counted)."""
+    mapping = mapping or nextcrm()
     row = conn.execute("""
         SELECT
           (SELECT count(*) FROM information_schema.tables
-            WHERE table_schema = 'public' AND table_type = 'BASE TABLE'),
-          (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'),
+            WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
+              AND table_name = ANY(%(tables)s)),
+          (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'
+              AND tablename = ANY(%(tables)s)),
           (SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
             JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = 'public' AND NOT i.indisprimary),
+            WHERE n.nspname = 'public' AND NOT i.indisprimary AND c.relname = ANY(%(tables)s)),
           (SELECT count(*) FROM information_schema.table_constraints
-            WHERE table_schema = 'public' AND constraint_type = 'FOREIGN KEY'),
+            WHERE table_schema = 'public' AND constraint_type = 'FOREIGN KEY'
+              AND table_name = ANY(%(tables)s)),
           (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-            WHERE n.nspname = 'public' AND t.typtype = 'e'),
+            WHERE n.nspname = 'public' AND t.typtype = 'e' AND t.typname = ANY(%(enums)s)),
           (SELECT extversion FROM pg_extension WHERE extname = 'vector')
-    """).fetchone()
+    """, {"tables": list(mapping.tables), "enums": list(mapping.enums)}).fetchone()
     assert row is not None
     return CatalogCounts(*row)
 
@@ -133,22 +139,73 @@ def vector_available(conn: psycopg.Connection) -> bool:
     ).fetchone()[0]  # type: ignore[index]
 
 
-def drop_all(conn: psycopg.Connection, mapping: Mapping) -> None:
-    for name in reversed(mapping.load_order()):
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(ident(name)))
-    for name in mapping.enums:
-        conn.execute(sql.SQL("DROP TYPE IF EXISTS {}").format(ident(name)))
+def objects_in_the_way(conn: psycopg.Connection, mapping: Mapping) -> list[str]:
+    """What dropping NextCRM's tables and enum types would take with it that
+    is not theirs (views, other tables' foreign keys or columns, functions...),
+    as PostgreSQL's own dependency check names them. Asked by dropping them
+    without CASCADE in a savepoint that is always rolled back."""
+    class _Undo(Exception):
+        pass
+
+    try:
+        with conn.transaction():
+            _drop(conn, mapping, cascade=False)
+            raise _Undo
+    except _Undo:
+        return []
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
+        return [line.strip() for line in detail.splitlines() if line.strip()]
+
+
+def _drop(conn: psycopg.Connection, mapping: Mapping, cascade: bool) -> None:
+    how = sql.SQL(" CASCADE" if cascade else "")
+    present = existing_tables(conn, mapping)
+    if present:  # one statement: the tables' keys to each other are no obstacle
+        conn.execute(sql.SQL("DROP TABLE {}{}").format(
+            sql.SQL(", ").join(map(ident, present)), how))
+    types = [r[0] for r in conn.execute(
+        "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+        "WHERE n.nspname = 'public' AND t.typtype = 'e' AND t.typname = ANY(%s)",
+        [list(mapping.enums)])]
+    if types:
+        conn.execute(sql.SQL("DROP TYPE {}{}").format(sql.SQL(", ").join(map(ident, types)), how))
+
+
+def drop_all(conn: psycopg.Connection, mapping: Mapping, drop_dependents: bool = False) -> None:
+    """Drop NextCRM's tables and enum types and the engine's state. Refuses
+    (SchemaError naming them) when objects of the operator's depend on them,
+    unless drop_dependents: then those go too."""
+    in_the_way = objects_in_the_way(conn, mapping)
+    if in_the_way and not drop_dependents:
+        raise SchemaError(
+            "dropping the NextCRM schema would also drop objects that are not NextCRM's:\n"
+            + "".join(f"  - {line}\n" for line in in_the_way)
+            + "Nothing was changed. Move or drop them yourself, or add --drop-dependents "
+            "to drop them with the schema.")
+    _drop(conn, mapping, cascade=drop_dependents)
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident(STATE_SCHEMA)))
 
 
 def deploy(conn: psycopg.Connection, mapping: Mapping, *, force: bool = False,
-           with_constraints: bool = True) -> CatalogCounts:
-    """Create the schema (idempotent). Refuses a target holding rows unless force.
+           with_constraints: bool = True, drop_dependents: bool = False) -> CatalogCounts:
+    """Create the schema (idempotent). Refuses a target holding rows unless
+    force, a target a migration is working on, and (with force) dropping
+    objects that are not NextCRM's unless drop_dependents.
 
     with_constraints=False leaves out secondary indexes and foreign keys: the
     loader adds them after the bulk load.
     """
     with conn.transaction():
+        # A transaction-level lock: a migration starting meanwhile waits for none
+        # of it, it is refused, and this one is released at commit.
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                           [ADVISORY_LOCK_KEY]).fetchone()
+        if not got or not got[0]:
+            raise SchemaError(
+                "a migration is running against this target (it holds its lock); nothing "
+                "was changed. Pause it (Ctrl+C in its terminal, p in the cockpit) or let it "
+                "finish, then deploy again.")
         present = existing_tables(conn, mapping)
         full = tables_with_rows(conn, present)
         if full and not force:
@@ -158,7 +215,7 @@ def deploy(conn: psycopg.Connection, mapping: Mapping, *, force: bool = False,
                 "nothing was changed. Use --force to drop and recreate the schema "
                 "(all its rows are lost), or point --postgres at an empty database.")
         if force:
-            drop_all(conn, mapping)
+            drop_all(conn, mapping, drop_dependents)
         if vector_available(conn):
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         have_types = {r[0] for r in conn.execute(
@@ -171,7 +228,7 @@ def deploy(conn: psycopg.Connection, mapping: Mapping, *, force: bool = False,
             conn.execute(create_table(mapping.tables[name]))
         if with_constraints:
             create_constraints(conn, mapping)
-    return catalog_counts(conn)
+    return catalog_counts(conn, mapping)
 
 
 def create_constraints(conn: psycopg.Connection, mapping: Mapping) -> None:

@@ -16,10 +16,19 @@ from engine import checkpoint, events
 from engine.checkpoint import TableState
 from engine.control import MigrationControl
 from engine.copy_loader import copy_isolating_failures, insert_pairs, wire_types
-from engine.mapping import Mapping, Table, nextcrm
+from engine.mapping import Mapping, Table
 from engine.quarantine import insert_quarantine
 from engine.raw_uuid import copy_uuids_as_bytes
-from engine.sources import DumpSource, MongoSource, Position, Source, collected_per_batch, id_json
+from engine.sources import (
+    DEFAULT_TIMEOUT_S,
+    DumpSource,
+    MongoSource,
+    Position,
+    Source,
+    SourceUnreachable,
+    collected_per_batch,
+    id_json,
+)
 from engine.transform import Rejected, TableTransformer
 from engine.workers import worker_emit
 
@@ -35,18 +44,19 @@ class SourceSpec:
     kind: str  # "mongo" | "dump"
     location: str  # URL or folder (a URL may hold a password: never printed)
     database: str | None
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     @staticmethod
     def of(source: Source) -> SourceSpec:
         if isinstance(source, MongoSource):
-            return SourceSpec("mongo", source.url, source.database)
+            return SourceSpec("mongo", source.url, source.database, source.timeout_s)
         if isinstance(source, DumpSource):
             return SourceSpec("dump", str(source.folder), None)
         raise TypeError(f"cannot share {type(source).__name__} with a worker")
 
     def open(self) -> Source:
         if self.kind == "mongo":
-            return MongoSource(self.location, self.database)
+            return MongoSource(self.location, self.database, self.timeout_s)
         return DumpSource(self.location)
 
 
@@ -81,6 +91,8 @@ class TableLoader:
         if ts.status == "done":
             self.emit(events.TableSkipped(table.name, ts.rows, ts.quarantined))
             return
+        if self.control.stopping:  # asked to stop before this table began
+            raise Paused
         if table.collection not in set(self.source.collection_names()):
             ts.status = "done"
             with conn.transaction():
@@ -146,7 +158,8 @@ class TableLoader:
             rejected += [(row_docs[i], "rejected_by_postgres", msg) for i, msg in failed]
             insert_pairs(self.conn, [p for i, ps in enumerate(pairs_by_row)
                                      if i not in failed_rows for p in ps])
-            records = insert_quarantine(self.conn, table.name, table.collection, rejected)
+            records = insert_quarantine(self.conn, table.name, table.collection, rejected,
+                                        self.mapping.secrets_of(table.collection))
             ts.consumed += len(docs)
             ts.last_id = id_json(docs[-1].get("_id"))
             ts.rows += len(rows) - len(failed)
@@ -168,9 +181,11 @@ _worker: dict = {}
 
 
 def init_worker(spec: SourceSpec, postgres_url: str, batch_size: int,
-                control: MigrationControl) -> None:
-    """Runs once in each worker process."""
-    _worker.update(spec=spec, url=postgres_url, batch_size=batch_size, control=control)
+                control: MigrationControl, mapping: Mapping) -> None:
+    """Runs once in each worker process: the run's own mapping and rules, as
+    the engine's process has them."""
+    _worker.update(spec=spec, url=postgres_url, batch_size=batch_size, control=control,
+                   mapping=mapping)
 
 
 def _worker_connections() -> tuple[psycopg.Connection, Source]:
@@ -193,7 +208,7 @@ def load_in_worker(table_name: str) -> str:
     conn, source = _worker_connections()
     state = checkpoint.load_state(conn)
     assert state is not None
-    mapping = nextcrm()
+    mapping = _worker["mapping"]
     loader = TableLoader(conn, source, mapping, _worker["batch_size"], _worker["control"],
                          worker_emit)
     try:
@@ -201,4 +216,7 @@ def load_in_worker(table_name: str) -> str:
                     on_pause=lambda: None)
     except Paused:
         return "paused"
+    except SourceUnreachable:
+        _worker["control"].stop()  # the other workers pause too, at their next batch
+        raise
     return "done"

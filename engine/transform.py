@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from engine.ids import object_id_bytes_to_uuid_bytes
 from engine.mapping import Column, Rules, Table
+from engine.redact import looks_secret, mask_value
 
 INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
 _HEX24 = re.compile(r"[0-9a-fA-F]{24}\Z")
@@ -161,6 +162,30 @@ def to_timestamp(value: Any, note: Note) -> dt.datetime:
     raise Rejected("wrong_type", f"expected a date, got {type(value).__name__} {value!r:.60}")
 
 
+def to_timestamp_within(rules: Rules) -> Converter:
+    """to_timestamp, then the rules' plausible window (when one is set)."""
+    lo, hi, policy = rules.plausible_from, rules.plausible_until, rules.implausible_dates
+    if lo is None and hi is None:
+        return to_timestamp
+
+    def within(value: Any, note: Note) -> dt.datetime:
+        value = to_timestamp(value, note)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            if policy == "quarantine":
+                raise Rejected("implausible_date",
+                               f"{value.isoformat()} is outside the plausible dates of the "
+                               f"rules ({_window(rules)})")
+            note("implausible_date")
+        return value
+    return within
+
+
+def _window(rules: Rules) -> str:
+    lo = rules.plausible_from.date().isoformat() if rules.plausible_from else "any"
+    hi = rules.plausible_until.date().isoformat() if rules.plausible_until else "any"
+    return f"{lo} to {hi}"
+
+
 def to_json_with(non_finite_rule: str) -> Converter:
     def clean(value: Any, note: Note) -> Any:
         if value is None or isinstance(value, bool | int | str):
@@ -223,7 +248,7 @@ def converter_for(column: Column, rules: Rules, reference_uuid: Converter = to_u
     return {
         "uuid": to_uuid if column.source_field == "_id" else reference_uuid,
         "text": text, "int": to_int, "bool": to_bool,
-        "timestamp": to_timestamp, "jsonb": to_json_with(rules.non_finite_json),
+        "timestamp": to_timestamp_within(rules), "jsonb": to_json_with(rules.non_finite_json),
         "text[]": array_of(text), "uuid[]": array_of(reference_uuid),
     }[kind]
 
@@ -291,6 +316,7 @@ class TableTransformer:
 
     def __init__(self, table: Table, rules: Rules) -> None:
         self.table = table
+        self.rules = rules
         self.stats = TableStats()
         self.reference_uuid = ReferenceUuids()
         self.columns = [(c.source_field or c.name, converter_for(c, rules, self.reference_uuid),
@@ -322,6 +348,8 @@ class TableTransformer:
         try:
             return convert(value, note)
         except Rejected as exc:
+            if self.rules.sensitive(self.table.collection, src):  # the message shows the value
+                raise Rejected(exc.code, f"{src}: {exc.code} (value {mask_value(value)})") from None
             raise Rejected(exc.code, f"{src}: {exc.message}") from None
 
     def reference_row(self, doc: dict) -> tuple:
@@ -354,6 +382,7 @@ class TableTransformer:
             "uuid_bytes": object_id_bytes_to_uuid_bytes, "column_value": self.column_value,
             "memo_get": self.reference_uuid.memo.get, "make_uuid": self.reference_uuid.make,
             "plain_texts": _plain_texts}
+        rules = self.rules
         lines = ["def row(doc):", "    get = doc.get"]
         for i, c in enumerate(self.table.columns):
             src, _, not_null, *_ = self.columns[i]
@@ -362,6 +391,10 @@ class TableTransformer:
             elif c.kind == "uuid":  # a reference: from the memo if made before
                 as_is = "type(v) is ObjectId"
                 value = "memo_get(raw := v.binary) or make_uuid(raw)"  # looked up once
+            elif c.kind == "timestamp" and (rules.plausible_from or rules.plausible_until):
+                as_is, value = f"{_AS_IS['timestamp']} and date_lo <= v <= date_hi", "v"
+                namespace["date_lo"] = rules.plausible_from or dt.datetime.min
+                namespace["date_hi"] = rules.plausible_until or dt.datetime.max
             else:
                 as_is, value = _AS_IS.get(c.kind), "v"
             if c.kind == "enum":
@@ -412,4 +445,5 @@ class TableTransformer:
             self.stats.unmapped[k] += 1
             examples = self.stats.unmapped_examples.setdefault(k, [])
             if len(examples) < 3:
-                examples.append(f"{doc.get('_id')}: {doc[k]!r:.60}")
+                value = mask_value(doc[k]) if looks_secret(k) else f"{doc[k]!r:.60}"
+                examples.append(f"{doc.get('_id')}: {value}")

@@ -36,11 +36,12 @@ from engine import catalog, checkpoint, events, post_load, schema_ddl
 from engine.baseline import BASELINE_FILE, read_baseline
 from engine.copy_loader import insert_ids, insert_pairs
 from engine.ids import object_id_to_uuid, uuid_to_object_id
-from engine.mapping import Column, ForeignKey, Junction, Mapping, Table, nextcrm
+from engine.mapping import Column, ForeignKey, Junction, Mapping, Rules, Table, nextcrm
 from engine.parallel_sql import run_on_connections
 from engine.quarantine import JSONL_FILE, read_jsonl
 from engine.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
-from engine.redact import redact_url
+from engine.redact import mask_value, redact_url
+from engine.run_files import prepare_run_dir, write_private
 from engine.schema_ddl import STATE_SCHEMA, ident
 from engine.sources import Position, Source, collected_per_batch, id_json
 from engine.table_loader import SourceSpec
@@ -52,8 +53,6 @@ REPORT_FILE = "migration-validation-report.json"
 # processes, hence not temporary tables), read by the set-wise checks.
 IDS = f"{STATE_SCHEMA}.validation_ids"
 PAIRS = f"{STATE_SCHEMA}.validation_pairs"
-EARLIEST = dt.datetime(1900, 1, 1)
-LATEST_YEARS_AHEAD = 100
 _HEX24 = re.compile(r"[0-9a-f]{24}\Z")
 
 
@@ -124,6 +123,17 @@ def _selected(column: Column) -> sql.Composable:
     return ident(column.name)
 
 
+def promised_dates(rules: Rules) -> tuple[dt.datetime, dt.datetime]:
+    """The dates the migration lets into the target: every date TIMESTAMP(3)
+    and a MongoDB document hold (years 1-9999), narrowed to the rules'
+    plausible window when the rules quarantine what lies outside it."""
+    earliest, latest = dt.datetime.min, dt.datetime.max.replace(microsecond=999000)
+    if rules.implausible_dates == "quarantine":
+        earliest = rules.plausible_from or earliest
+        latest = rules.plausible_until or latest
+    return earliest, latest
+
+
 class TableChecker:
     """Layers 1 and 2 for one table: every source document is one equal row
     or a known quarantined one. Runs here or in a worker process."""
@@ -161,6 +171,8 @@ class TableChecker:
         select = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s::uuid[])").format(
             sql.SQL(", ").join(_selected(c) for c in table.columns), ident(table.name))
         names = table.column_names
+        hidden = {c.name for c in table.columns
+                  if self.mapping.rules.sensitive(table.collection, c.source_field or c.name)}
         json_columns = [i for i, c in enumerate(table.columns) if c.kind == "jsonb"]
         expected_total = self.source.count(table.collection)
         compare_every = 1
@@ -232,10 +244,11 @@ class TableChecker:
                         continue
                     self.records["mismatchCount"] += 1
                     if len(self.mismatches) < self.t.examples * 10:
+                        shown = mask_value if name in hidden else _show
                         self.mismatches.append({
                             "table": table.name, "objectId": _object_id_text(row[0]),
-                            "field": name, "sourceValue": _show(want),
-                            "targetValue": _show(value)})
+                            "field": name, "sourceValue": shown(want),
+                            "targetValue": shown(value)})
             self.records["compared"] += compared
             self.records["fields"] += compared * (len(names) - 1)
             self.records["matched"] += matched
@@ -277,6 +290,7 @@ class Validator:
 
     def run(self) -> dict:
         started = time.monotonic()
+        prepare_run_dir(self.settings.run_dir)  # before the work, not when its report is due
         with psycopg.connect(self.settings.postgres_url, autocommit=True,
                              application_name="migration-cockpit validate") as conn:
             present = schema_ddl.existing_tables(conn, self.mapping)
@@ -302,7 +316,7 @@ class Validator:
         report = self._report(counts, junctions, records, mismatches, orphans, types, schema,
                               quarantined, migration_finished, time.monotonic() - started)
         path = self.settings.run_dir / REPORT_FILE
-        path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        write_private(path, json.dumps(report, indent=2, default=str))
         report["reportPath"] = str(path)
         return report
 
@@ -316,7 +330,8 @@ class Validator:
         if self.workers > 1:
             results = run_in_workers(
                 check_in_worker, [t.name for t in tables], self.workers, init_checker,
-                (SourceSpec.of(self.source), self.settings, quarantined, adjustments),
+                (SourceSpec.of(self.source), self.settings, quarantined, adjustments,
+                 self.mapping),
                 self.emit)
         else:
             results = {}
@@ -448,14 +463,14 @@ class Validator:
         NOT NULL, INT4, JSONB and array element types are enforced by the
         column definitions, which the schema conformance check compares."""
         problems = []
-        latest = dt.datetime.now() + dt.timedelta(days=365 * LATEST_YEARS_AHEAD)
+        earliest, latest = promised_dates(self.mapping.rules)
         for table in self.mapping.tables.values():
             key = "id" if table.collection else table.primary_key[0]
             checks: list[tuple[str, str, sql.Composable, list]] = []
             for c in table.columns:
                 if c.kind == "timestamp":
                     checks.append(("timestamp out of range", c.name, sql.SQL(
-                        "t.{c} < %s OR t.{c} > %s").format(c=ident(c.name)), [EARLIEST, latest]))
+                        "t.{c} < %s OR t.{c} > %s").format(c=ident(c.name)), [earliest, latest]))
                 if c.kind == "enum":
                     checks.append(("invalid enum value", c.name, sql.SQL(
                         "t.{c}::text <> ALL(%s)").format(c=ident(c.name)),
@@ -528,6 +543,7 @@ class Validator:
                                 "byReason": dict(reasons), "file": JSONL_FILE},
             "sourceDrift": drift,
             "thresholds": vars(self.t),
+            "rules": self.mapping.rules.as_report(),
             "rowCountValidation": {"status": "PASS" if row_ok else "FAIL",
                                    "tablesChecked": len(counts) + len(junctions),
                                    "discrepancies": discrepancies,
@@ -566,9 +582,9 @@ _worker: dict = {}
 
 def init_checker(spec: SourceSpec, settings: ValidationSettings,
                  quarantined: dict[str, dict[str, str]],
-                 adjustments: dict[str, dict[str, list[str]]]) -> None:
+                 adjustments: dict[str, dict[str, list[str]]], mapping: Mapping) -> None:
     _worker.update(spec=spec, settings=settings, quarantined=quarantined,
-                   adjustments=adjustments)
+                   adjustments=adjustments, mapping=mapping)
 
 
 def check_in_worker(table_name: str) -> tuple[_TableCheck, dict[str, int], list[dict]]:
@@ -577,7 +593,7 @@ def check_in_worker(table_name: str) -> tuple[_TableCheck, dict[str, int], list[
     try:
         with psycopg.connect(w["settings"].postgres_url, autocommit=True,
                              application_name="migration-cockpit validate") as conn:
-            mapping = nextcrm()
+            mapping = w["mapping"]
             checker = TableChecker(conn, source, mapping, w["settings"],
                                    w["quarantined"].get(table_name, {}),
                                    w["adjustments"].get(table_name, {}), worker_emit)

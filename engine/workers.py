@@ -108,6 +108,10 @@ class WorkerPool:
         while pending:
             done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
             for f in done:
+                if f.exception() is not None:  # the rest would meet the same failure
+                    for other in pending:
+                        other.cancel()
+                    drain()
                 results[futures[f]] = f.result()
             drain()
             on_tick()

@@ -97,7 +97,7 @@ def test_unknown_and_missing_collections_are_reported(
 
 
 def test_second_concurrent_run_is_refused(pg_url: str, tmp_path: Path, run_dir: Path) -> None:
-    from engine.migrate import ADVISORY_LOCK_KEY
+    from engine.schema_ddl import ADVISORY_LOCK_KEY
 
     Generator(scale=0.005, seed=1).write_dump(tmp_path / "dump")
     main(["schema", "deploy", "--postgres", pg_url])

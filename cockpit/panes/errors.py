@@ -3,6 +3,8 @@ Enter opens a record."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +16,7 @@ from cockpit.alerts import Alert
 from engine import events
 
 TAIL = 10_000  # records kept for browsing; the files keep them all
+DOCUMENT_SHOWN = 16_384  # characters of a record's document kept for its view
 
 
 class ErrorsPane(Vertical, can_focus=True):
@@ -48,6 +51,10 @@ class ErrorsPane(Vertical, can_focus=True):
             "Time", "Table", "ObjectId", "Reason", "Message")
 
     def add(self, record: events.DocumentQuarantined) -> None:
+        if len(record.document) > DOCUMENT_SHOWN:  # a 15 MB document is not kept 10,000 times
+            record = dataclasses.replace(record, document=record.document[:DOCUMENT_SHOWN] + (
+                f" … ({len(record.document):,} characters; the whole document is in "
+                "migration-errors.jsonl)"))
         self.records.append(record)
         del self.records[:-TAIL]
         self.counts[record.reason_code] = self.counts.get(record.reason_code, 0) + 1
