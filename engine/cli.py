@@ -10,7 +10,9 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 
@@ -31,6 +33,7 @@ from engine.sources import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
+T = TypeVar("T")
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
@@ -151,29 +154,28 @@ def need_postgres(args: argparse.Namespace) -> str:
     return args.postgres
 
 
+def _or_exit(make: Callable[[], T], errors: type[Exception] | tuple[type[Exception], ...],
+             code: int) -> T:
+    """make(), or its error said on stderr (redacted) and the exit code."""
+    try:
+        return make()
+    except errors as exc:
+        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
+        raise SystemExit(code) from None
+
+
 def need_source(args: argparse.Namespace) -> Source:
     remember_secrets_of(args.mongo)
-    try:
-        return open_source(args.mongo, args.dump, args.db, args.source_timeout)
-    except SourceError as exc:
-        print(f"❌ {redact_text(str(exc))}", file=sys.stderr)
-        raise SystemExit(EXIT_FAILED) from None
+    return _or_exit(lambda: open_source(args.mongo, args.dump, args.db, args.source_timeout),
+                    SourceError, EXIT_FAILED)
 
 
 def need_mapping(args: argparse.Namespace) -> Mapping:
-    try:
-        return nextcrm_with_rules(args.rules)
-    except RulesError as exc:
-        print(f"❌ {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+    return _or_exit(lambda: nextcrm_with_rules(args.rules), RulesError, EXIT_USAGE)
 
 
 def need_run_dir(args: argparse.Namespace) -> Path:
-    try:
-        return prepare_run_dir(args.run_dir)
-    except RunFileError as exc:
-        print(f"❌ {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_FAILED) from None
+    return _or_exit(lambda: prepare_run_dir(args.run_dir), RunFileError, EXIT_FAILED)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
