@@ -50,6 +50,7 @@ CONNECTION_ADVICE = (
     "\"db.adminCommand('ping')\"; psql \"$STAGING_POSTGRESQL_URL\" -c \"SELECT 1\"), "
     "check the network, then run cockpit migrate again: it resumes from the checkpoint.")
 DEFAULT_TIMEOUT_S = 15.0  # how long a live source may be silent before the run pauses
+EXACT_COUNT_TIMEOUT_S = 600.0
 
 
 def printable(name: str) -> str:
@@ -171,7 +172,12 @@ class MongoSource:
             return self.db[collection].estimated_document_count()
 
     def exact_count(self, collection: str) -> int:
-        with self._answering(f"counting {printable(collection)}"):
+        import pymongo
+
+        # A full count of a production collection may take longer than one
+        # socket read may be silent: it gets its own, longer bound.
+        with self._answering(f"counting {printable(collection)}"), \
+                pymongo.timeout(max(EXACT_COUNT_TIMEOUT_S, self.timeout_s)):
             return self.db[collection].count_documents({})
 
     def batches(self, collection: str, start: Position,
@@ -312,12 +318,9 @@ class DumpSource:
                 batch_size: int) -> Iterator[list[dict]]:
         with self._reading(collection) as fh:
             for offset, run in _document_runs(fh, batch_size, skip=start.consumed):
-                try:
-                    docs = bson.decode_all(run, CODEC)
-                except bson.errors.BSONError:
-                    raise DumpDamaged(offset + _first_bad(run), "a document that is not valid "
-                                      "BSON (its size prefix or contents are damaged)") from None
-                yield docs
+                # No local name for the batch: it would keep the batch alive
+                # while the next one is decoded (two batches in memory, not one).
+                yield _decoded(run, offset)
 
     def fetch(self, collection: str, ids: list[object]) -> list[dict]:
         """The documents with these _ids. Walks the file undecoded and
@@ -375,6 +378,15 @@ class _Reader:
 
     def close(self) -> None:
         self.fh.close()
+
+
+def _decoded(run: memoryview, offset: int) -> list[dict]:
+    """The documents of a run that starts at `offset` of its file."""
+    try:
+        return bson.decode_all(run, CODEC)
+    except bson.errors.BSONError:
+        raise DumpDamaged(offset + _first_bad(run), "a document that is not valid BSON (its "
+                          "size prefix or contents are damaged)") from None
 
 
 def _first_bad(run: memoryview) -> int:
