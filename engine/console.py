@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from engine import events
-from engine.sources import printable
+from engine.redact import printable
 
 BAR = 20
 

@@ -138,7 +138,6 @@ class Rules:
     def sensitive(self, collection: str | None, field_name: str) -> bool:
         return f"{collection}.{field_name}" in self.sensitive_fields
 
-
     def as_report(self) -> dict:
         """The rules in force, as the reports record them."""
         return {

@@ -21,17 +21,11 @@ from engine.ids import uuid_to_object_id
 from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
 from engine.parallel_sql import run_on_connections
 from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine
-from engine.redact import redact_text, redact_url
+from engine.redact import printable, redact_text, redact_url
 from engine.report import write_migration_report
 from engine.run_files import RunFileError, prepare_run_dir
 from engine.schema_ddl import ADVISORY_LOCK_KEY
-from engine.sources import (
-    CONNECTION_ADVICE,
-    Source,
-    SourceError,
-    SourceUnreachable,
-    printable,
-)
+from engine.sources import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
 from engine.table_loader import (
     Paused,
     SourceSpec,

@@ -37,8 +37,8 @@ def insert_quarantine(conn: psycopg.Connection, table: str, collection: str,
                       secrets: SecretFields = NO_SECRETS) -> list[QuarantineRecord]:
     """Quarantine (document, reason code, message) items, inside the caller's
     transaction. The record keeps the original document with its secrets
-    (engine.redact.SecretFields) masked: every log,
-    report and view is made from it."""
+    (engine.redact.SecretFields) masked: every log, report and view is made
+    from it."""
     now = dt.datetime.now(dt.UTC).isoformat()
     records = []
     for doc, code, message in items:

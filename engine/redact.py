@@ -1,4 +1,5 @@
-"""Keep secrets out of every output: passwords in connection strings become ***.
+"""What may be shown: passwords in connection strings become ***, secrets in
+the data are masked, and names from the source lose their control characters.
 
 A connection string is parsed as its driver parses it (a URL, or libpq's
 key=value form), never matched by pattern alone; every password seen that way
@@ -95,6 +96,14 @@ def redact_text(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def printable(name: str) -> str:
+    """A name from the source (file, collection, field) safe to show on a
+    terminal: control characters (an ESC sequence) escaped, never sent raw."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
 
 
 # -- secrets inside the data -----------------------------------------------------

@@ -23,7 +23,7 @@ import bson.json_util
 from bson import ObjectId
 from bson.codec_options import CodecOptions, DatetimeConversion
 
-from engine.redact import redact_text, redact_url
+from engine.redact import printable, redact_text, redact_url
 
 # Naive UTC datetimes; dates outside Python's range come back as DatetimeMS
 # (and are quarantined) instead of failing the whole batch.
@@ -51,14 +51,6 @@ CONNECTION_ADVICE = (
     "check the network, then run cockpit migrate again: it resumes from the checkpoint.")
 DEFAULT_TIMEOUT_S = 15.0  # how long a live source may be silent before the run pauses
 EXACT_COUNT_TIMEOUT_S = 600.0
-
-
-def printable(name: str) -> str:
-    """A name from the source (file, collection, field) safe to show on a
-    terminal: control characters (an ESC sequence) escaped, never sent raw."""
-    if name.isprintable():
-        return name
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
 
 
 def mongo_database(url: str) -> str | None:
@@ -290,7 +282,11 @@ class DumpSource:
         """The collection's file, opened; any damage found while reading it is
         a SourceError naming the file and the byte offset."""
         path = self._file(collection)
-        reader = _Reader(self._open(collection))
+        try:
+            reader = _Reader(self._open(collection))
+        except OSError as exc:
+            raise SourceError(f"cannot read {printable(str(path))}: {exc.strerror}. Check the "
+                              "file's permissions, then run the command again.") from None
         try:
             yield reader
         except DumpDamaged as exc:
