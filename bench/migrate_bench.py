@@ -35,10 +35,10 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import schema_ddl  # noqa: E402
-from engine.generate import Generator  # noqa: E402
-from engine.local_servers import EmbeddedPostgres  # noqa: E402
-from engine.mapping import nextcrm  # noqa: E402
+from devtools.generate import Generator  # noqa: E402
+from devtools.local_servers import EmbeddedPostgres  # noqa: E402
+from engine.core.mapping import nextcrm  # noqa: E402
+from engine.target import ddl  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 
@@ -149,7 +149,7 @@ def migrate(pg: EmbeddedPostgres, dump: Path, name: str) -> tuple[str, Path, flo
                                                                   float]:
     url = pg.create_database(name)
     with psycopg.connect(url, autocommit=True) as conn:
-        schema_ddl.deploy(conn, nextcrm())
+        ddl.deploy(conn, nextcrm())
     run_dir = Path(tempfile.mkdtemp(prefix="bench-run-"))
     busy_before = busy_cpu_seconds()
     proc, seconds, use = run_measured(
@@ -176,7 +176,7 @@ def executemany_baseline(pg: EmbeddedPostgres, migrated_url: str) -> tuple[int, 
     m = nextcrm()
     url = pg.create_database("bench_executemany")
     with psycopg.connect(url, autocommit=True) as conn:
-        schema_ddl.deploy(conn, m)
+        ddl.deploy(conn, m)
     rows_total, seconds = 0, 0.0
     with psycopg.connect(migrated_url) as src, psycopg.connect(url) as dst:
         for name in m.load_order():

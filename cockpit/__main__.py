@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.workers import start_fork_server_for
+from engine.core.processes import start_fork_server_for
 
 
 def tui_parser() -> argparse.ArgumentParser:
@@ -31,9 +31,9 @@ def tui_parser() -> argparse.ArgumentParser:
 
 def run_tui(args: argparse.Namespace, autostart: bool) -> int:
     from cockpit.app import CockpitApp, CockpitConfig
-    from engine.mapping import RulesError
-    from engine.run_files import RunFileError, prepare_run_dir
-    from engine.runbook import RunbookError, default_runbook_path
+    from engine.core.mapping import RulesError
+    from engine.core.run_files import RunFileError, prepare_run_dir
+    from engine.runbook.model import RunbookError, default_runbook_path
 
     config = CockpitConfig(args.postgres, args.mongo, args.dump, args.db, args.run_dir,
                            args.runbook or default_runbook_path(), autostart,
@@ -50,8 +50,8 @@ def run_tui(args: argparse.Namespace, autostart: bool) -> int:
 
 
 def run_demo(argv: list[str]) -> int:
+    from devtools.demo import start_demo, stop_on_hangup
     from engine.cli import build_parser
-    from engine.demo import start_demo, stop_on_hangup
 
     args = build_parser().parse_args(["demo", *argv])
     stop_on_hangup()

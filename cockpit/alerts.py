@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.run_files import open_private
+from engine.core.run_files import open_private
 
 
 @dataclass(frozen=True)

@@ -42,16 +42,16 @@ from cockpit.panes.runbook import RunbookPane
 from cockpit.panes.system import SystemPane
 from cockpit.progress_model import ProgressModel
 from cockpit.screens import ConfirmQuitScreen, HelpScreen, NoteScreen, RecordScreen, ReportScreen
-from engine import events
-from engine.checkpoint import CHECKPOINT_FILE
 from engine.console import print_validation
-from engine.control import MigrationControl
-from engine.mapping import nextcrm_with_rules
-from engine.migrate import Migration, MigrationSettings
-from engine.redact import redact_text, redact_url
-from engine.runbook import RECORD_FILE, RunbookState, export_record, load_runbook
-from engine.runbook_checks import CheckResult, RunContext, run_action, run_check
-from engine.validate import ValidationSettings, Validator
+from engine.core import events
+from engine.core.control import MigrationControl
+from engine.core.mapping import nextcrm_with_rules
+from engine.core.redact import redact_text, redact_url
+from engine.migrate.run import Migration, MigrationSettings
+from engine.runbook.checks import CheckResult, RunContext, run_action, run_check
+from engine.runbook.model import RECORD_FILE, RunbookState, export_record, load_runbook
+from engine.target.checkpoint import CHECKPOINT_FILE
+from engine.validate.run import ValidationSettings, Validator
 
 RECORDED = 2_000  # messages kept in CockpitApp.recorded
 PANES = ["progress", "postgres", "checkpoint", "errors", "system", "runbook"]

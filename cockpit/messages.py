@@ -6,7 +6,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from cockpit.monitors import PostgresStats, SystemSample
-from engine import events
+from engine.core import events
 
 
 class EngineReported(Message):

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from engine.redact import redact_text
+from engine.core.redact import redact_text
 
 
 @dataclass(frozen=True)

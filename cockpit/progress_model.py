@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from engine import events
+from engine.core import events
 
 
 @dataclass

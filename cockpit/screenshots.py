@@ -21,10 +21,10 @@ from cockpit.alerts import Limits
 from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import MigrationEnded, ValidationEnded
 from cockpit.panes.runbook import RunbookPane
-from engine import events
+from devtools.generate import Generator
+from devtools.local_servers import EmbeddedPostgres
 from engine.cli import main as cli
-from engine.generate import Generator
-from engine.local_servers import EmbeddedPostgres
+from engine.core import events
 
 ROOT = Path(__file__).resolve().parents[1]
 

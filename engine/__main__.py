@@ -1,6 +1,6 @@
 import sys
 
-from engine.workers import start_fork_server_for
+from engine.core.processes import start_fork_server_for
 
 start_fork_server_for(sys.argv[1:])
 

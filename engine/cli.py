@@ -16,21 +16,15 @@ from typing import TypeVar
 
 import psycopg
 
-from engine import schema_ddl
 from engine.console import ConsoleRenderer
-from engine.control import MigrationControl
-from engine.mapping import Mapping, RulesError, nextcrm, nextcrm_with_rules
-from engine.migrate import Migration, MigrationSettings, Outcome
-from engine.redact import redact_text, redact_url, remember_secrets_of
-from engine.run_files import RunFileError, prepare_run_dir
-from engine.sources import (
-    DEFAULT_TIMEOUT_S,
-    MongoSource,
-    Source,
-    SourceError,
-    mongo_database,
-    open_source,
-)
+from engine.core.control import MigrationControl
+from engine.core.mapping import Mapping, RulesError, nextcrm, nextcrm_with_rules
+from engine.core.redact import redact_text, redact_url, remember_secrets_of
+from engine.core.run_files import RunFileError, prepare_run_dir
+from engine.migrate.run import Migration, MigrationSettings, Outcome
+from engine.source.base import DEFAULT_TIMEOUT_S, MongoSource, Source, SourceError, mongo_database
+from engine.source.spec import open_source
+from engine.target import ddl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
 T = TypeVar("T")
@@ -183,9 +177,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
     print(f"Deploying the NextCRM schema to {redact_url(url)}")
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            counts = schema_ddl.deploy(conn, nextcrm(), force=args.force,
+            counts = ddl.deploy(conn, nextcrm(), force=args.force,
                                        drop_dependents=args.drop_dependents)
-    except schema_ddl.SchemaError as exc:
+    except ddl.SchemaError as exc:
         print(f"❌ {exc}", file=sys.stderr)
         return EXIT_FAILED
     except psycopg.Error as exc:
@@ -198,7 +192,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def print_schema_verification(c: schema_ddl.CatalogCounts, tables: int, indexes: int,
+def print_schema_verification(c: ddl.CatalogCounts, tables: int, indexes: int,
                               fks: int) -> None:
     def mark(ok: bool) -> str:
         return "✓" if ok else "✗"
@@ -242,7 +236,7 @@ def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | Non
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from engine.generate import GenerateError, Generator
+    from devtools.generate import GenerateError, Generator
 
     gen = Generator(args.scale, args.seed, args.dirt)
     total = sum(gen.counts.values())
@@ -268,7 +262,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import DEMO_DB, start_demo, stop_on_hangup
+    from devtools.demo import DEMO_DB, start_demo, stop_on_hangup
 
     stop_on_hangup()
     env = start_demo(args.scale)
@@ -283,7 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from engine.baseline import BASELINE_FILE, take_baseline
+    from engine.validate.baseline import BASELINE_FILE, take_baseline
 
     run_dir = need_run_dir(args)
     source = need_source(args)
@@ -303,7 +297,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine.console import print_validation
-    from engine.validate import Thresholds, ValidationSettings, Validator
+    from engine.validate.run import Thresholds, ValidationSettings, Validator
 
     url = need_postgres(args)
     mapping = need_mapping(args)
@@ -313,7 +307,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         args.min_match, args.max_mismatches, args.max_orphans))
     try:
         report = Validator(source, settings, [ConsoleRenderer(sys.stderr)], mapping).run()
-    except (schema_ddl.SchemaError, psycopg.Error, SourceError, RunFileError) as exc:
+    except (ddl.SchemaError, psycopg.Error, SourceError, RunFileError) as exc:
         print(f"❌ {redact_text(str(exc)).strip()}", file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -323,7 +317,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_runbook(args: argparse.Namespace) -> int:
-    from engine.runbook import (
+    from engine.runbook.model import (
         RECORD_FILE,
         RunbookError,
         RunbookState,

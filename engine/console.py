@@ -7,8 +7,8 @@ import sys
 import time
 from typing import TextIO
 
-from engine import events
-from engine.redact import printable
+from engine.core import events
+from engine.core.redact import printable
 
 BAR = 20
 

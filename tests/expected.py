@@ -9,12 +9,12 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from engine.ids import object_id_to_uuid, uuid_to_object_id
-from engine.mapping import nextcrm
-from engine.raw_uuid import read_uuids_as_bytes
-from engine.schema_ddl import STATE_SCHEMA
-from engine.sources import Position, Source
-from engine.transform import Rejected, TableTransformer
+from engine.core.ids import object_id_to_uuid, uuid_to_object_id
+from engine.core.mapping import nextcrm
+from engine.core.transform import Rejected, TableTransformer
+from engine.source.base import Position, Source
+from engine.target.checkpoint import STATE_SCHEMA
+from engine.target.raw_uuid import read_uuids_as_bytes
 
 
 def plain(value: Any) -> Any:

@@ -16,11 +16,11 @@ from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import MigrationEnded
 from cockpit.panes.runbook import RunbookPane
 from cockpit.screens import ConfirmQuitScreen, HelpScreen, RecordScreen, ReportScreen
-from engine import events
+from devtools.generate import Generator
 from engine.cli import main
-from engine.control import MigrationControl
-from engine.generate import Generator
-from engine.sources import DumpSource, MongoSource
+from engine.core import events
+from engine.core.control import MigrationControl
+from engine.source.base import DumpSource, MongoSource
 from tests.expected import assert_lossless
 
 ROOT = Path(__file__).resolve().parents[1]

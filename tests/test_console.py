@@ -2,8 +2,8 @@
 
 import io
 
-from engine import events
 from engine.console import ConsoleRenderer
+from engine.core import events
 
 
 class Terminal(io.StringIO):

@@ -10,13 +10,13 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from engine import events
+from devtools.generate import Generator
 from engine.cli import main
-from engine.generate import Generator
-from engine.ids import object_id_to_uuid
-from engine.migrate import Migration, MigrationSettings, Outcome
-from engine.schema_ddl import STATE_SCHEMA
-from engine.sources import DumpSource, MongoSource
+from engine.core import events
+from engine.core.ids import object_id_to_uuid
+from engine.migrate.run import Migration, MigrationSettings, Outcome
+from engine.source.base import DumpSource, MongoSource
+from engine.target.checkpoint import STATE_SCHEMA
 
 NOW = dt.datetime(2025, 3, 1, 9, 30, 0, 250000)
 

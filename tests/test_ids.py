@@ -3,7 +3,7 @@ import uuid
 import pytest
 from bson import ObjectId
 
-from engine.ids import object_id_to_uuid, uuid_to_object_id
+from engine.core.ids import object_id_to_uuid, uuid_to_object_id
 
 
 def test_round_trip_and_rfc9562_version_8() -> None:

@@ -35,9 +35,31 @@ def test_cockpit_never_imports_secantus() -> None:
 
 
 def test_running_the_engine_loads_no_ui() -> None:
-    code = ("import sys, engine.cli, engine.migrate, engine.demo, engine.generate; "
+    code = ("import sys, engine.cli, engine.migrate.run, devtools.demo, devtools.generate; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'cockpit')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_engines_layers_hold() -> None:
+    """The import-linter contracts of pyproject.toml: the layers of engine/, no
+    UI in the engine, development tools reached only from the CLI."""
+    result = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 3 kept, 0 broken." in result.stdout
+
+
+def test_a_forbidden_import_breaks_the_layers(tmp_path: Path) -> None:
+    """The check can fail: core importing a stage above it is caught."""
+    probe = ROOT / "engine" / "core" / "_layer_probe.py"
+    probe.write_text("import engine.migrate.run  # noqa: F401\n")
+    try:
+        result = subprocess.run([str(Path(sys.executable).parent / "lint-imports"),
+                                 "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    finally:
+        probe.unlink()
+    assert result.returncode != 0
+    assert "engine.core._layer_probe -> engine.migrate.run" in result.stdout

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.mapping import nextcrm
+from engine.core.mapping import nextcrm
 from tests.conftest import SHARED
 
 

@@ -4,13 +4,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine import events
+from devtools.generate import Generator
 from engine.cli import main
-from engine.generate import Generator
-from engine.migrate import Migration, MigrationSettings, Outcome
-from engine.quarantine import read_jsonl
-from engine.schema_ddl import STATE_SCHEMA, catalog_counts
-from engine.sources import DumpSource, MongoSource
+from engine.core import events
+from engine.migrate.run import Migration, MigrationSettings, Outcome
+from engine.source.base import DumpSource, MongoSource
+from engine.target.checkpoint import STATE_SCHEMA
+from engine.target.ddl import catalog_counts
+from engine.target.quarantine import read_jsonl
 from tests.expected import assert_lossless
 
 
@@ -97,7 +98,7 @@ def test_unknown_and_missing_collections_are_reported(
 
 
 def test_second_concurrent_run_is_refused(pg_url: str, tmp_path: Path, run_dir: Path) -> None:
-    from engine.schema_ddl import ADVISORY_LOCK_KEY
+    from engine.target.checkpoint import ADVISORY_LOCK_KEY
 
     Generator(scale=0.005, seed=1).write_dump(tmp_path / "dump")
     main(["schema", "deploy", "--postgres", pg_url])

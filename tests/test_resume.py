@@ -13,11 +13,11 @@ import psutil
 import psycopg
 import pytest
 
+from devtools.generate import Generator
 from engine.cli import main
-from engine.generate import Generator
-from engine.quarantine import read_jsonl
-from engine.schema_ddl import STATE_SCHEMA
-from engine.sources import DumpSource
+from engine.source.base import DumpSource
+from engine.target.checkpoint import STATE_SCHEMA
+from engine.target.quarantine import read_jsonl
 from tests.expected import assert_lossless
 
 ROOT = Path(__file__).resolve().parents[1]

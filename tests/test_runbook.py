@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from devtools.generate import Generator
 from engine.cli import main
-from engine.generate import Generator
-from engine.runbook import RunbookError, RunbookState, export_record, load_runbook
-from engine.runbook_checks import CHECKS, RunContext, run_action, run_check
+from engine.runbook.checks import CHECKS, RunContext, run_action, run_check
+from engine.runbook.model import RunbookError, RunbookState, export_record, load_runbook
 from tests.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]

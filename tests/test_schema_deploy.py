@@ -4,9 +4,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine import catalog, schema_ddl
 from engine.cli import main
-from engine.mapping import nextcrm
+from engine.core.mapping import nextcrm
+from engine.target import catalog, ddl
 from tests.conftest import SHARED
 
 FACTS = SHARED if SHARED.exists() else Path(__file__).resolve().parents[1] / "engine" / "nextcrm"
@@ -19,7 +19,7 @@ def facts(name: str) -> list[dict[str, str]]:
 
 def test_deploy_creates_exactly_the_shared_schema(pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        counts = schema_ddl.deploy(conn, nextcrm())
+        counts = ddl.deploy(conn, nextcrm())
         assert (counts.tables, counts.secondary_indexes, counts.foreign_keys, counts.enums) == (
             39, 121, 52, 10)
         assert counts.indexes == 160  # pg_indexes also lists the 39 primary keys

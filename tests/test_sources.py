@@ -6,7 +6,7 @@ from pathlib import Path
 import bson
 import pytest
 
-from engine.sources import DumpSource, Position, SourceError
+from engine.source.base import DumpSource, Position, SourceError
 
 
 def write(folder: Path, name: str, data: bytes) -> None:

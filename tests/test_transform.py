@@ -9,11 +9,11 @@ from bson import Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 from psycopg.types.json import Jsonb
 
-from engine.generate import Generator
-from engine.ids import object_id_to_uuid
-from engine.mapping import Rules, nextcrm
-from engine.sources import DumpSource, Position
-from engine.transform import Rejected, TableTransformer
+from devtools.generate import Generator
+from engine.core.ids import object_id_to_uuid
+from engine.core.mapping import Rules, nextcrm
+from engine.core.transform import Rejected, TableTransformer
+from engine.source.base import DumpSource, Position
 
 OID = ObjectId("64f284d5e09c8f3477e27a66")
 

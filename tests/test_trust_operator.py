@@ -15,11 +15,11 @@ import pytest
 from cockpit.app import RECORDED, CockpitApp, CockpitConfig
 from cockpit.panes.errors import DOCUMENT_SHOWN
 from cockpit.progress_model import ProgressModel
-from engine import events
+from devtools.generate import Generator
+from devtools.local_servers import MongoWireServer
 from engine.cli import main
-from engine.generate import Generator
-from engine.local_servers import MongoWireServer
-from engine.runbook import STATE_FILE, RunbookState
+from engine.core import events
+from engine.runbook.model import STATE_FILE, RunbookState
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -12,9 +12,9 @@ import pytest
 from bson import Binary
 from psycopg.conninfo import conninfo_to_dict
 
+from devtools.generate import Generator
 from engine.cli import main
-from engine.generate import Generator
-from engine.redact import redact_text, redact_url
+from engine.core.redact import redact_text, redact_url
 
 PASSWORD = "S3cret-Pw-7431"
 

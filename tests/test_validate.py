@@ -10,13 +10,13 @@ import bson
 import psycopg
 import pytest
 
+from devtools.generate import Generator
+from devtools.local_servers import EmbeddedPostgres
 from engine.cli import main
-from engine.generate import Generator
-from engine.ids import object_id_to_uuid
-from engine.local_servers import EmbeddedPostgres
-from engine.migrate import Migration, MigrationSettings
-from engine.sources import DumpSource
-from engine.validate import REPORT_FILE, ValidationSettings, Validator
+from engine.core.ids import object_id_to_uuid
+from engine.migrate.run import Migration, MigrationSettings
+from engine.source.base import DumpSource
+from engine.validate.run import REPORT_FILE, ValidationSettings, Validator
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def some_row(target: str, sql: str) -> tuple:
 
 
 def oid_of(u: object) -> str:
-    from engine.ids import uuid_to_object_id
+    from engine.core.ids import uuid_to_object_id
 
     return str(uuid_to_object_id(u))  # type: ignore[arg-type]
 

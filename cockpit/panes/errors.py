@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from cockpit.alerts import Alert
-from engine import events
+from engine.core import events
 
 TAIL = 10_000  # records kept for browsing; the files keep them all
 DOCUMENT_SHOWN = 16_384  # characters of a record's document kept for its view

@@ -11,7 +11,15 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from cockpit.screens import ReportScreen
-from engine.runbook import Group, Item, Runbook, RunbookState, Step, group_progress, step_details
+from engine.runbook.model import (
+    Group,
+    Item,
+    Runbook,
+    RunbookState,
+    Step,
+    group_progress,
+    step_details,
+)
 
 KIND_MARK = {"manual": "·", "auto": "⚙", "action": "▶"}
 

@@ -23,7 +23,8 @@ import bson.json_util
 from bson import ObjectId
 from bson.codec_options import CodecOptions, DatetimeConversion
 
-from engine.redact import printable, redact_text, redact_url
+from engine.core.ids import id_json
+from engine.core.redact import printable, redact_text, redact_url
 
 # Naive UTC datetimes; dates outside Python's range come back as DatetimeMS
 # (and are quarantined) instead of failing the whole batch.
@@ -77,8 +78,7 @@ class Position:
     last_id: str | None = None  # extended JSON of the last _id
 
 
-def id_json(value: object) -> str:
-    return bson.json_util.dumps(value)
+
 
 
 class Source(Protocol):
@@ -493,12 +493,3 @@ def collected_per_batch(batches: Iterator[list[dict]],
             gc.enable()
 
 
-def open_source(mongo_url: str | None, dump: str | None, database: str | None = None,
-                timeout_s: float = DEFAULT_TIMEOUT_S) -> Source:
-    if dump:
-        return DumpSource(dump, database)
-    if mongo_url:
-        src = MongoSource(mongo_url, database, timeout_s)
-        src.ping()
-        return src
-    raise SourceError("no source: give --mongo URL (or set STAGING_MONGODB_URL) or --dump DIR")

@@ -22,7 +22,7 @@ from pathlib import Path
 import bson
 from bson import ObjectId
 
-from engine.mapping import Mapping, nextcrm
+from engine.core.mapping import Mapping, nextcrm
 
 # Documents per collection at scale 1.0 (a mid-size CRM; the lookups stay
 # fixed). They add up to the runbook's 125,430.

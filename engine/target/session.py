@@ -9,6 +9,7 @@ from queue import SimpleQueue
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 
 T = TypeVar("T")
 
@@ -45,3 +46,23 @@ def run_on_connections(url: str, tasks: Sequence[Callable[[psycopg.Connection], 
     finally:
         for conn in opened:
             conn.close()
+
+
+def session_settings(conn: psycopg.Connection) -> None:
+    # Each batch commits with its own checkpoint, so a commit lost in a server
+    # crash loses both together and the resume redoes that batch: waiting for
+    # each WAL flush buys nothing here.
+    conn.execute("SET synchronous_commit = off")
+    # The engine already keeps every core busy (worker processes, one
+    # connection per core after the load): parallel query and index-build
+    # workers would only add their start-up and hand-over costs.
+    conn.execute("SET max_parallel_workers_per_gather = 0")
+    conn.execute("SET max_parallel_maintenance_workers = 0")
+
+
+def execute_all(conn: psycopg.Connection, statements: list[sql.Composable]) -> None:
+    """Statements without parameters in one round trip (the simple query
+    protocol takes several at once): a hundred DDL statements one by one
+    spent more time travelling than running."""
+    if statements:
+        conn.execute(sql.SQL(";\n").join(statements))

@@ -1,5 +1,5 @@
 """The bulk load of one collection into its table, batch by batch, each batch
-committed with its checkpoint. Runs in the engine's process or in a worker
+committed with its state. Runs in the engine's process or in a worker
 process (one per core), which reports through the same events."""
 
 from __future__ import annotations
@@ -8,68 +8,38 @@ import contextlib
 import multiprocessing.util
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import psycopg
 
-from engine import checkpoint, events
-from engine.checkpoint import TableState
-from engine.control import MigrationControl
-from engine.copy_loader import copy_isolating_failures, insert_pairs, wire_types
-from engine.mapping import Mapping, Table
-from engine.quarantine import insert_quarantine
-from engine.raw_uuid import copy_uuids_as_bytes
-from engine.sources import (
-    DEFAULT_TIMEOUT_S,
-    DumpSource,
-    MongoSource,
+from engine.core import events
+from engine.core.control import MigrationControl
+from engine.core.ids import id_json
+from engine.core.mapping import Mapping, Table
+from engine.core.processes import worker_emit
+from engine.core.transform import Rejected, TableTransformer
+from engine.source.base import (
     Position,
     Source,
     SourceUnreachable,
     collected_per_batch,
-    id_json,
 )
-from engine.transform import Rejected, TableTransformer
-from engine.workers import worker_emit
+from engine.source.spec import SourceSpec
+from engine.target import checkpoint
+from engine.target.checkpoint import TableState
+from engine.target.copy import copy_isolating_failures, insert_pairs, wire_types
+from engine.target.quarantine import insert_quarantine
+from engine.target.raw_uuid import copy_uuids_as_bytes
+from engine.target.session import session_settings
 
 
 class Paused(Exception):
     """The driver asked to stop; everything committed so far is kept."""
 
 
-@dataclass(frozen=True)
-class SourceSpec:
-    """How a worker process opens the same source as the engine."""
-
-    kind: str  # "mongo" | "dump"
-    location: str  # URL or folder (a URL may hold a password: never printed)
-    database: str | None
-    timeout_s: float = DEFAULT_TIMEOUT_S
-
-    @staticmethod
-    def of(source: Source) -> SourceSpec:
-        if isinstance(source, MongoSource):
-            return SourceSpec("mongo", source.url, source.database, source.timeout_s)
-        if isinstance(source, DumpSource):
-            return SourceSpec("dump", str(source.folder), None)
-        raise TypeError(f"cannot share {type(source).__name__} with a worker")
-
-    def open(self) -> Source:
-        if self.kind == "mongo":
-            return MongoSource(self.location, self.database, self.timeout_s)
-        return DumpSource(self.location)
 
 
-def session_settings(conn: psycopg.Connection) -> None:
-    # Each batch commits with its own checkpoint, so a commit lost in a server
-    # crash loses both together and the resume redoes that batch: waiting for
-    # each WAL flush buys nothing here.
-    conn.execute("SET synchronous_commit = off")
-    # The engine already keeps every core busy (worker processes, one
-    # connection per core after the load): parallel query and index-build
-    # workers would only add their start-up and hand-over costs.
-    conn.execute("SET max_parallel_workers_per_gather = 0")
-    conn.execute("SET max_parallel_maintenance_workers = 0")
+
+
 
 
 class TableLoader:

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import psycopg
 
-from engine import checkpoint, schema_ddl
-from engine.baseline import BASELINE_FILE, read_baseline, take_baseline
-from engine.checkpoint import CHECKPOINT_FILE
-from engine.mapping import nextcrm
-from engine.redact import redact_text
-from engine.sources import DumpSource, MongoSource, Source, SourceError, open_source
-from engine.validate import REPORT_FILE
+from engine.core.mapping import nextcrm
+from engine.core.redact import redact_text
+from engine.source.base import DumpSource, MongoSource, Source, SourceError
+from engine.source.spec import open_source
+from engine.target import checkpoint, ddl
+from engine.target.checkpoint import CHECKPOINT_FILE
+from engine.validate.baseline import BASELINE_FILE, read_baseline, take_baseline
+from engine.validate.run import REPORT_FILE
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def postgres_reachable(ctx: RunContext) -> CheckResult:
 
 def vector_available(ctx: RunContext) -> CheckResult:
     with _pg(ctx) as conn:
-        ok = schema_ddl.vector_available(conn)
+        ok = ddl.vector_available(conn)
     return CheckResult(ok, "extension vector available" if ok else
                        "extension vector is not installed on the server (postgresql-16-pgvector)")
 
@@ -122,7 +123,7 @@ def disk_space(ctx: RunContext) -> CheckResult:
 def schema_deployed(ctx: RunContext) -> CheckResult:
     m = nextcrm()
     with _pg(ctx) as conn:
-        c = schema_ddl.catalog_counts(conn, m)
+        c = ddl.catalog_counts(conn, m)
     ok = (c.tables, c.secondary_indexes, c.foreign_keys) == (
         len(m.tables), len(m.indexes), len(m.foreign_keys))
     return CheckResult(ok, f"{c.tables} tables (expect {len(m.tables)}), {c.secondary_indexes} "
@@ -133,7 +134,7 @@ def schema_deployed(ctx: RunContext) -> CheckResult:
 def tables_created(ctx: RunContext) -> CheckResult:
     m = nextcrm()
     with _pg(ctx) as conn:
-        present = schema_ddl.existing_tables(conn, m)
+        present = ddl.existing_tables(conn, m)
     return CheckResult(len(present) == len(m.tables),
                        f"{len(present)} of {len(m.tables)} tables (29 entity + 10 junction)")
 
@@ -246,7 +247,7 @@ def action_baseline(ctx: RunContext) -> CheckResult:
 
 def action_schema_deploy(ctx: RunContext) -> CheckResult:
     with _pg(ctx) as conn:
-        c = schema_ddl.deploy(conn, nextcrm())
+        c = ddl.deploy(conn, nextcrm())
     return CheckResult(True, f"deployed: {c.tables} tables, {c.secondary_indexes} indexes, "
                        f"{c.foreign_keys} foreign keys")
 
@@ -268,5 +269,5 @@ def run_action(name: str, ctx: RunContext) -> CheckResult:
         return CheckResult(False, f"{name} runs from the cockpit (or: cockpit {name})")
     try:
         return fn(ctx)
-    except (psycopg.Error, SourceError, OSError, schema_ddl.SchemaError) as exc:
+    except (psycopg.Error, SourceError, OSError, ddl.SchemaError) as exc:
         return CheckResult(False, redact_text(str(exc)).strip()[:300])

@@ -19,9 +19,9 @@ from bson import ObjectId
 from bson.datetime_ms import DatetimeMS
 from psycopg.types.json import Jsonb
 
-from engine.ids import object_id_bytes_to_uuid_bytes
-from engine.mapping import Column, Rules, Table
-from engine.redact import looks_secret, mask_value
+from engine.core.ids import object_id_bytes_to_uuid_bytes
+from engine.core.mapping import Column, Rules, Table
+from engine.core.redact import looks_secret, mask_value
 
 INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
 _HEX24 = re.compile(r"[0-9a-fA-F]{24}\Z")

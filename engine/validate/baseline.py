@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from engine.run_files import write_private
-from engine.sources import Source
+from engine.core.run_files import write_private
+from engine.source.base import Source
 
 BASELINE_FILE = "migration-baseline.json"
 BASELINE_TEXT = "migration-baseline.txt"

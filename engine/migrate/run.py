@@ -14,27 +14,22 @@ from pathlib import Path
 
 import psycopg
 
-from engine import checkpoint, events, post_load, schema_ddl
-from engine.checkpoint import CHECKPOINT_FILE, RunState
-from engine.control import MigrationControl
-from engine.ids import uuid_to_object_id
-from engine.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
-from engine.parallel_sql import run_on_connections
-from engine.quarantine import ErrorLog, QuarantineRecord, insert_quarantine
-from engine.redact import printable, redact_text, redact_url
-from engine.report import write_migration_report
-from engine.run_files import RunFileError, prepare_run_dir
-from engine.schema_ddl import ADVISORY_LOCK_KEY
-from engine.sources import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
-from engine.table_loader import (
-    Paused,
-    SourceSpec,
-    TableLoader,
-    init_worker,
-    load_in_worker,
-    session_settings,
-)
-from engine.workers import WorkerPool
+from engine.core import events
+from engine.core.control import MigrationControl
+from engine.core.ids import uuid_to_object_id
+from engine.core.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
+from engine.core.processes import WorkerPool
+from engine.core.redact import printable, redact_text, redact_url
+from engine.core.run_files import RunFileError, prepare_run_dir
+from engine.migrate import post_load
+from engine.migrate.load import Paused, TableLoader, init_worker, load_in_worker
+from engine.migrate.report import write_migration_report
+from engine.source.base import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
+from engine.source.spec import SourceSpec
+from engine.target import checkpoint, ddl
+from engine.target.checkpoint import ADVISORY_LOCK_KEY, CHECKPOINT_FILE, RunState
+from engine.target.quarantine import ErrorLog, QuarantineRecord, insert_quarantine
+from engine.target.session import execute_all, run_on_connections, session_settings
 
 PHASE_TITLES = {
     1: "Independent Lookup Tables",
@@ -122,20 +117,20 @@ class Migration:
         except RunFileError as exc:
             self.emit(events.MigrationFailed(str(exc), "Free space or fix the folder's "
                                              "permissions, then run cockpit migrate again: it "
-                                             "resumes from the last checkpoint."))
+                                             "resumes from the last state."))
         except SourceUnreachable as exc:
             self.emit(events.Notice("error", f"{exc} {CONNECTION_ADVICE}"))
             return self._paused()
         except SourceError as exc:
             self.emit(events.MigrationFailed(redact_text(str(exc)),
                                              "Fix the source, then run cockpit migrate again: "
-                                             "it resumes from the last checkpoint."))
+                                             "it resumes from the last state."))
         except psycopg.OperationalError as exc:
             self.emit(events.MigrationFailed(
                 f"PostgreSQL connection failed: {redact_text(str(exc)).strip()}",
                 "Check that the server is up and the URL is right (--postgres / "
                 "STAGING_POSTGRESQL_URL), then run cockpit migrate again: it resumes from "
-                "the last checkpoint."))
+                "the last state."))
         except Exception as exc:  # unexpected: say it plainly, keep the checkpoint
             self.emit(events.MigrationFailed(
                 f"{type(exc).__name__}: {redact_text(str(exc))}",
@@ -155,7 +150,7 @@ class Migration:
     # -- the run ---------------------------------------------------------------
 
     def _run(self, conn: psycopg.Connection, started: float) -> Outcome:
-        present = schema_ddl.existing_tables(conn, self.mapping)
+        present = ddl.existing_tables(conn, self.mapping)
         if len(present) < len(self.mapping.tables):
             raise MigrationError(
                 f"the target schema is not deployed ({len(present)} of "
@@ -208,7 +203,7 @@ class Migration:
         phases["postLoad"] = time.monotonic() - started - sum(phases.values())
 
         with conn.transaction():
-            schema_ddl.hold_autovacuum(conn, self.mapping, held=False)
+            ddl.hold_autovacuum(conn, self.mapping, held=False)
             checkpoint.finish_run(conn)
         self.state = checkpoint.load_state(conn)
         assert self.state is not None
@@ -228,7 +223,7 @@ class Migration:
         return Outcome.FINISHED_WITH_QUARANTINE if quarantined else Outcome.FINISHED
 
     def _start_new_run(self, conn: psycopg.Connection) -> RunState:
-        full = schema_ddl.tables_with_rows(conn, list(self.mapping.tables))
+        full = ddl.tables_with_rows(conn, list(self.mapping.tables))
         if full:
             raise MigrationError(
                 f"the target already holds rows ({', '.join(full[:5])}) and no checkpoint",
@@ -242,11 +237,11 @@ class Migration:
         with conn.transaction():
             checkpoint.create_state(conn, self.source.description, plan,
                                     self.mapping.rules.digest)
-            conn.execute(post_load.OBJECT_ID_FUNCTION)
+            conn.execute(checkpoint.OBJECT_ID_FUNCTION)
             # Secondary indexes and FKs come back after the load (faster, and
             # dangling references are then fixed set-wise first).
-            schema_ddl.drop_constraints(conn, self.mapping)
-            schema_ddl.hold_autovacuum(conn, self.mapping, held=True)
+            ddl.drop_constraints(conn, self.mapping)
+            ddl.hold_autovacuum(conn, self.mapping, held=True)
         state = checkpoint.load_state(conn)
         assert state is not None
         return state
@@ -476,13 +471,13 @@ class Migration:
         return []
 
     def _step_indexes(self, conn: psycopg.Connection, table: str) -> list[QuarantineRecord]:
-        schema_ddl.execute_all(conn, [schema_ddl.create_index(index)
+        execute_all(conn, [ddl.create_index(index)
                                       for index in self.mapping.indexes if index.table == table])
         return []
 
     def _step_foreign_keys(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
-        have = schema_ddl.existing_constraints(conn)
-        schema_ddl.execute_all(conn, [schema_ddl.add_foreign_key(fk, not_valid=True)
+        have = ddl.existing_constraints(conn)
+        execute_all(conn, [ddl.add_foreign_key(fk, not_valid=True)
                                       for fk in self.mapping.foreign_keys if fk.name not in have])
         return []
 
@@ -498,11 +493,11 @@ class Migration:
             if fk.name in set_null:
                 try:
                     with conn.transaction():  # a savepoint: a failed check undoes nothing else
-                        conn.execute(schema_ddl.validate_foreign_key(fk))
+                        conn.execute(ddl.validate_foreign_key(fk))
                     continue
                 except psycopg.errors.ForeignKeyViolation:
                     self._step_references(conn, fk)
-            conn.execute(schema_ddl.validate_foreign_key(fk))
+            conn.execute(ddl.validate_foreign_key(fk))
         return []
 
     # -- checkpoint file and pause -----------------------------------------------

@@ -32,21 +32,23 @@ from bson import ObjectId
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from engine import catalog, checkpoint, events, post_load, schema_ddl
-from engine.baseline import BASELINE_FILE, read_baseline
-from engine.copy_loader import insert_ids, insert_pairs
-from engine.ids import object_id_to_uuid, uuid_to_object_id
-from engine.mapping import Column, ForeignKey, Junction, Mapping, Rules, Table, nextcrm
-from engine.parallel_sql import run_on_connections
-from engine.quarantine import JSONL_FILE, read_jsonl
-from engine.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
-from engine.redact import mask_value, redact_url
-from engine.run_files import prepare_run_dir, write_private
-from engine.schema_ddl import STATE_SCHEMA, ident
-from engine.sources import Position, Source, collected_per_batch, id_json
-from engine.table_loader import SourceSpec
-from engine.transform import Pair, Rejected, TableTransformer
-from engine.workers import run_in_workers, worker_emit
+from engine.core import events
+from engine.core.ids import id_json, object_id_to_uuid, uuid_to_object_id
+from engine.core.mapping import Column, ForeignKey, Junction, Mapping, Rules, Table, nextcrm
+from engine.core.processes import run_in_workers, worker_emit
+from engine.core.redact import mask_value, redact_url
+from engine.core.run_files import prepare_run_dir, write_private
+from engine.core.transform import Pair, Rejected, TableTransformer
+from engine.source.base import Position, Source, collected_per_batch
+from engine.source.spec import SourceSpec
+from engine.target import catalog, checkpoint, ddl
+from engine.target.checkpoint import STATE_SCHEMA
+from engine.target.copy import insert_ids, insert_pairs
+from engine.target.ddl import ident
+from engine.target.quarantine import JSONL_FILE, read_jsonl
+from engine.target.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
+from engine.target.session import run_on_connections
+from engine.validate.baseline import BASELINE_FILE, read_baseline
 
 REPORT_FILE = "migration-validation-report.json"
 # What the source holds, written by the table checks (possibly in worker
@@ -293,14 +295,14 @@ class Validator:
         prepare_run_dir(self.settings.run_dir)  # before the work, not when its report is due
         with psycopg.connect(self.settings.postgres_url, autocommit=True,
                              application_name="migration-cockpit validate") as conn:
-            present = schema_ddl.existing_tables(conn, self.mapping)
+            present = ddl.existing_tables(conn, self.mapping)
             if len(present) < len(self.mapping.tables):
-                raise schema_ddl.SchemaError(
+                raise ddl.SchemaError(
                     f"the target has {len(present)} of {len(self.mapping.tables)} NextCRM "
                     "tables: deploy and migrate first (cockpit schema deploy, cockpit migrate)")
             # ObjectIds in findings come from the UUIDs, in SQL.
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
-            conn.execute(post_load.OBJECT_ID_FUNCTION)
+            conn.execute(checkpoint.OBJECT_ID_FUNCTION)
             quarantined = self._quarantined(conn)
             adjustments = self._adjustments(conn)
             conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")

@@ -14,9 +14,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from engine.run_files import write_private
-from engine.schema_ddl import STATE_SCHEMA, execute_all
+from engine.core.run_files import write_private
+from engine.target.session import execute_all
 
+STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
+ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": held by the one run working on a target
 CHECKPOINT_FILE = "migration-checkpoint.json"
 
 STATE_DDL = f"""
@@ -68,6 +70,17 @@ CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.adjustments (
     rule text NOT NULL,
     original text
 );
+"""
+
+
+# object_id(uuid) in SQL: the ObjectId hex of a row id (engine.core.ids, in reverse).
+OBJECT_ID_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {STATE_SCHEMA}.object_id(u uuid) RETURNS text
+IMMUTABLE LANGUAGE sql AS $$
+  SELECT substr(h, 1, 12) || substr(h, 14, 3)
+         || lpad(to_hex(((('x' || substr(h, 17, 16))::bit(64) << 2) >> 28)::bigint), 9, '0')
+  FROM (SELECT replace(u::text, '-', '') AS h) s
+$$;
 """
 
 

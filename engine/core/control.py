@@ -6,7 +6,7 @@ with its checkpoint, or rolled back whole.
 
 from __future__ import annotations
 
-from engine.workers import CONTEXT
+from engine.core.processes import CONTEXT
 
 
 class MigrationControl:

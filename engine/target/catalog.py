@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from engine.mapping import Mapping
+from engine.core.mapping import Mapping
 
 
 def pg_type_name(pg_type: str) -> str:

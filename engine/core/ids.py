@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 import uuid
 
+import bson.json_util
 from bson import ObjectId
 
 _LOW36 = (1 << 36) - 1
@@ -54,3 +55,8 @@ def uuid_to_object_id(value: uuid.UUID | str | bytes) -> ObjectId:
         raise ValueError(f"{value} was not made from an ObjectId")
     o = ((u >> 80) << 48) | (((u >> 64) & 0xFFF) << 36) | ((u >> 26) & _LOW36)
     return ObjectId(o.to_bytes(12, "big"))
+
+
+def id_json(value: object) -> str:
+    """An _id of any BSON type as extended JSON: how positions and records name it."""
+    return bson.json_util.dumps(value)

@@ -9,20 +9,12 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from engine.mapping import ForeignKey, Junction, Mapping
-from engine.schema_ddl import STATE_SCHEMA, ident
+from engine.core.mapping import ForeignKey, Junction, Mapping
+from engine.target.checkpoint import STATE_SCHEMA
+from engine.target.ddl import ident
+
 
 # The ObjectId hex inside a UUID made by engine.ids (see its layout).
-OBJECT_ID_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION {STATE_SCHEMA}.object_id(u uuid) RETURNS text
-IMMUTABLE LANGUAGE sql AS $$
-  SELECT substr(h, 1, 12) || substr(h, 14, 3)
-         || lpad(to_hex(((('x' || substr(h, 17, 16))::bit(64) << 2) >> 28)::bigint), 9, '0')
-  FROM (SELECT replace(u::text, '-', '') AS h) s
-$$;
-"""
-
-
 @dataclass(frozen=True)
 class RemovedRow:
     """A loaded row taken out again (it goes to quarantine)."""

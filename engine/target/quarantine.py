@@ -18,11 +18,11 @@ import psycopg
 from bson import ObjectId, json_util
 from bson.json_util import RELAXED_JSON_OPTIONS
 
-from engine import events
-from engine.redact import NO_SECRETS, SecretFields, mask_document, mask_in_text
-from engine.run_files import open_private
-from engine.schema_ddl import STATE_SCHEMA
-from engine.sources import id_json
+from engine.core import events
+from engine.core.ids import id_json
+from engine.core.redact import NO_SECRETS, SecretFields, mask_document, mask_in_text
+from engine.core.run_files import open_private
+from engine.target.checkpoint import STATE_SCHEMA
 
 LOG_FILE = "migration-errors.log"
 JSONL_FILE = "migration-errors.jsonl"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import psycopg
 
-from engine import schema_ddl
-from engine.generate import Dataset, Generator
-from engine.local_servers import EmbeddedPostgres, MongoWireServer
-from engine.mapping import nextcrm
+from devtools.generate import Dataset, Generator
+from devtools.local_servers import EmbeddedPostgres, MongoWireServer
+from engine.core.mapping import nextcrm
+from engine.target import ddl
 
 DEMO_DB = "nextcrm"
 
@@ -74,7 +74,7 @@ def start_demo(scale: float, seed: int = 42,
         pg_url = pg.create_database(DEMO_DB)
         progress("Deploying the target schema...")
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            schema_ddl.deploy(conn, nextcrm())
+            ddl.deploy(conn, nextcrm())
     except BaseException:  # SystemExit from stop_on_hangup too
         mongo.close()
         pg.close()

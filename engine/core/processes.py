@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
-from engine import events
+from engine.core import events
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # (~0.4 s of CPU each), and unlike plain fork this is safe from a threaded
 # caller (the cockpit runs the engine in a thread).
 CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["engine.table_loader", "engine.validate"])
+CONTEXT.set_forkserver_preload(["engine.migrate.load", "engine.validate.run"])
 
 _queue: Any = None  # the worker's end of the event queue
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import psycopg
 
-from engine.checkpoint import load_state
-from engine.mapping import Mapping
-from engine.run_files import write_private
-from engine.schema_ddl import STATE_SCHEMA
+from engine.core.mapping import Mapping
+from engine.core.run_files import write_private
+from engine.target.checkpoint import STATE_SCHEMA, load_state
 
 REPORT_FILE = "migration-report.json"
 

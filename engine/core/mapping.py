@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from engine.redact import SecretFields
+from engine.core.redact import SecretFields
 
 # Column kinds the transformer and the COPY writer know.
 KINDS = {

@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from engine.run_files import write_private
+from engine.core.run_files import write_private
 
 STATE_FILE = "runbook-state.json"
 RECORD_FILE = "runbook-record.md"
@@ -115,7 +115,7 @@ def _line_of(node: Any) -> str:
 def load_runbook(path: Path, checks: set[str] | None = None,
                  actions: set[str] | None = None) -> Runbook:
     """Parse and check runbook.yaml; a RunbookError says what and where."""
-    from engine.runbook_checks import ACTIONS, CHECKS
+    from engine.runbook.checks import ACTIONS, CHECKS
 
     checks = set(CHECKS) if checks is None else checks
     actions = set(ACTIONS) if actions is None else actions
@@ -287,7 +287,7 @@ class RunbookState:
         return entry["ticked"]
 
     def record_check(self, item_id: str, ok: bool, detail: str) -> None:
-        from engine.redact import redact_text
+        from engine.core.redact import redact_text
 
         entry = self.items.setdefault(item_id, {})
         entry["check"] = {"ok": ok, "detail": redact_text(detail), "at": now_text(),

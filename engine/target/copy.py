@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
-from engine.mapping import Table
-from engine.schema_ddl import STATE_SCHEMA
-from engine.transform import Pair
+from engine.core.mapping import Table
+from engine.core.transform import Pair
+from engine.target.checkpoint import STATE_SCHEMA
 
 # Binary wire types per column kind. Enums go as text: their binary input is
 # the label itself.

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from engine.mapping import ForeignKey, Index, Mapping, Table, nextcrm
-
-STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
-ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": held by the one run working on a target
+from engine.core.mapping import ForeignKey, Index, Mapping, Table, nextcrm
+from engine.target.checkpoint import ADVISORY_LOCK_KEY, STATE_SCHEMA
+from engine.target.session import execute_all
 
 
 class SchemaError(Exception):
@@ -252,11 +251,3 @@ def drop_constraints(conn: psycopg.Connection, mapping: Mapping) -> None:
     """Drop secondary indexes and foreign keys before a bulk load."""
     execute_all(conn, [drop_foreign_key(fk) for fk in mapping.foreign_keys]
                 + [drop_index(index) for index in mapping.indexes])
-
-
-def execute_all(conn: psycopg.Connection, statements: list[sql.Composable]) -> None:
-    """Statements without parameters in one round trip (the simple query
-    protocol takes several at once): a hundred DDL statements one by one
-    spent more time travelling than running."""
-    if statements:
-        conn.execute(sql.SQL(";\n").join(statements))
