@@ -22,7 +22,8 @@ from engine.core.mapping import Mapping, RulesError, nextcrm, nextcrm_with_rules
 from engine.core.redact import redact_text, redact_url, remember_secrets_of
 from engine.core.run_files import RunFileError, prepare_run_dir
 from engine.migrate.run import Migration, MigrationSettings, Outcome
-from engine.source.base import DEFAULT_TIMEOUT_S, MongoSource, Source, SourceError, mongo_database
+from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
+from engine.source.mongo import MongoSource, mongo_database
 from engine.source.spec import open_source
 from engine.target import ddl
 

@@ -20,7 +20,8 @@ from devtools.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.control import MigrationControl
-from engine.source.base import DumpSource, MongoSource
+from engine.source.dump import DumpSource
+from engine.source.mongo import MongoSource
 from tests.expected import assert_lossless
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from engine.cli import main
 from engine.core import events
 from engine.core.ids import object_id_to_uuid
 from engine.migrate.run import Migration, MigrationSettings, Outcome
-from engine.source.base import DumpSource, MongoSource
+from engine.source.dump import DumpSource
+from engine.source.mongo import MongoSource
 from engine.target.checkpoint import STATE_SCHEMA
 
 NOW = dt.datetime(2025, 3, 1, 9, 30, 0, 250000)

@@ -15,7 +15,7 @@ import pytest
 
 from devtools.generate import Generator
 from engine.cli import main
-from engine.source.base import DumpSource
+from engine.source.dump import DumpSource
 from engine.target.checkpoint import STATE_SCHEMA
 from engine.target.quarantine import read_jsonl
 from tests.expected import assert_lossless

@@ -6,7 +6,8 @@ from pathlib import Path
 import bson
 import pytest
 
-from engine.source.base import DumpSource, Position, SourceError
+from engine.source.base import Position, SourceError
+from engine.source.dump import DumpSource
 
 
 def write(folder: Path, name: str, data: bytes) -> None:

@@ -13,7 +13,8 @@ from devtools.generate import Generator
 from engine.core.ids import object_id_to_uuid
 from engine.core.mapping import Rules, nextcrm
 from engine.core.transform import Rejected, TableTransformer
-from engine.source.base import DumpSource, Position
+from engine.source.base import Position
+from engine.source.dump import DumpSource
 
 OID = ObjectId("64f284d5e09c8f3477e27a66")
 

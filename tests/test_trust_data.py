@@ -18,7 +18,7 @@ from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import load_mapping, nextcrm
 from engine.migrate.run import Migration, MigrationSettings, Outcome
-from engine.source.base import MongoSource
+from engine.source.mongo import MongoSource
 from engine.target.checkpoint import STATE_SCHEMA
 from engine.target.ddl import deploy
 from engine.validate.run import ValidationSettings, Validator
@@ -197,7 +197,7 @@ def test_worker_processes_use_the_callers_mapping(pg_url: str, tmp_path: Path,
     rules.write_text(RULES.replace("nul_characters: strip", "nul_characters: quarantine"))
     mapping = load_mapping(rules_path=rules)
     deployed(pg_url)
-    from engine.source.base import DumpSource
+    from engine.source.dump import DumpSource
 
     outcome, _ = migrate(DumpSource(folder / "nextcrm"), pg_url, run_dir, batch_size=500,
                          workers=2, mapping=mapping)
@@ -213,7 +213,7 @@ def test_a_run_resumes_only_with_the_rules_it_began_with(pg_url: str, tmp_path: 
                                                           run_dir: Path) -> None:
     folder = tmp_path / "dump"
     Generator(scale=0.01, seed=9, dirt_rate=0.0).write_dump(folder)
-    from engine.source.base import DumpSource
+    from engine.source.dump import DumpSource
 
     source = DumpSource(folder / "nextcrm")
     deployed(pg_url)

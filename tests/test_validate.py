@@ -15,7 +15,7 @@ from devtools.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core.ids import object_id_to_uuid
 from engine.migrate.run import Migration, MigrationSettings
-from engine.source.base import DumpSource
+from engine.source.dump import DumpSource
 from engine.validate.run import REPORT_FILE, ValidationSettings, Validator
 
 

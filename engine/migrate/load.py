@@ -17,12 +17,7 @@ from engine.core.ids import id_json
 from engine.core.mapping import Mapping, Table
 from engine.core.processes import worker_emit
 from engine.core.transform import Rejected, TableTransformer
-from engine.source.base import (
-    Position,
-    Source,
-    SourceUnreachable,
-    collected_per_batch,
-)
+from engine.source.base import Position, Source, SourceUnreachable, with_gc_paused
 from engine.source.spec import SourceSpec
 from engine.target import checkpoint
 from engine.target.checkpoint import TableState
@@ -79,7 +74,7 @@ class TableLoader:
         ts.status = "running"
         while True:
             finished = True
-            batches = collected_per_batch(self.source.batches(
+            batches = with_gc_paused(self.source.batches(
                 table.collection, Position(ts.consumed, ts.last_id), self.batch_size))
             with contextlib.closing(batches):
                 for docs in batches:

@@ -16,7 +16,9 @@ import psycopg
 
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
-from engine.source.base import DumpSource, MongoSource, Source, SourceError
+from engine.source.base import Source, SourceError
+from engine.source.dump import DumpSource
+from engine.source.mongo import MongoSource
 from engine.source.spec import open_source
 from engine.target import checkpoint, ddl
 from engine.target.checkpoint import CHECKPOINT_FILE

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.source.base import DEFAULT_TIMEOUT_S, DumpSource, MongoSource, Source, SourceError
+from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
+from engine.source.dump import DumpSource
+from engine.source.mongo import MongoSource
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from engine.core.processes import run_in_workers, worker_emit
 from engine.core.redact import mask_value, redact_url
 from engine.core.run_files import prepare_run_dir, write_private
 from engine.core.transform import Pair, Rejected, TableTransformer
-from engine.source.base import Position, Source, collected_per_batch
+from engine.source.base import Position, Source, with_gc_paused
 from engine.source.spec import SourceSpec
 from engine.target import catalog, checkpoint, ddl
 from engine.target.checkpoint import STATE_SCHEMA
@@ -186,7 +186,7 @@ class TableChecker:
         known = {object_id_to_uuid(k).bytes for k in self.known if _HEX24.match(k)}
         adjusted = {object_id_to_uuid(k).bytes: v for k, v in self.adjusted.items()
                     if _HEX24.match(k)}  # (always: they are read back from UUIDs)
-        for docs in collected_per_batch(self.source.batches(table.collection, Position(), 5000)):
+        for docs in with_gc_paused(self.source.batches(table.collection, Position(), 5000)):
             ids: list[bytes] = []
             rows: list[tuple] = []  # expected rows, to compare
             absent: list[tuple[bytes, str | None]] = []  # quarantined: (id, ObjectId text)
