@@ -1,0 +1,277 @@
+"""Layers 1 and 2 for one table: every source document is one equal row of
+the target or a known quarantined one. Runs in the engine's process or in a
+worker process (one per core); both sides are streamed in batches, the target
+rows of a batch fetched by primary key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from bson import ObjectId
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from engine.core import events
+from engine.core.ids import id_json, object_id_to_uuid, uuid_to_object_id
+from engine.core.mapping import Column, Mapping, Table
+from engine.core.processes import worker_emit
+from engine.core.redact import mask_value
+from engine.core.transform import Pair, Rejected, TableTransformer
+from engine.source.base import Position, Source, with_gc_paused
+from engine.source.spec import SourceSpec
+from engine.target.checkpoint import STATE_SCHEMA
+from engine.target.copy import insert_ids, insert_pairs
+from engine.target.ddl import ident
+from engine.target.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
+
+# What the source holds, written by the table checks (possibly in worker
+# processes, hence not temporary tables), read by the set-wise checks.
+# What the source holds, written by the table checks (possibly in worker
+# processes, hence not temporary tables), read by the set-wise checks.
+IDS = f"{STATE_SCHEMA}.validation_ids"
+PAIRS = f"{STATE_SCHEMA}.validation_pairs"
+_HEX24 = re.compile(r"[0-9a-f]{24}\Z")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_match_percent: float = 99.0  # runbook: "> 99% match"
+    max_mismatches: int = 0  # any differing field fails the record layer
+    max_orphans: int = 0
+    examples: int = 20  # ObjectIds / mismatches listed per finding
+
+
+@dataclass
+class ValidationSettings:
+    postgres_url: str
+    run_dir: Path = field(default_factory=Path.cwd)
+    sample: int | None = None  # records compared per table; None: every row
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    workers: int | None = None  # table checks in parallel; default: one per core
+
+
+@dataclass
+class TableCount:
+    source: int = 0
+    quarantined: int = 0
+    missing: list[str] = field(default_factory=list)
+    missing_count: int = 0
+    extra: list[str] = field(default_factory=list)
+    extra_count: int = 0
+    target: int = 0
+
+    def note(self, kind: str, oid: str, examples: int) -> None:
+        """A missing or extra ObjectId: counted, and listed up to `examples`."""
+        if kind == "missing":
+            self.missing_count += 1
+            if len(self.missing) < examples:
+                self.missing.append(oid)
+        else:
+            self.extra_count += 1
+            if len(self.extra) < examples:
+                self.extra.append(oid)
+
+
+def _object_id_text(row_id: bytes) -> str:
+    return str(uuid_to_object_id(row_id))
+
+
+def _show(value: Any) -> Any:
+    """A value as the report shows it."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes):  # a uuid (engine.raw_uuid)
+        return str(uuid.UUID(bytes=value))
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, list):
+        return [_show(v) for v in value]
+    if isinstance(value, dict):
+        return json.loads(json.dumps(value, default=str))
+    return str(value)
+
+
+def _selected(column: Column) -> sql.Composable:
+    """A column as TableChecker reads it back."""
+    if column.kind == "enum":
+        return sql.SQL("{}::text").format(ident(column.name))
+    if column.kind == "uuid":
+        return sql.SQL("uuid_send({})").format(ident(column.name))
+    return ident(column.name)
+
+
+class TableChecker:
+    """Layers 1 and 2 for one table: every source document is one equal row
+    or a known quarantined one. Runs here or in a worker process."""
+
+    def __init__(self, conn: psycopg.Connection, source: Source, mapping: Mapping,
+                 settings: ValidationSettings, quarantined: dict[str, str],
+                 adjustments: dict[str, list[str]],
+                 emit: Callable[[events.Event], None]) -> None:
+        self.conn = conn
+        # Rows from the transform hold uuids as bytes: compare like with like.
+        copy_uuids_as_bytes(conn)
+        read_uuids_as_bytes(conn)
+        self.source = source
+        self.mapping = mapping
+        self.settings = settings
+        self.thresholds = settings.thresholds
+        self.quarantined_reasons = quarantined  # ObjectId hex -> reason, this table's
+        self.adjusted = adjustments  # ObjectId -> columns the migration cleared
+        self.emit = emit
+        self.records = {"compared": 0, "fields": 0, "matched": 0, "mismatchCount": 0}
+        self.mismatches: list[dict] = []
+
+    def check(self, table: Table) -> TableCount:
+        assert table.collection
+        conn = self.conn
+        check = TableCount()
+        check.target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            ident(table.name))).fetchone()[0]  # type: ignore[index]
+        if table.collection not in set(self.source.collection_names()):
+            return check
+        transformer = TableTransformer(table, self.mapping.rules)
+        # Enums as text: their labels are what the source holds. UUIDs as
+        # their bytes (uuid_send), which psycopg reads in C, not one Python
+        # call each.
+        select = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s::uuid[])").format(
+            sql.SQL(", ").join(_selected(c) for c in table.columns), ident(table.name))
+        names = table.column_names
+        hidden = {c.name for c in table.columns
+                  if self.mapping.rules.sensitive(table.collection, c.source_field or c.name)}
+        json_columns = [i for i, c in enumerate(table.columns) if c.kind == "jsonb"]
+        expected_total = self.source.count(table.collection)
+        compare_every = 1
+        if self.settings.sample:
+            compare_every = max(1, expected_total // self.settings.sample)
+        present = 0  # rows found in the target, for sampling
+        # The migration's exceptions by row id, so the common document needs
+        # no ObjectId text (made only for what a report names).
+        quarantined_ids = {object_id_to_uuid(k).bytes for k in self.quarantined_reasons
+                           if _HEX24.match(k)}
+        adjusted = {object_id_to_uuid(k).bytes: v for k, v in self.adjusted.items()
+                    if _HEX24.match(k)}  # (always: they are read back from UUIDs)
+        for docs in with_gc_paused(self.source.batches(table.collection, Position(), 5000)):
+            ids: list[bytes] = []
+            rows: list[tuple] = []  # expected rows, to compare
+            absent: list[tuple[bytes, str | None]] = []  # quarantined: (id, ObjectId text)
+            pairs: list[Pair] = []
+            check.source += len(docs)
+            for doc in docs:
+                try:
+                    row, doc_pairs = transformer.transform(doc)
+                except Rejected:
+                    row, doc_pairs = None, []
+                _id = doc.get("_id")
+                if row is None or type(_id) is not ObjectId:  # rare: by the ObjectId text
+                    oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
+                    if oid in self.quarantined_reasons:
+                        check.quarantined += 1
+                        if row is not None:  # must not be in the target
+                            ids.append(row[0])
+                            absent.append((row[0], oid))
+                        continue
+                    if row is None:  # the migration should have quarantined it
+                        check.note("missing", oid, self.thresholds.examples)
+                        continue
+                elif row[0] in quarantined_ids:
+                    check.quarantined += 1
+                    ids.append(row[0])
+                    absent.append((row[0], None))
+                    continue
+                if json_columns or row[0] in adjusted:
+                    row = self._as_stored(table, adjusted.get(row[0], ()), row, json_columns)
+                ids.append(row[0])
+                rows.append(row)
+                pairs += doc_pairs
+            self._copy_ids(table.name, ids, pairs)
+            with conn.cursor(binary=True) as cur:  # binary: cheaper to turn into values
+                # The ids (bytes) as a uuid[] literal: bytes alone would go as bytea.
+                id_array = "{" + ",".join(i.hex() for i in ids) + "}"
+                got = {r[0]: r for r in cur.execute(select, [id_array]).fetchall()}
+            for key, oid in absent:
+                if key in got:
+                    check.note("extra", oid or _object_id_text(key), self.thresholds.examples)
+            compared = matched = 0
+            for row in rows:
+                have = got.get(row[0])
+                if have is None:
+                    check.note("missing", _object_id_text(row[0]), self.thresholds.examples)
+                    continue
+                present += 1
+                if (present - 1) % compare_every:
+                    continue
+                compared += 1
+                if row == have:  # the common case, compared in C
+                    matched += len(row) - 1
+                    continue
+                for name, want, value in zip(names[1:], row[1:], have[1:], strict=True):
+                    if want == value:
+                        matched += 1
+                        continue
+                    self.records["mismatchCount"] += 1
+                    if len(self.mismatches) < self.thresholds.examples * 10:
+                        shown = mask_value if name in hidden else _show
+                        self.mismatches.append({
+                            "table": table.name, "objectId": _object_id_text(row[0]),
+                            "field": name, "sourceValue": shown(want),
+                            "targetValue": shown(value)})
+            self.records["compared"] += compared
+            self.records["fields"] += compared * (len(names) - 1)
+            self.records["matched"] += matched
+            self.emit(events.ValidationProgress(table.name, check.source, expected_total))
+            del docs, rows, got  # before the next batch is read: one batch in memory, not two
+        return check
+
+    def _as_stored(self, table: Table, cleared: Iterable[str], row: tuple,
+                   json_columns: list[int]) -> tuple:
+        """The row as PostgreSQL gives it back: JSON unwrapped, and references
+        the migration cleared (recorded in its adjustments) as NULL."""
+        values = list(row)
+        for i in json_columns:
+            if isinstance(values[i], Jsonb):
+                values[i] = values[i].obj
+        for name in cleared:
+            values[table.column_names.index(name)] = None
+        return tuple(values)
+
+    def _copy_ids(self, table: str, ids: list[bytes], pairs: list[Pair]) -> None:
+        """Record what the source holds, for the extra-row and junction checks."""
+        insert_ids(self.conn, IDS, table, ids)
+        insert_pairs(self.conn, pairs, PAIRS)
+
+
+# -- worker processes ------------------------------------------------------------
+
+_worker: dict = {}
+
+
+def init_checker(spec: SourceSpec, settings: ValidationSettings,
+                 quarantined: dict[str, dict[str, str]],
+                 adjustments: dict[str, dict[str, list[str]]], mapping: Mapping) -> None:
+    _worker.update(spec=spec, settings=settings, quarantined=quarantined,
+                   adjustments=adjustments, mapping=mapping)
+
+
+def check_in_worker(table_name: str) -> tuple[TableCount, dict[str, int], list[dict]]:
+    w = _worker
+    source = w["spec"].open()
+    try:
+        with psycopg.connect(w["settings"].postgres_url, autocommit=True,
+                             application_name="migration-cockpit validate") as conn:
+            mapping = w["mapping"]
+            checker = TableChecker(conn, source, mapping, w["settings"],
+                                   w["quarantined"].get(table_name, {}),
+                                   w["adjustments"].get(table_name, {}), worker_emit)
+            return checker.check(mapping.tables[table_name]), checker.records, \
+                checker.mismatches
+    finally:
+        source.close()
