@@ -47,10 +47,10 @@ from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import nextcrm_with_rules
 from engine.core.redact import redact_text, redact_url
+from engine.core.run_files import CHECKPOINT_FILE
 from engine.migrate.run import Migration, MigrationSettings
 from engine.runbook.checks import CheckResult, RunContext, run_action, run_check
 from engine.runbook.model import RECORD_FILE, RunbookState, export_record, load_runbook
-from engine.target.checkpoint import CHECKPOINT_FILE
 from engine.validate.run import ValidationSettings, Validator
 
 RECORDED = 2_000  # messages kept in CockpitApp.recorded
@@ -212,8 +212,7 @@ class CockpitApp(App[int]):
         self.post_message(MigrationEnded(outcome.value))
 
     def _engine_sink(self, event: events.Event) -> None:
-        if not isinstance(event, events.CheckpointSaved):  # pane 3 reads the file itself
-            self.post_message(EngineReported(event))  # thread-safe
+        self.post_message(EngineReported(event))  # thread-safe
 
     @work(thread=True, exclusive=True, group="validate", exit_on_error=False)
     def run_validation(self) -> None:

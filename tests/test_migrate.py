@@ -7,12 +7,12 @@ import pytest
 from devtools.generate import Generator
 from engine.cli import main
 from engine.core import events
+from engine.core.run_files import read_jsonl
 from engine.migrate.run import Migration, MigrationSettings, Outcome
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
 from engine.target.checkpoint import STATE_SCHEMA
 from engine.target.ddl import catalog_counts
-from engine.target.quarantine import read_jsonl
 from tests.expected import assert_lossless
 
 

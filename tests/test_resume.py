@@ -15,9 +15,9 @@ import pytest
 
 from devtools.generate import Generator
 from engine.cli import main
+from engine.core.run_files import read_jsonl
 from engine.source.dump import DumpSource
 from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.quarantine import read_jsonl
 from tests.expected import assert_lossless
 
 ROOT = Path(__file__).resolve().parents[1]

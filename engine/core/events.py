@@ -110,13 +110,6 @@ class ValidationProgress:
 
 
 @dataclass(frozen=True)
-class CheckpointSaved:
-    path: str
-    current_table: str | None
-    total_records: int
-
-
-@dataclass(frozen=True)
 class Notice:
     level: str  # info | warning | error
     text: str
@@ -151,7 +144,7 @@ class MigrationFailed:
 
 
 Event = (PlanReady | PhaseStarted | TableStarted | BatchCommitted | DocumentQuarantined
-         | TableFinished | TableSkipped | StepDone | JunctionFilled | CheckpointSaved | Notice
+         | TableFinished | TableSkipped | StepDone | JunctionFilled | Notice
          | MigrationPaused | MigrationFinished | MigrationFailed | ValidationProgress)
 Sink = Callable[[Event], None]
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import TextIO
 
 PRIVATE = 0o600
+# The run files other parts of the tool read (the cockpit, validation).
+CHECKPOINT_FILE = "migration-checkpoint.json"
+LOG_FILE = "migration-errors.log"
+JSONL_FILE = "migration-errors.jsonl"
 
 
 class RunFileError(Exception):
@@ -68,3 +73,10 @@ def open_private(path: Path, mode: str = "a") -> TextIO:
     except OSError as exc:
         raise RunFileError(f"cannot write {path}: {_why(exc)}") from None
     return os.fdopen(fd, mode, encoding="utf-8", newline="")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """migration-errors.jsonl: one quarantine record a line."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

@@ -1,130 +1,190 @@
-"""After the bulk load, set-wise in SQL: duplicate unique keys, dangling
-references, junction tables, then indexes and foreign keys."""
+"""Phase 4, after the bulk load, as steps in SQL: duplicate unique keys,
+dangling references, the junction tables, the indexes and the foreign keys.
+Each step commits with its mark in the checkpoint, so a resumed run does only
+the steps not done yet."""
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import psycopg
-from psycopg import sql
 
+from engine.core import events
+from engine.core.control import MigrationControl
+from engine.core.ids import uuid_to_object_id
 from engine.core.mapping import ForeignKey, Junction, Mapping
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.ddl import ident
+from engine.migrate import integrity_sql
+from engine.migrate.run_files import RunFiles
+from engine.source.base import Source
+from engine.target import checkpoint, ddl
+from engine.target.checkpoint import RunState
+from engine.target.quarantine import QuarantineRecord, insert_quarantine
+from engine.target.session import execute_all, run_on_connections, session_settings
+
+PHASE = 4
+TITLE = "Integrity, Indexes and Foreign Keys"
 
 
-# The ObjectId hex inside a UUID made by engine.ids (see its layout).
-@dataclass(frozen=True)
-class RemovedRow:
-    """A loaded row taken out again (it goes to quarantine)."""
+class PostLoad:
+    def __init__(self, url: str, workers: int, mapping: Mapping, source: Source,
+                 state: RunState, files: RunFiles, control: MigrationControl,
+                 emit: Callable[[events.Event], None],
+                 wait_or_stop: Callable[[], None]) -> None:
+        self.url = url
+        self.workers = workers
+        self.mapping = mapping
+        self.source = source  # removed rows' documents go to quarantine whole
+        self.state = state
+        self.files = files
+        self.control = control
+        self.emit = emit
+        self.wait_or_stop = wait_or_stop  # a pause between steps: wait, or raise Paused
 
-    table: str
-    id: uuid.UUID
-    reason_code: str
-    message: str
+    def run(self, conn: psycopg.Connection) -> None:
+        """Every step not done yet, each committed with its mark in the checkpoint."""
+        self.emit(events.PhaseStarted(PHASE, TITLE))
+        entity_fks = [fk for name in self.mapping.load_order()
+                      for fk in self.mapping.foreign_keys_of(name)
+                      if self.mapping.tables[name].collection]
 
+        def removes_rows(fk: ForeignKey) -> bool:
+            table = self.mapping.tables[fk.table]
+            return self.mapping.rules.dangling_policy(fk, table.column(fk.column)) != "set_null"
 
-def remove_duplicates(conn: psycopg.Connection, mapping: Mapping) -> list[RemovedRow]:
-    """Unique keys: the first document by _id keeps the value, later ones go."""
-    removed = []
-    for index in mapping.indexes:
-        if not index.unique:
-            continue
-        cols = sql.SQL(" AND ").join(
-            sql.SQL("a.{c} = b.{c}").format(c=ident(c)) for c in index.columns)
-        rows = conn.execute(sql.SQL(
-            "DELETE FROM {t} b WHERE EXISTS (SELECT 1 FROM {t} a WHERE {cols} AND a.id < b.id) "
-            "RETURNING b.id, (SELECT {s}.object_id(a.id) FROM {t} a WHERE {cols} "
-            "ORDER BY a.id LIMIT 1), {vals}").format(
-            t=ident(index.table), cols=cols, s=ident(STATE_SCHEMA),
-            vals=sql.SQL(", ").join(sql.SQL("b.{}").format(ident(c)) for c in index.columns)))
-        for row in rows:
-            what = ", ".join(f"{c}={v!r}" for c, v in zip(index.columns, row[2:], strict=True))
-            removed.append(RemovedRow(index.table, row[0], "duplicate_unique_key",
-                                      f"{what} already belongs to ObjectId({row[1]}) "
-                                      f"(unique index {index.name}; the first by _id is kept)"))
-    return removed
+        # Steps that take rows out go first, parents before children, so a
+        # removal cascades down the dependency order.
+        steps = [("unique", self._step_unique)]
+        steps += [(f"references:{fk.name}", lambda c, fk=fk: self._step_references(c, fk))
+                  for fk in entity_fks if removes_rows(fk)]
+        for name, step in steps:
+            self._run_step(conn, name, step)
+        # The rest changes no row's presence, so the steps do not depend on
+        # each other: they share the cores, one connection each.
+        independent = [(f"junction:{j.table}", lambda c, j=j: self._step_junction(c, j))
+                       for j in self.mapping.junctions]
+        independent += [(f"indexes:{t}", lambda c, t=t: self._step_indexes(c, t))
+                        for t in dict.fromkeys(i.table for i in self.mapping.indexes)]
+        self._run_steps_in_parallel(independent)
+        self.emit(events.StepDone(4, "indexes created", "", len(self.mapping.indexes)))
+        # No ANALYZE here: autovacuum gathers statistics once the load stops.
+        # Foreign keys: declared at once (catalog only), then each table's
+        # rows checked; checks of different tables take no conflicting locks.
+        # References that may dangle into NULL are fixed when their check
+        # fails (see _step_validate_foreign_keys).
+        set_null = {fk.name for fk in entity_fks if not removes_rows(fk)}
+        self._run_step(conn, "foreign_keys", self._step_foreign_keys)
+        self._run_steps_in_parallel(
+            [(f"validate:{t}", lambda c, t=t: self._step_validate_foreign_keys(c, t, set_null))
+             for t in dict.fromkeys(fk.table for fk in self.mapping.foreign_keys)])
+        self.emit(events.StepDone(4, "foreign keys created and validated", "",
+                                  len(self.mapping.foreign_keys)))
 
+    Step = Callable[[psycopg.Connection], list[QuarantineRecord]]
 
-def fix_dangling(conn: psycopg.Connection, mapping: Mapping,
-                 fk: ForeignKey) -> tuple[int, list[RemovedRow]]:
-    """References to rows not in the target: set NULL (recorded in
-    adjustments) or remove the row, as the mapping's rules say."""
-    table = mapping.tables[fk.table]
-    policy = mapping.rules.dangling_policy(fk, table.column(fk.column))
-    missing = sql.SQL("t.{c} IS NOT NULL AND NOT EXISTS "
-                      "(SELECT 1 FROM {r} r WHERE r.{rc} = t.{c})").format(
-        c=ident(fk.column), r=ident(fk.ref_table), rc=ident(fk.ref_column))
-    if policy == "set_null":
-        cur = conn.execute(sql.SQL("""
-            WITH bad AS (SELECT t.id, t.{c} AS original FROM {t} t WHERE {missing}),
-                 upd AS (UPDATE {t} t SET {c} = NULL FROM bad WHERE t.id = bad.id
-                         RETURNING t.id, bad.original)
-            INSERT INTO {s}.adjustments (table_name, object_id, column_name, rule, original)
-            SELECT {tn}, {s}.object_id(id), {cn}, 'dangling_reference_set_null',
-                   {s}.object_id(original) FROM upd""").format(
-            c=ident(fk.column), t=ident(fk.table), missing=missing, s=ident(STATE_SCHEMA),
-            tn=sql.Literal(fk.table), cn=sql.Literal(fk.column)))
-        return cur.rowcount, []
-    rows = conn.execute(sql.SQL(
-        "DELETE FROM {t} t WHERE {missing} RETURNING t.id, {s}.object_id(t.{c})").format(
-        t=ident(fk.table), missing=missing, s=ident(STATE_SCHEMA), c=ident(fk.column)))
-    removed = [RemovedRow(fk.table, r[0], "dangling_reference",
-                          f"{fk.column} points at {fk.ref_table} ObjectId({r[1]}), which is not "
-                          f"in the target (missing in the source or quarantined)")
-               for r in rows]
-    return len(removed), removed
+    def _run_step(self, conn: psycopg.Connection, name: str, step: Step) -> None:
+        """One post-load step in one transaction, marked done with it."""
+        if name in self.state.steps_done:
+            return
+        if self.control.paused or self.control.stopping:
+            self.wait_or_stop()
+        with conn.transaction():
+            records = step(conn)
+            checkpoint.mark_step_done(conn, name)
+        with self.files.lock:
+            self.state.steps_done.append(name)
+        for r in records:
+            self.emit(r)
+        if self.files.due():
+            self.files.mirror(self.state)
 
+    def _run_steps_in_parallel(self, steps: list[tuple[str, Step]]) -> None:
+        run_on_connections(
+            self.url,
+            [lambda c, name=name, step=step: self._run_step(c, name, step)
+             for name, step in steps],
+            self.workers, "migration-cockpit", setup=session_settings)
 
-@dataclass(frozen=True)
-class JunctionResult:
-    rows: int
-    dangling: int
-    one_sided: int
-    dangling_examples: tuple[str, ...]
+    def _quarantine_removed(self, conn: psycopg.Connection,
+                            removed: list[integrity_sql.RemovedRow]) -> list[QuarantineRecord]:
+        """Rows taken out after loading: their source documents go to quarantine."""
+        records: list[QuarantineRecord] = []
+        by_table: dict[str, list[integrity_sql.RemovedRow]] = {}
+        for r in removed:
+            by_table.setdefault(r.table, []).append(r)
+        for name, rows in by_table.items():
+            table = self.mapping.tables[name]
+            assert table.collection
+            docs = {d["_id"]: d for d in self.source.fetch(
+                table.collection, [uuid_to_object_id(r.id) for r in rows])}
+            items = []
+            for r in rows:
+                oid = uuid_to_object_id(r.id)
+                items.append((docs.get(oid, {"_id": oid}), r.reason_code, r.message))
+            records += insert_quarantine(conn, table.name, table.collection, items,
+                                         self.mapping.secrets_of(table.collection))
+            with self.files.lock:
+                ts = self.state.tables[name]
+                ts.rows -= len(rows)
+                ts.quarantined += len(rows)
+                checkpoint.save_table(conn, ts)
+        return records
 
+    def _step_unique(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
+        removed = integrity_sql.remove_duplicates(conn, self.mapping)
+        if removed:
+            self.emit(events.StepDone(4, "duplicate unique keys set aside",
+                                      f"{len(removed)} row(s), first by _id kept", len(removed)))
+        return self._quarantine_removed(conn, removed)
 
-def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResult:
-    """The union of both sides' arrays, deduplicated, in one pass over the
-    staged pairs; pairs naming a row that is not in the target are counted
-    and skipped. Rows go in in key order: the primary key's index takes
-    them ~40% faster than in hash order. Runs in the caller's transaction."""
-    params = {"j": junction.table}
+    def _step_references(self, conn: psycopg.Connection,
+                         fk: ForeignKey) -> list[QuarantineRecord]:
+        count, removed = integrity_sql.fix_dangling(conn, self.mapping, fk)
+        if count:
+            action = "quarantined" if removed else "set to NULL"
+            self.emit(events.StepDone(4, f"dangling {fk.table}.{fk.column}",
+                                      f"{count} reference(s) to {fk.ref_table} {action}", count))
+        return self._quarantine_removed(conn, removed)
 
-    def present(alias: str) -> sql.Composed:
-        return sql.SQL("EXISTS (SELECT 1 FROM {l} x WHERE x.id = {a}.left_id) AND "
-                       "EXISTS (SELECT 1 FROM {r} y WHERE y.id = {a}.right_id)").format(
-            l=ident(junction.left_table), r=ident(junction.right_table), a=sql.Identifier(alias))
+    def _step_junction(self, conn: psycopg.Connection,
+                       junction: Junction) -> list[QuarantineRecord]:
+        result = integrity_sql.fill_junction(conn, junction)
+        with self.files.lock:
+            ts = self.state.tables[junction.table]
+            ts.rows, ts.expected, ts.status = result.rows, result.rows, "done"
+            ts.changes = {"dangling_pairs": result.dangling, "one_sided_pairs": result.one_sided}
+            ts.unmapped = {"dangling_examples": {"count": result.dangling,
+                                                 "examples": list(result.dangling_examples)}}
+            checkpoint.save_table(conn, ts)
+        self.emit(events.JunctionFilled(junction.table, result.rows, result.dangling,
+                                        result.one_sided))
+        return []
 
-    pairs = sql.SQL("{s}.junction_pairs").format(s=ident(STATE_SCHEMA))
-    # Freshly loaded tables have no statistics yet: the planner guesses a
-    # few hundred pairs and picks sort-and-group plus nested loops whose index
-    # probes visit the heap. Hashing suits the real tens of thousands (17%
-    # less CPU over all junctions, measured). SET LOCAL: this transaction only.
-    conn.execute("SET LOCAL enable_nestloop = off")
-    conn.execute("SET LOCAL enable_sort = off")  # the ORDER BY still sorts
-    inserted, distinct, one_sided = conn.execute(sql.SQL("""
-        WITH grouped AS MATERIALIZED (
-            SELECT p.left_id, p.right_id, min(p.side) = max(p.side) AS one_sided
-            FROM {pairs} p WHERE p.junction = %(j)s GROUP BY p.left_id, p.right_id),
-        inserted AS (
-            INSERT INTO {j} ({lc}, {rc}) SELECT g.left_id, g.right_id FROM grouped g
-            WHERE {present} ORDER BY 1, 2 RETURNING 1)
-        SELECT (SELECT count(*) FROM inserted), count(*), count(*) FILTER (WHERE one_sided)
-        FROM grouped""").format(
-        j=ident(junction.table), lc=ident(junction.left_column),
-        rc=ident(junction.right_column), pairs=pairs, present=present("g")),
-        params).fetchone()  # type: ignore[misc]
-    if len(junction.sources) < 2:
-        one_sided = 0
-    dangling = distinct - inserted
-    examples: tuple[str, ...] = ()
-    if dangling:
-        rows = conn.execute(sql.SQL(
-            "SELECT DISTINCT {s}.object_id(p.left_id), {s}.object_id(p.right_id) FROM {pairs} p "
-            "WHERE p.junction = %(j)s AND NOT ({present}) LIMIT 5").format(
-            s=ident(STATE_SCHEMA), pairs=pairs, present=present("p")), params).fetchall()
-        examples = tuple(f"{junction.left_column}={a} {junction.right_column}={b}"
-                         for a, b in rows)
-    return JunctionResult(inserted, dangling, one_sided, examples)
+    def _step_indexes(self, conn: psycopg.Connection, table: str) -> list[QuarantineRecord]:
+        execute_all(conn, [ddl.create_index(index)
+                                      for index in self.mapping.indexes if index.table == table])
+        return []
+
+    def _step_foreign_keys(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
+        have = ddl.existing_constraints(conn)
+        execute_all(conn, [ddl.add_foreign_key(fk, not_valid=True)
+                                      for fk in self.mapping.foreign_keys if fk.name not in have])
+        return []
+
+    def _step_validate_foreign_keys(self, conn: psycopg.Connection, table: str,
+                                    set_null: set[str]) -> list[QuarantineRecord]:
+        """Check the table's foreign keys. Dangling references under the
+        set-NULL rule show up as a failed check: they are set to NULL (and
+        recorded), then the key is checked again. Most keys hold none, so
+        their rows are read once, not twice (a separate search, then the check)."""
+        for fk in self.mapping.foreign_keys:
+            if fk.table != table:
+                continue
+            if fk.name in set_null:
+                try:
+                    with conn.transaction():  # a savepoint: a failed check undoes nothing else
+                        conn.execute(ddl.validate_foreign_key(fk))
+                    continue
+                except psycopg.errors.ForeignKeyViolation:
+                    self._step_references(conn, fk)
+            conn.execute(ddl.validate_foreign_key(fk))
+        return []

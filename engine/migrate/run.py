@@ -6,9 +6,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,26 +15,24 @@ import psycopg
 
 from engine.core import events
 from engine.core.control import MigrationControl
-from engine.core.ids import uuid_to_object_id
-from engine.core.mapping import ForeignKey, Junction, Mapping, Table, nextcrm
+from engine.core.mapping import Mapping, Table, nextcrm
 from engine.core.processes import WorkerPool
 from engine.core.redact import printable, redact_text, redact_url
 from engine.core.run_files import RunFileError, prepare_run_dir
-from engine.migrate import post_load
 from engine.migrate.load import Paused, TableLoader, init_worker, load_in_worker
+from engine.migrate.post_load import PostLoad
 from engine.migrate.report import write_migration_report
+from engine.migrate.run_files import CheckpointFileError, RunFiles
 from engine.source.base import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
 from engine.source.spec import SourceSpec
 from engine.target import checkpoint, ddl
-from engine.target.checkpoint import ADVISORY_LOCK_KEY, CHECKPOINT_FILE, RunState
-from engine.target.quarantine import ErrorLog, QuarantineRecord, insert_quarantine
-from engine.target.session import execute_all, run_on_connections, session_settings
+from engine.target.checkpoint import ADVISORY_LOCK_KEY, RunState
+from engine.target.session import session_settings
 
 PHASE_TITLES = {
     1: "Independent Lookup Tables",
     2: "Core Entity Tables",
     3: "Junction Tables",
-    4: "Integrity, Indexes and Foreign Keys",
 }
 
 
@@ -73,17 +70,12 @@ class Migration:
         self.mapping = mapping or nextcrm()
         self.batch_size = settings.batch_size or self.mapping.rules.batch_size
         self.target = redact_url(settings.postgres_url)
-        self.checkpoint_path = settings.run_dir / CHECKPOINT_FILE
-        self.errors = ErrorLog(settings.run_dir)
-        self.sinks.append(self.errors)
+        self.files = RunFiles(settings.run_dir, self.target)
+        self.sinks.append(self.files.errors)
         self.state: RunState | None = None
-        # The parallel post-load steps change the state while another thread
-        # may be writing it to the checkpoint file: both hold this lock.
-        self._state_lock = threading.Lock()
         self.documents_read = 0
         self.workers = settings.workers or os.cpu_count() or 1
         self.pool: WorkerPool | None = None  # loader processes, when workers > 1
-        self._file_written = 0.0
 
     def emit(self, event: events.Event) -> None:
         for sink in self.sinks:
@@ -112,7 +104,7 @@ class Migration:
             return self._paused()
         except MigrationError as exc:
             self.emit(events.MigrationFailed(exc.message, exc.hint))
-        except checkpoint.CheckpointFileError as exc:
+        except CheckpointFileError as exc:
             self.emit(events.MigrationFailed(str(exc)))
         except RunFileError as exc:
             self.emit(events.MigrationFailed(str(exc), "Free space or fix the folder's "
@@ -161,13 +153,13 @@ class Migration:
                 "this target already holds a finished migration",
                 "Check it with cockpit validate, or start over with "
                 "cockpit schema deploy --force (drops every row).")
-        file_state = checkpoint.read_checkpoint_file(self.checkpoint_path)
+        file_state = self.files.read_checkpoint()
         self.state = checkpoint.load_state(conn)
         resumed = self.state is not None
         if self.state is None:
             if file_state is not None:
-                self.emit(events.Notice("warning", f"{self.checkpoint_path.name} belongs to no "
-                                        "run on this target; starting a new run"))
+                self.emit(events.Notice("warning", f"{self.files.checkpoint_path.name} belongs "
+                                        "to no run on this target; starting a new run"))
             self.state = self._start_new_run(conn)
         elif self.state.source != self.source.description:
             raise MigrationError(
@@ -182,7 +174,7 @@ class Migration:
                 "Resume with the rules file it started with (--rules), so every row follows "
                 "one set of rules, or start over with cockpit schema deploy --force.")
         # The files hold exactly this run's quarantine (none yet, for a new one).
-        self.errors.rewrite(conn)
+        self.files.errors.rewrite(conn)
         self._plan(resumed)
         phases = {"prepare": time.monotonic() - started}
 
@@ -199,7 +191,8 @@ class Migration:
                                          if self.mapping.phase_of(t.name) == phase])
         phases["load"] = time.monotonic() - started - sum(phases.values())
         short = self._check_counts(conn)
-        self._post_load(conn)
+        PostLoad(self.settings.postgres_url, self.workers, self.mapping, self.source,
+                 self.state, self.files, self.control, self.emit, self._wait_or_stop).run(conn)
         phases["postLoad"] = time.monotonic() - started - sum(phases.values())
 
         with conn.transaction():
@@ -207,7 +200,7 @@ class Migration:
             checkpoint.finish_run(conn)
         self.state = checkpoint.load_state(conn)
         assert self.state is not None
-        self.checkpoint_path.unlink(missing_ok=True)
+        self.files.finished()
         seconds = time.monotonic() - started
         report = write_migration_report(conn, self.mapping, self.settings.run_dir,
                                         self.source.description, self.target, seconds, phases,
@@ -295,7 +288,7 @@ class Migration:
         results = self.pool.run(load_in_worker, [t.name for t in todo],
                                 lambda e: self._on_load_event(e, conn), tick)
         self.state = checkpoint.load_state(conn)
-        self._write_checkpoint_file()
+        self.files.mirror(self.state)
         if "paused" in results.values():
             raise Paused
 
@@ -304,13 +297,13 @@ class Migration:
         self.emit(event)
         if isinstance(event, events.BatchCommitted):
             self.documents_read += event.batch_documents
-        if isinstance(event, events.BatchCommitted | events.TableFinished) and self._file_due():
+        if isinstance(event, events.BatchCommitted | events.TableFinished) and self.files.due():
             if conn is not None:  # workers: read what they committed
                 self.state = checkpoint.load_state(conn)
-            self._write_checkpoint_file()
+            self.files.mirror(self.state)
 
     def _on_pause(self) -> None:
-        self._write_checkpoint_file()
+        self.files.mirror(self.state)
         if self.control.paused and not self.control.stopping:
             self.emit(self._pause_event())
 
@@ -348,176 +341,7 @@ class Migration:
 
     # -- after the load ----------------------------------------------------------
 
-    def _post_load(self, conn: psycopg.Connection) -> None:
-        assert self.state is not None
-        self.emit(events.PhaseStarted(4, PHASE_TITLES[4]))
-        entity_fks = [fk for name in self.mapping.load_order()
-                      for fk in self.mapping.foreign_keys_of(name)
-                      if self.mapping.tables[name].collection]
-
-        def removes_rows(fk: ForeignKey) -> bool:
-            table = self.mapping.tables[fk.table]
-            return self.mapping.rules.dangling_policy(fk, table.column(fk.column)) != "set_null"
-
-        # Steps that take rows out go first, parents before children, so a
-        # removal cascades down the dependency order.
-        steps = [("unique", self._step_unique)]
-        steps += [(f"references:{fk.name}", lambda c, fk=fk: self._step_references(c, fk))
-                  for fk in entity_fks if removes_rows(fk)]
-        for name, step in steps:
-            self._run_step(conn, name, step)
-        # The rest changes no row's presence, so the steps do not depend on
-        # each other: they share the cores, one connection each.
-        independent = [(f"junction:{j.table}", lambda c, j=j: self._step_junction(c, j))
-                       for j in self.mapping.junctions]
-        independent += [(f"indexes:{t}", lambda c, t=t: self._step_indexes(c, t))
-                        for t in dict.fromkeys(i.table for i in self.mapping.indexes)]
-        self._run_steps_in_parallel(independent)
-        self.emit(events.StepDone(4, "indexes created", "", len(self.mapping.indexes)))
-        # No ANALYZE here: autovacuum gathers statistics once the load stops.
-        # Foreign keys: declared at once (catalog only), then each table's
-        # rows checked; checks of different tables take no conflicting locks.
-        # References that may dangle into NULL are fixed when their check
-        # fails (see _step_validate_foreign_keys).
-        set_null = {fk.name for fk in entity_fks if not removes_rows(fk)}
-        self._run_step(conn, "foreign_keys", self._step_foreign_keys)
-        self._run_steps_in_parallel(
-            [(f"validate:{t}", lambda c, t=t: self._step_validate_foreign_keys(c, t, set_null))
-             for t in dict.fromkeys(fk.table for fk in self.mapping.foreign_keys)])
-        self.emit(events.StepDone(4, "foreign keys created and validated", "",
-                                  len(self.mapping.foreign_keys)))
-
-    Step = Callable[[psycopg.Connection], list[QuarantineRecord]]
-
-    def _run_step(self, conn: psycopg.Connection, name: str, step: Step) -> None:
-        """One post-load step in one transaction, marked done with it."""
-        assert self.state is not None
-        if name in self.state.steps_done:
-            return
-        if self.control.paused or self.control.stopping:
-            self._wait_or_stop()
-        with conn.transaction():
-            records = step(conn)
-            checkpoint.mark_step_done(conn, name)
-        with self._state_lock:
-            self.state.steps_done.append(name)
-        for r in records:
-            self.emit(r)
-        if self._file_due():
-            self._write_checkpoint_file()
-
-    def _run_steps_in_parallel(self, steps: list[tuple[str, Step]]) -> None:
-        run_on_connections(
-            self.settings.postgres_url,
-            [lambda c, name=name, step=step: self._run_step(c, name, step)
-             for name, step in steps],
-            self.workers, "migration-cockpit", setup=session_settings)
-
-    def _quarantine_removed(self, conn: psycopg.Connection,
-                            removed: list[post_load.RemovedRow]) -> list[QuarantineRecord]:
-        """Rows taken out after loading: their source documents go to quarantine."""
-        assert self.state is not None
-        records: list[QuarantineRecord] = []
-        by_table: dict[str, list[post_load.RemovedRow]] = {}
-        for r in removed:
-            by_table.setdefault(r.table, []).append(r)
-        for name, rows in by_table.items():
-            table = self.mapping.tables[name]
-            assert table.collection
-            docs = {d["_id"]: d for d in self.source.fetch(
-                table.collection, [uuid_to_object_id(r.id) for r in rows])}
-            items = []
-            for r in rows:
-                oid = uuid_to_object_id(r.id)
-                items.append((docs.get(oid, {"_id": oid}), r.reason_code, r.message))
-            records += insert_quarantine(conn, table.name, table.collection, items,
-                                         self.mapping.secrets_of(table.collection))
-            with self._state_lock:
-                ts = self.state.tables[name]
-                ts.rows -= len(rows)
-                ts.quarantined += len(rows)
-                checkpoint.save_table(conn, ts)
-        return records
-
-    def _step_unique(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
-        removed = post_load.remove_duplicates(conn, self.mapping)
-        if removed:
-            self.emit(events.StepDone(4, "duplicate unique keys set aside",
-                                      f"{len(removed)} row(s), first by _id kept", len(removed)))
-        return self._quarantine_removed(conn, removed)
-
-    def _step_references(self, conn: psycopg.Connection,
-                         fk: ForeignKey) -> list[QuarantineRecord]:
-        count, removed = post_load.fix_dangling(conn, self.mapping, fk)
-        if count:
-            action = "quarantined" if removed else "set to NULL"
-            self.emit(events.StepDone(4, f"dangling {fk.table}.{fk.column}",
-                                      f"{count} reference(s) to {fk.ref_table} {action}", count))
-        return self._quarantine_removed(conn, removed)
-
-    def _step_junction(self, conn: psycopg.Connection,
-                       junction: Junction) -> list[QuarantineRecord]:
-        assert self.state is not None
-        result = post_load.fill_junction(conn, junction)
-        with self._state_lock:
-            ts = self.state.tables[junction.table]
-            ts.rows, ts.expected, ts.status = result.rows, result.rows, "done"
-            ts.changes = {"dangling_pairs": result.dangling, "one_sided_pairs": result.one_sided}
-            ts.unmapped = {"dangling_examples": {"count": result.dangling,
-                                                 "examples": list(result.dangling_examples)}}
-            checkpoint.save_table(conn, ts)
-        self.emit(events.JunctionFilled(junction.table, result.rows, result.dangling,
-                                        result.one_sided))
-        return []
-
-    def _step_indexes(self, conn: psycopg.Connection, table: str) -> list[QuarantineRecord]:
-        execute_all(conn, [ddl.create_index(index)
-                                      for index in self.mapping.indexes if index.table == table])
-        return []
-
-    def _step_foreign_keys(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
-        have = ddl.existing_constraints(conn)
-        execute_all(conn, [ddl.add_foreign_key(fk, not_valid=True)
-                                      for fk in self.mapping.foreign_keys if fk.name not in have])
-        return []
-
-    def _step_validate_foreign_keys(self, conn: psycopg.Connection, table: str,
-                                    set_null: set[str]) -> list[QuarantineRecord]:
-        """Check the table's foreign keys. Dangling references under the
-        set-NULL rule show up as a failed check: they are set to NULL (and
-        recorded), then the key is checked again. Most keys hold none, so
-        their rows are read once, not twice (a separate search, then the check)."""
-        for fk in self.mapping.foreign_keys:
-            if fk.table != table:
-                continue
-            if fk.name in set_null:
-                try:
-                    with conn.transaction():  # a savepoint: a failed check undoes nothing else
-                        conn.execute(ddl.validate_foreign_key(fk))
-                    continue
-                except psycopg.errors.ForeignKeyViolation:
-                    self._step_references(conn, fk)
-            conn.execute(ddl.validate_foreign_key(fk))
-        return []
-
     # -- checkpoint file and pause -----------------------------------------------
-
-    def _file_due(self) -> bool:
-        """Whether to rewrite the checkpoint file now: at most twice a second.
-        PostgreSQL holds the checkpoint; the file mirrors it for operators, and
-        rewriting it after each of the hundred post-load steps cost this
-        process ~0.1 s of CPU while the server needed every core."""
-        return time.monotonic() - self._file_written >= 0.5
-
-    def _write_checkpoint_file(self) -> None:
-        with self._state_lock:
-            self._file_written = time.monotonic()  # every write, due or forced, restarts the clock
-            if self.state is None:
-                return
-            checkpoint.write_checkpoint_file(self.checkpoint_path, self.state, self.target)
-            saved = events.CheckpointSaved(str(self.checkpoint_path), self.state.current_table,
-                                           self.state.total_records)
-        self.emit(saved)
 
     def _pause_event(self) -> events.MigrationPaused:
         assert self.state is not None
@@ -526,9 +350,9 @@ class Migration:
         expected = sum(t.expected for t in tables if t.collection) or 1
         consumed = sum(t.consumed for t in tables if t.collection)
         return events.MigrationPaused(min(100.0, 100.0 * consumed / expected), done, len(tables),
-                                      self.state.total_records, str(self.checkpoint_path))
+                                      self.state.total_records, str(self.files.checkpoint_path))
 
     def _paused(self) -> Outcome:
-        self._write_checkpoint_file()
+        self.files.mirror(self.state)
         self.emit(self._pause_event())
         return Outcome.PAUSED

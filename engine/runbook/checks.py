@@ -16,12 +16,12 @@ import psycopg
 
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
+from engine.core.run_files import CHECKPOINT_FILE
 from engine.source.base import Source, SourceError
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
 from engine.source.spec import open_source
 from engine.target import checkpoint, ddl
-from engine.target.checkpoint import CHECKPOINT_FILE
 from engine.validate.baseline import BASELINE_FILE, read_baseline, take_baseline
 from engine.validate.run import REPORT_FILE
 

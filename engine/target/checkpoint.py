@@ -6,20 +6,16 @@ mirror for operators (written atomically, deleted on success).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from engine.core.run_files import write_private
 from engine.target.session import execute_all
 
 STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
 ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": held by the one run working on a target
-CHECKPOINT_FILE = "migration-checkpoint.json"
 
 STATE_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA};
@@ -187,47 +183,3 @@ def run_finished(conn: psycopg.Connection) -> bool:
         return False
     row = conn.execute(f"SELECT finished_at IS NOT NULL FROM {STATE_SCHEMA}.run").fetchone()
     return bool(row and row[0])
-
-
-class CheckpointFileError(Exception):
-    """migration-checkpoint.json exists but cannot be read."""
-
-
-def read_checkpoint_file(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return data
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointFileError(
-            f"Invalid checkpoint file {path} ({exc}).\n"
-            "Recovery (runbook Appendix A, 'Checkpoint File Corrupted'):\n"
-            f"  mv {path.name} {path.name}.corrupted\n"
-            "  cockpit migrate\n"
-            "The authoritative checkpoint lives in PostgreSQL (schema "
-            f"{STATE_SCHEMA}), so the run resumes from there with no loss and no "
-            "duplicate; the file is rewritten.") from None
-
-
-def write_checkpoint_file(path: Path, state: RunState, target: str) -> None:
-    """Atomically (temp file + rename): a reader never sees half a file."""
-    data = {
-        "currentTable": state.current_table,
-        "totalRecordsMigrated": state.total_records,
-        "source": state.source,
-        "target": target,
-        "startedAt": state.started_at.isoformat(),
-        "updatedAt": dt.datetime.now(dt.UTC).isoformat(),
-        "tables": {
-            t.table: {
-                "status": t.status, "collection": t.collection, "lastId": t.last_id,
-                "consumed": t.consumed, "rows": t.rows, "quarantined": t.quarantined,
-                "expected": t.expected,
-                "updatedAt": t.updated_at.isoformat() if t.updated_at else None,
-            } for t in state.tables.values()},
-    }
-    # No fsync: this is a mirror; PostgreSQL holds the durable checkpoint.
-    write_private(path, json.dumps(data, indent=2))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.core.mapping import Mapping
 from engine.core.redact import redact_url
-from engine.target.quarantine import JSONL_FILE
+from engine.core.run_files import JSONL_FILE
 from engine.validate.baseline import BASELINE_FILE, read_baseline
 from engine.validate.table_check import TableCount, ValidationSettings
 

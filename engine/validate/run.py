@@ -27,12 +27,11 @@ import psycopg
 from engine.core import events
 from engine.core.mapping import Mapping, nextcrm
 from engine.core.processes import run_in_workers
-from engine.core.run_files import prepare_run_dir, write_private
+from engine.core.run_files import JSONL_FILE, prepare_run_dir, read_jsonl, write_private
 from engine.source.base import Source
 from engine.source.spec import SourceSpec
 from engine.target import catalog, checkpoint, ddl
 from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.quarantine import JSONL_FILE, read_jsonl
 from engine.target.session import run_on_connections
 from engine.validate.report import REPORT_FILE, build_report
 from engine.validate.setwise import SetwiseChecks

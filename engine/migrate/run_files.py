@@ -1,0 +1,137 @@
+"""The run's files for operators: migration-checkpoint.json, a mirror of the
+checkpoint PostgreSQL holds, and the error logs of the quarantine. Both are
+made again from PostgreSQL when a run resumes, so a crash between a commit
+and a write loses no line and doubles none."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import psycopg
+
+from engine.core import events
+from engine.core.run_files import CHECKPOINT_FILE, JSONL_FILE, LOG_FILE, open_private, write_private
+from engine.target.checkpoint import STATE_SCHEMA, RunState
+from engine.target.quarantine import QuarantineRecord
+
+MIRROR_EVERY_S = 0.5  # the checkpoint file is rewritten at most this often, unless forced
+
+
+class RunFiles:
+    """The checkpoint file and the error logs of one run. `lock` guards the run
+    state while it is mirrored: the parallel post-load steps change it while
+    another thread may be writing the file."""
+
+    def __init__(self, run_dir: Path, target: str) -> None:
+        self.checkpoint_path = run_dir / CHECKPOINT_FILE
+        self.errors = ErrorLog(run_dir)
+        self.target = target  # redacted
+        self.lock = threading.Lock()
+        self._written = 0.0
+
+    def read_checkpoint(self) -> dict | None:
+        return read_checkpoint_file(self.checkpoint_path)
+
+    def due(self) -> bool:
+        """Whether a mirror is due: at most twice a second. Rewriting it after
+        each of the hundred post-load steps cost this process CPU while the
+        server needed every core."""
+        return time.monotonic() - self._written >= MIRROR_EVERY_S
+
+    def mirror(self, state: RunState | None) -> None:
+        """Write the checkpoint file now (every write restarts the clock)."""
+        with self.lock:
+            self._written = time.monotonic()
+            if state is not None:
+                _write_checkpoint_file(self.checkpoint_path, state, self.target)
+
+    def finished(self) -> None:
+        """The run is done: the checkpoint file goes (PostgreSQL keeps the record)."""
+        self.checkpoint_path.unlink(missing_ok=True)
+
+
+class ErrorLog:
+    """Also an event sink: appends each DocumentQuarantined it is given."""
+
+    def __init__(self, folder: Path) -> None:
+        self.log_path = folder / LOG_FILE
+        self.jsonl_path = folder / JSONL_FILE
+
+    def rewrite(self, conn: psycopg.Connection) -> int:
+        """Make both files hold exactly the quarantine table."""
+        for path in (self.log_path, self.jsonl_path):
+            open_private(path, "w").close()
+        rows = conn.execute(
+            f"SELECT table_name, collection, object_id, reason_code, message, document, at "
+            f"FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
+        records = [QuarantineRecord(*r[:6], r[6].isoformat()) for r in rows]
+        self.append(records)
+        return len(records)
+
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.DocumentQuarantined):
+            self.append([event])
+
+    def append(self, records: Iterable[QuarantineRecord]) -> None:
+        records = list(records)
+        if not records:
+            return
+        with open_private(self.log_path) as log, open_private(self.jsonl_path) as jsonl:
+            for r in records:
+                when = dt.datetime.fromisoformat(r.at).astimezone(dt.UTC).strftime(
+                    "%Y-%m-%d %H:%M:%S")
+                log.write(f"{when} UTC  {r.table}  ObjectId({r.object_id})  "
+                          f"[{r.reason_code}] {r.message}\n    document: {r.document}\n")
+                jsonl.write(json.dumps({
+                    "collection": r.collection, "table": r.table, "object_id": r.object_id,
+                    "reason_code": r.reason_code, "message": r.message,
+                    "document": json.loads(r.document), "at": r.at}) + "\n")
+
+
+class CheckpointFileError(Exception):
+    """migration-checkpoint.json exists but cannot be read."""
+
+
+def read_checkpoint_file(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointFileError(
+            f"Invalid checkpoint file {path} ({exc}).\n"
+            "Recovery (runbook Appendix A, 'Checkpoint File Corrupted'):\n"
+            f"  mv {path.name} {path.name}.corrupted\n"
+            "  cockpit migrate\n"
+            "The authoritative checkpoint lives in PostgreSQL (schema "
+            f"{STATE_SCHEMA}), so the run resumes from there with no loss and no "
+            "duplicate; the file is rewritten.") from None
+
+
+def _write_checkpoint_file(path: Path, state: RunState, target: str) -> None:
+    """Atomically (temp file + rename): a reader never sees half a file."""
+    data = {
+        "currentTable": state.current_table,
+        "totalRecordsMigrated": state.total_records,
+        "source": state.source,
+        "target": target,
+        "startedAt": state.started_at.isoformat(),
+        "updatedAt": dt.datetime.now(dt.UTC).isoformat(),
+        "tables": {
+            t.table: {
+                "status": t.status, "collection": t.collection, "lastId": t.last_id,
+                "consumed": t.consumed, "rows": t.rows, "quarantined": t.quarantined,
+                "expected": t.expected,
+                "updatedAt": t.updated_at.isoformat() if t.updated_at else None,
+            } for t in state.tables.values()},
+    }
+    # No fsync: this is a mirror; PostgreSQL holds the durable checkpoint.
+    write_private(path, json.dumps(data, indent=2))
