@@ -37,7 +37,6 @@ class WarningSigns:
         self.limits = limits or Limits()
         self.log_path = log_path
         self.active: set[str] = set()
-        self.history: list[Alert] = []
 
     def evaluate(self, *, now: float, running: bool, last_progress: float | None,
                  documents: int, quarantined: int, memory_percent: float | None,
@@ -68,7 +67,6 @@ class WarningSigns:
             if holds and kind not in self.active:
                 alert = Alert(dt.datetime.now(), kind, text)
                 self.active.add(kind)
-                self.history.append(alert)
                 raised.append(alert)
                 if self.log_path:
                     with open_private(self.log_path) as fh:

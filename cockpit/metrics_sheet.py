@@ -32,7 +32,6 @@ class MetricsRow:
 class MetricsSheet:
     def __init__(self, folder: Path) -> None:
         self.path = folder / METRICS_FILE
-        self.rows: list[MetricsRow] = []
 
     def add(self, table: str, done: int, expected: int, speed: float, errors: int,
             memory_bytes: int | None, notes: str) -> MetricsRow:
@@ -46,5 +45,4 @@ class MetricsSheet:
             if new:
                 writer.writerow(COLUMNS)
             writer.writerow(row.values())
-        self.rows.append(row)
         return row

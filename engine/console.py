@@ -127,8 +127,6 @@ class ConsoleRenderer:
         # table -> (when this run reached it, documents done then): tables
         # load side by side in worker processes.
         self.started: dict[str, tuple[float, int]] = {}
-        self.quarantined = 0
-        self.documents = 0
 
     def line(self, text: str = "") -> None:
         if self.tty:
@@ -164,7 +162,6 @@ class ConsoleRenderer:
                 if event.rows:
                     self.line(f"   🔄 Continuing: {event.table} ({event.rows:,} already)")
             case events.BatchCommitted():
-                self.documents += event.batch_rows + event.batch_quarantined
                 if self.tty:
                     done = event.rows + event.quarantined
                     since, base = self.started.get(event.table, (time.monotonic(), 0))
@@ -183,8 +180,6 @@ class ConsoleRenderer:
                           f"{duration(event.seconds)} ({rate:,.0f} rec/s)")
             case events.TableSkipped():
                 self.line(f"   ⏭ {event.table} (done before: {event.rows:,} records)")
-            case events.DocumentQuarantined():
-                self.quarantined += 1
             case events.JunctionFilled():
                 notes = []
                 if event.dangling:

@@ -58,11 +58,10 @@ def to_uuid(value: Any, note: Note) -> bytes:
 
 class ReferenceUuids:
     """to_uuid for references, remembering the UUIDs it made: a table's
-    references repeat (the same owners, accounts, documents) and a dict
-    lookup costs a seventh of making one. Bounded, emptied when full: 16k
-    entries kept 83% of the generated set's 431k reference columns' values
-    from being made again (64k: the same; larger ones pinned freed batches'
-    memory). Junction arrays do not use it (see TableTransformer._pairs)."""
+    references repeat (the same owners, accounts, documents) and a lookup is
+    far cheaper than making one. Bounded, emptied when full, so it never pins
+    the memory of freed batches (README, Speed). Junction arrays do not use
+    it (see TableTransformer._pairs)."""
 
     SIZE = 1 << 14
 
@@ -360,10 +359,9 @@ class TableTransformer:
     def _compile_row(self) -> Callable[[dict], tuple]:
         """A function doc -> row written for this table: per column, a test
         for the common value that needs no rule (a str without NUL, a naive
-        datetime, an ObjectId...) and column_value for everything else. One
-        call per document instead of one per column: on the generated set it
-        takes 40k instructions a document where column_value alone takes 112k
-        (valgrind). For a table (id, name, age):
+        datetime, an ObjectId...) and column_value for everything else: one
+        call per document instead of one per column (README, Speed, has the
+        instruction counts). For a table (id, name, age):
 
             def row(doc):
                 get = doc.get
@@ -418,9 +416,10 @@ class TableTransformer:
         return row, pairs
 
     def _pairs(self, doc: dict, own_id: bytes) -> list[Pair]:
-        """Without the reference memo: four in five array elements missed it
-        (junctions pair rows once or twice each), so looking them up cost more
-        than it saved and pushed the columns' repeated references out."""
+        """Without the reference memo: most array elements name a row no
+        earlier document named (junctions pair rows once or twice each), so
+        looking them up cost more than it saved and pushed the columns'
+        repeated references out."""
         pairs: list[Pair] = []
         for field_name, junction, side, owner_is_left, note in self.arrays:
             values = doc.get(field_name)

@@ -88,8 +88,8 @@ class JunctionResult:
 def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResult:
     """The union of both sides' arrays, deduplicated, in one pass over the
     staged pairs; pairs naming a row that is not in the target are counted
-    and skipped. Rows go in in key order: the primary key's index takes
-    them ~40% faster than in hash order. Runs in the caller's transaction."""
+    and skipped. Rows go in in key order, which the primary key's index
+    takes faster than hash order. Runs in the caller's transaction."""
     params = {"j": junction.table}
 
     def present(alias: str) -> sql.Composed:
@@ -100,8 +100,8 @@ def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResul
     pairs = sql.SQL("{s}.junction_pairs").format(s=ident(STATE_SCHEMA))
     # Freshly loaded tables have no statistics yet: the planner guesses a
     # few hundred pairs and picks sort-and-group plus nested loops whose index
-    # probes visit the heap. Hashing suits the real tens of thousands (17%
-    # less CPU over all junctions, measured). SET LOCAL: this transaction only.
+    # probes visit the heap. Hashing suits the real tens of thousands (README,
+    # Speed). SET LOCAL: this transaction only.
     conn.execute("SET LOCAL enable_nestloop = off")
     conn.execute("SET LOCAL enable_sort = off")  # the ORDER BY still sorts
     inserted, distinct, one_sided = conn.execute(sql.SQL("""

@@ -53,9 +53,6 @@ class TableLoader:
         """Load the rest of the table from its checkpoint; raises Paused."""
         assert table.collection
         conn = self.conn
-        if ts.status == "done":
-            self.emit(events.TableSkipped(table.name, ts.rows, ts.quarantined))
-            return
         if self.control.stopping:  # asked to stop before this table began
             raise Paused
         if table.collection not in set(self.source.collection_names()):

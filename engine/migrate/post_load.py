@@ -11,6 +11,7 @@ import psycopg
 
 from engine.core import events
 from engine.core.control import MigrationControl
+from engine.core.events import DocumentQuarantined
 from engine.core.ids import uuid_to_object_id
 from engine.core.mapping import ForeignKey, Junction, Mapping
 from engine.migrate import integrity_sql
@@ -18,7 +19,7 @@ from engine.migrate.run_files import RunFiles
 from engine.source.base import Source
 from engine.target import checkpoint, ddl
 from engine.target.checkpoint import RunState
-from engine.target.quarantine import QuarantineRecord, insert_quarantine
+from engine.target.quarantine import insert_quarantine
 from engine.target.session import execute_all, run_on_connections, session_settings
 
 PHASE = 4
@@ -79,7 +80,7 @@ class PostLoad:
         self.emit(events.StepDone(4, "foreign keys created and validated", "",
                                   len(self.mapping.foreign_keys)))
 
-    Step = Callable[[psycopg.Connection], list[QuarantineRecord]]
+    Step = Callable[[psycopg.Connection], list[DocumentQuarantined]]
 
     def _run_step(self, conn: psycopg.Connection, name: str, step: Step) -> None:
         """One post-load step in one transaction, marked done with it."""
@@ -105,9 +106,9 @@ class PostLoad:
             self.workers, "migration-cockpit", setup=session_settings)
 
     def _quarantine_removed(self, conn: psycopg.Connection,
-                            removed: list[integrity_sql.RemovedRow]) -> list[QuarantineRecord]:
+                            removed: list[integrity_sql.RemovedRow]) -> list[DocumentQuarantined]:
         """Rows taken out after loading: their source documents go to quarantine."""
-        records: list[QuarantineRecord] = []
+        records: list[DocumentQuarantined] = []
         by_table: dict[str, list[integrity_sql.RemovedRow]] = {}
         for r in removed:
             by_table.setdefault(r.table, []).append(r)
@@ -129,7 +130,7 @@ class PostLoad:
                 checkpoint.save_table(conn, ts)
         return records
 
-    def _step_unique(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
+    def _step_unique(self, conn: psycopg.Connection) -> list[DocumentQuarantined]:
         removed = integrity_sql.remove_duplicates(conn, self.mapping)
         if removed:
             self.emit(events.StepDone(4, "duplicate unique keys set aside",
@@ -137,7 +138,7 @@ class PostLoad:
         return self._quarantine_removed(conn, removed)
 
     def _step_references(self, conn: psycopg.Connection,
-                         fk: ForeignKey) -> list[QuarantineRecord]:
+                         fk: ForeignKey) -> list[DocumentQuarantined]:
         count, removed = integrity_sql.fix_dangling(conn, self.mapping, fk)
         if count:
             action = "quarantined" if removed else "set to NULL"
@@ -146,7 +147,7 @@ class PostLoad:
         return self._quarantine_removed(conn, removed)
 
     def _step_junction(self, conn: psycopg.Connection,
-                       junction: Junction) -> list[QuarantineRecord]:
+                       junction: Junction) -> list[DocumentQuarantined]:
         result = integrity_sql.fill_junction(conn, junction)
         with self.files.lock:
             ts = self.state.tables[junction.table]
@@ -159,19 +160,19 @@ class PostLoad:
                                         result.one_sided))
         return []
 
-    def _step_indexes(self, conn: psycopg.Connection, table: str) -> list[QuarantineRecord]:
+    def _step_indexes(self, conn: psycopg.Connection, table: str) -> list[DocumentQuarantined]:
         execute_all(conn, [ddl.create_index(index)
                                       for index in self.mapping.indexes if index.table == table])
         return []
 
-    def _step_foreign_keys(self, conn: psycopg.Connection) -> list[QuarantineRecord]:
+    def _step_foreign_keys(self, conn: psycopg.Connection) -> list[DocumentQuarantined]:
         have = ddl.existing_constraints(conn)
         execute_all(conn, [ddl.add_foreign_key(fk, not_valid=True)
                                       for fk in self.mapping.foreign_keys if fk.name not in have])
         return []
 
     def _step_validate_foreign_keys(self, conn: psycopg.Connection, table: str,
-                                    set_null: set[str]) -> list[QuarantineRecord]:
+                                    set_null: set[str]) -> list[DocumentQuarantined]:
         """Check the table's foreign keys. Dangling references under the
         set-NULL rule show up as a failed check: they are set to NULL (and
         recorded), then the key is checked again. Most keys hold none, so

@@ -101,7 +101,7 @@ class Migration:
                 session_settings(conn)
                 return self._run(conn, started)
         except Paused:
-            return self._paused()
+            return self._stopped()
         except MigrationError as exc:
             self.emit(events.MigrationFailed(exc.message, exc.hint))
         except CheckpointFileError as exc:
@@ -112,7 +112,7 @@ class Migration:
                                              "resumes from the last state."))
         except SourceUnreachable as exc:
             self.emit(events.Notice("error", f"{exc} {CONNECTION_ADVICE}"))
-            return self._paused()
+            return self._stopped()
         except SourceError as exc:
             self.emit(events.MigrationFailed(redact_text(str(exc)),
                                              "Fix the source, then run cockpit migrate again: "
@@ -192,7 +192,7 @@ class Migration:
         phases["load"] = time.monotonic() - started - sum(phases.values())
         short = self._check_counts(conn)
         PostLoad(self.settings.postgres_url, self.workers, self.mapping, self.source,
-                 self.state, self.files, self.control, self.emit, self._wait_or_stop).run(conn)
+                 self.state, self.files, self.control, self.emit, self._wait_while_paused).run(conn)
         phases["postLoad"] = time.monotonic() - started - sum(phases.values())
 
         with conn.transaction():
@@ -274,7 +274,7 @@ class Migration:
             loader = TableLoader(conn, self.source, self.mapping, self.batch_size,
                                  self.control, self._on_load_event)
             for t in todo:
-                loader.load(t, self.state.tables[t.name], on_pause=self._on_pause)
+                loader.load(t, self.state.tables[t.name], on_pause=self._save_and_say_paused)
             return
         todo.sort(key=lambda t: self.state.tables[t.name].expected, reverse=True)
         announced = False
@@ -282,7 +282,7 @@ class Migration:
         def tick() -> None:  # a pause in the cockpit: say so once
             nonlocal announced
             if self.control.paused and not self.control.stopping and not announced:
-                self._on_pause()
+                self._save_and_say_paused()
             announced = self.control.paused
 
         results = self.pool.run(load_in_worker, [t.name for t in todo],
@@ -302,13 +302,16 @@ class Migration:
                 self.state = checkpoint.load_state(conn)
             self.files.mirror(self.state)
 
-    def _on_pause(self) -> None:
+    def _save_and_say_paused(self) -> None:
+        """A pause begins (the cockpit's p): the file mirrors the checkpoint,
+        and the pause is reported unless the run is stopping for good."""
         self.files.mirror(self.state)
         if self.control.paused and not self.control.stopping:
-            self.emit(self._pause_event())
+            self.emit(self._paused_event())
 
-    def _wait_or_stop(self) -> None:
-        self._on_pause()
+    def _wait_while_paused(self) -> None:
+        """Between post-load steps: wait out a pause, or raise Paused to stop."""
+        self._save_and_say_paused()
         if not self.control.wait_while_paused():
             raise Paused
 
@@ -343,7 +346,7 @@ class Migration:
 
     # -- checkpoint file and pause -----------------------------------------------
 
-    def _pause_event(self) -> events.MigrationPaused:
+    def _paused_event(self) -> events.MigrationPaused:
         assert self.state is not None
         tables = list(self.state.tables.values())
         done = sum(1 for t in tables if t.status == "done")
@@ -352,7 +355,8 @@ class Migration:
         return events.MigrationPaused(min(100.0, 100.0 * consumed / expected), done, len(tables),
                                       self.state.total_records, str(self.files.checkpoint_path))
 
-    def _paused(self) -> Outcome:
+    def _stopped(self) -> Outcome:
+        """The run stops paused (Ctrl+C, q, a lost source): checkpoint saved, said."""
         self.files.mirror(self.state)
-        self.emit(self._pause_event())
+        self.emit(self._paused_event())
         return Outcome.PAUSED

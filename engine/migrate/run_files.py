@@ -17,7 +17,6 @@ import psycopg
 from engine.core import events
 from engine.core.run_files import CHECKPOINT_FILE, JSONL_FILE, LOG_FILE, open_private, write_private
 from engine.target.checkpoint import STATE_SCHEMA, RunState
-from engine.target.quarantine import QuarantineRecord
 
 MIRROR_EVERY_S = 0.5  # the checkpoint file is rewritten at most this often, unless forced
 
@@ -56,7 +55,7 @@ class RunFiles:
 
 
 class ErrorLog:
-    """Also an event sink: appends each DocumentQuarantined it is given."""
+    """Also an event sink: appends each events.DocumentQuarantined it is given."""
 
     def __init__(self, folder: Path) -> None:
         self.log_path = folder / LOG_FILE
@@ -69,7 +68,7 @@ class ErrorLog:
         rows = conn.execute(
             f"SELECT table_name, collection, object_id, reason_code, message, document, at "
             f"FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
-        records = [QuarantineRecord(*r[:6], r[6].isoformat()) for r in rows]
+        records = [events.DocumentQuarantined(*r[:6], r[6].isoformat()) for r in rows]
         self.append(records)
         return len(records)
 
@@ -77,7 +76,7 @@ class ErrorLog:
         if isinstance(event, events.DocumentQuarantined):
             self.append([event])
 
-    def append(self, records: Iterable[QuarantineRecord]) -> None:
+    def append(self, records: Iterable[events.DocumentQuarantined]) -> None:
         records = list(records)
         if not records:
             return

@@ -94,12 +94,6 @@ class Runbook:
     def items(self) -> list[Item]:
         return [i for g in self.groups for s in g.steps for i in s.items]
 
-    def item(self, item_id: str) -> Item:
-        for i in self.items():
-            if i.id == item_id:
-                return i
-        raise KeyError(item_id)
-
 
 def default_runbook_path() -> Path:
     """./runbook.yaml if there is one, else the one beside the engine's checkout."""

@@ -64,15 +64,15 @@ class Source(Protocol):
 
 
 def with_gc_paused(batches: Iterator[list[dict]],
-                        every: int = 50_000) -> Iterator[list[dict]]:
+                   every: int = 50_000) -> Iterator[list[dict]]:
     """The batches, with Python's cyclic collector off while they stream and
     one collection per `every` documents. Decoded documents hold no cycles
     (reference counting frees them), but a batch allocates enough objects to
-    trigger dozens of collections, each rescanning every live document:
-    decoding ran 3-6x slower with it on. What lived before the stream (modules,
-    the engine) is frozen, so a collection scans only the documents in hand;
-    it is there for the rare cycle (a rejected document's exception), so it
-    can be seldom: at every batch it took 6-10% of the load."""
+    trigger dozens of collections, each rescanning every live document (README,
+    Speed, says how much that cost). What lived before the stream (modules, the
+    engine) is frozen, so a collection scans only the documents in hand; it is
+    there for the rare cycle (a rejected document's exception), so it can be
+    seldom."""
     enabled = gc.isenabled()
     gc.disable()
     gc.freeze()

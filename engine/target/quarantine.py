@@ -20,13 +20,10 @@ from engine.core.ids import id_json
 from engine.core.redact import NO_SECRETS, SecretFields, mask_document, mask_in_text
 from engine.target.checkpoint import STATE_SCHEMA
 
-# A quarantine record is the event that reports it.
-QuarantineRecord = events.DocumentQuarantined
-
 
 def insert_quarantine(conn: psycopg.Connection, table: str, collection: str,
                       items: list[tuple[dict, str, str]],
-                      secrets: SecretFields = NO_SECRETS) -> list[QuarantineRecord]:
+                      secrets: SecretFields = NO_SECRETS) -> list[events.DocumentQuarantined]:
     """Quarantine (document, reason code, message) items, inside the caller's
     transaction. The record keeps the original document with its secrets
     (engine.redact.SecretFields) masked: every log, report and view is made
@@ -36,7 +33,7 @@ def insert_quarantine(conn: psycopg.Connection, table: str, collection: str,
     for doc, code, message in items:
         _id = doc.get("_id")
         oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
-        records.append(QuarantineRecord(
+        records.append(events.DocumentQuarantined(
             table, collection, oid, code, mask_in_text(message, doc, secrets),
             json_util.dumps(mask_document(doc, secrets), json_options=RELAXED_JSON_OPTIONS),
             now))
