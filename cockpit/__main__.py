@@ -4,7 +4,6 @@ headless commands otherwise (migrate, validate, schema deploy, ...)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -12,19 +11,17 @@ from engine.core.processes import start_fork_server_for
 
 
 def tui_parser() -> argparse.ArgumentParser:
+    from engine.cli import add_rules_arg, add_run_dir, add_source_args, add_target_args
+
     p = argparse.ArgumentParser(prog="cockpit", description="The migration cockpit (TUI). "
                                 "Headless commands: cockpit {migrate,validate,schema,baseline,"
                                 "generate,runbook,demo} --help")
-    p.add_argument("--mongo", default=os.environ.get("STAGING_MONGODB_URL"),
-                   help="source MongoDB URL (default: $STAGING_MONGODB_URL)")
-    p.add_argument("--dump", help="a mongodump folder instead of a live MongoDB")
-    p.add_argument("--db", help="database name")
-    p.add_argument("--postgres", default=os.environ.get("STAGING_POSTGRESQL_URL"),
-                   help="target PostgreSQL URL (default: $STAGING_POSTGRESQL_URL)")
-    p.add_argument("--run-dir", type=Path, default=Path.cwd())
+    # The same source, target, run folder and rules arguments as the headless commands.
+    add_source_args(p)
+    add_target_args(p)
+    add_run_dir(p)
+    add_rules_arg(p)
     p.add_argument("--runbook", type=Path, help="runbook.yaml (default: ./runbook.yaml)")
-    p.add_argument("--rules", type=Path, metavar="FILE",
-                   help="the migration's rules (default: the packaged rules.yaml)")
     p.add_argument("--start", action="store_true", help="start the migration at once")
     return p
 
@@ -34,10 +31,12 @@ def run_tui(args: argparse.Namespace, autostart: bool) -> int:
     from engine.core.mapping import RulesError
     from engine.core.run_files import RunFileError, prepare_run_dir
     from engine.runbook.model import RunbookError, default_runbook_path
+    from engine.source.base import DEFAULT_TIMEOUT_S
 
     config = CockpitConfig(args.postgres, args.mongo, args.dump, args.db, args.run_dir,
                            args.runbook or default_runbook_path(), autostart,
-                           rules_path=getattr(args, "rules", None))
+                           rules_path=args.rules,
+                           source_timeout=getattr(args, "source_timeout", DEFAULT_TIMEOUT_S))
     try:
         prepare_run_dir(args.run_dir)
         app = CockpitApp(config)
@@ -58,7 +57,7 @@ def run_demo(argv: list[str]) -> int:
     env = start_demo(args.scale)
     try:
         ns = argparse.Namespace(postgres=env.postgres_url, mongo=env.mongo_url, dump=None,
-                                db="nextcrm", run_dir=args.run_dir, runbook=None)
+                                db="nextcrm", run_dir=args.run_dir, runbook=None, rules=None)
         return run_tui(ns, autostart=True)
     finally:
         print("Stopping the demo servers.")

@@ -51,6 +51,7 @@ from engine.core.run_files import CHECKPOINT_FILE
 from engine.migrate.run import Migration, MigrationSettings
 from engine.runbook.checks import CheckResult, RunContext, run_action, run_check
 from engine.runbook.model import RECORD_FILE, RunbookState, export_record, load_runbook
+from engine.source.base import DEFAULT_TIMEOUT_S
 from engine.validate.run import ValidationSettings, Validator
 
 RECORDED = 2_000  # messages kept in CockpitApp.recorded
@@ -75,11 +76,12 @@ class CockpitConfig:
     metrics_interval: float = 60.0
     limits: Limits = field(default_factory=Limits)
     rules_path: Path | None = None  # the operator's rules file; None: the packaged rules
+    source_timeout: float = DEFAULT_TIMEOUT_S
 
     @property
     def context(self) -> RunContext:
         return RunContext(self.postgres_url, self.mongo_url, self.dump, self.database,
-                          self.run_dir)
+                          self.run_dir, self.source_timeout)
 
 
 class CockpitApp(App[int]):
@@ -138,8 +140,8 @@ class CockpitApp(App[int]):
         # Kept, not queried: a modal screen on top must not hide them from updates.
         self.progress_pane = ProgressPane(id="progress")
         self.postgres_pane = PostgresPane(id="postgres")
-        self.checkpoint_pane = CheckpointPane(id="checkpoint")
-        self.system_pane = SystemPane(id="system")
+        self.checkpoint_pane = CheckpointPane(config.limits, id="checkpoint")
+        self.system_pane = SystemPane(config.limits, id="system")
         self.runbook_pane = RunbookPane(self.runbook, self.runbook_state, id="runbook")
         self.errors_pane = ErrorsPane(id="errors")
         self.panes: list[Widget] = [self.progress_pane, self.postgres_pane,

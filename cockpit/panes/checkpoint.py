@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.table import Table
 from textual.widgets import Static
 
-STALE_SECONDS = 300.0
+from cockpit.alerts import Limits
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ def read_checkpoint_view(path: Path) -> CheckpointView:
 class CheckpointPane(Static, can_focus=True):
     BORDER_TITLE = "3 Checkpoint"
 
+    def __init__(self, limits: Limits, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.limits = limits
+
     def show(self, view: CheckpointView, running: bool) -> None:
         if not view.exists:
             self.update("No checkpoint file (none yet, or deleted after a finished run).")
@@ -44,7 +48,7 @@ class CheckpointPane(Static, can_focus=True):
             self.update(f"[b red]{view.error}[/]")
             return
         d = view.data
-        stale = running and view.age is not None and view.age > STALE_SECONDS
+        stale = running and view.age is not None and view.age > self.limits.checkpoint_stale_seconds
         t = Table.grid(padding=(0, 1))
         t.add_column(style="dim")
         t.add_column()

@@ -6,6 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Sparkline, Static
 
+from cockpit.alerts import Limits
 from cockpit.monitors import SystemSample
 
 HISTORY = 120
@@ -14,8 +15,9 @@ HISTORY = 120
 class SystemPane(Vertical, can_focus=True):
     BORDER_TITLE = "5 System"
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, limits: Limits, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.limits = limits  # the warning signs' own limits, shown the same
         self.history: dict[str, list[float]] = {"cpu": [], "mem": [], "rss": []}
         # Held, not queried: a sample may still arrive while the app tears down.
         self.figures = Static("sampling…", id="figures")
@@ -31,7 +33,7 @@ class SystemPane(Vertical, can_focus=True):
     def show(self, s: SystemSample) -> None:
         gib = 2**30
         memory = f"{s.memory_percent:.0f}%"
-        if s.memory_percent > 80:
+        if s.memory_percent > self.limits.memory_percent:
             memory = f"[b red]{memory}[/]"
         self.figures.update(
             f"CPU {s.cpu_percent:5.1f}%   "

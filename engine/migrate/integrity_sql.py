@@ -10,11 +10,11 @@ import psycopg
 from psycopg import sql
 
 from engine.core.mapping import ForeignKey, Junction, Mapping
+from engine.target import integrity
 from engine.target.checkpoint import STATE_SCHEMA
 from engine.target.ddl import ident
 
 
-# The ObjectId hex inside a UUID made by engine.ids (see its layout).
 @dataclass(frozen=True)
 class RemovedRow:
     """A loaded row taken out again (it goes to quarantine)."""
@@ -53,9 +53,7 @@ def fix_dangling(conn: psycopg.Connection, mapping: Mapping,
     adjustments) or remove the row, as the mapping's rules say."""
     table = mapping.tables[fk.table]
     policy = mapping.rules.dangling_policy(fk, table.column(fk.column))
-    missing = sql.SQL("t.{c} IS NOT NULL AND NOT EXISTS "
-                      "(SELECT 1 FROM {r} r WHERE r.{rc} = t.{c})").format(
-        c=ident(fk.column), r=ident(fk.ref_table), rc=ident(fk.ref_column))
+    missing = integrity.dangling(fk)
     if policy == "set_null":
         cur = conn.execute(sql.SQL("""
             WITH bad AS (SELECT t.id, t.{c} AS original FROM {t} t WHERE {missing}),
@@ -91,12 +89,6 @@ def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResul
     and skipped. Rows go in in key order, which the primary key's index
     takes faster than hash order. Runs in the caller's transaction."""
     params = {"j": junction.table}
-
-    def present(alias: str) -> sql.Composed:
-        return sql.SQL("EXISTS (SELECT 1 FROM {l} x WHERE x.id = {a}.left_id) AND "
-                       "EXISTS (SELECT 1 FROM {r} y WHERE y.id = {a}.right_id)").format(
-            l=ident(junction.left_table), r=ident(junction.right_table), a=sql.Identifier(alias))
-
     pairs = sql.SQL("{s}.junction_pairs").format(s=ident(STATE_SCHEMA))
     # Freshly loaded tables have no statistics yet: the planner guesses a
     # few hundred pairs and picks sort-and-group plus nested loops whose index
@@ -114,7 +106,8 @@ def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResul
         SELECT (SELECT count(*) FROM inserted), count(*), count(*) FILTER (WHERE one_sided)
         FROM grouped""").format(
         j=ident(junction.table), lc=ident(junction.left_column),
-        rc=ident(junction.right_column), pairs=pairs, present=present("g")),
+        rc=ident(junction.right_column), pairs=pairs,
+        present=integrity.pair_present(junction, "g")),
         params).fetchone()  # type: ignore[misc]
     if len(junction.sources) < 2:
         one_sided = 0
@@ -124,7 +117,8 @@ def fill_junction(conn: psycopg.Connection, junction: Junction) -> JunctionResul
         rows = conn.execute(sql.SQL(
             "SELECT DISTINCT {s}.object_id(p.left_id), {s}.object_id(p.right_id) FROM {pairs} p "
             "WHERE p.junction = %(j)s AND NOT ({present}) LIMIT 5").format(
-            s=ident(STATE_SCHEMA), pairs=pairs, present=present("p")), params).fetchall()
+            s=ident(STATE_SCHEMA), pairs=pairs,
+            present=integrity.pair_present(junction, "p")), params).fetchall()
         examples = tuple(f"{junction.left_column}={a} {junction.right_column}={b}"
                          for a, b in rows)
     return JunctionResult(inserted, dangling, one_sided, examples)

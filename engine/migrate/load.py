@@ -24,7 +24,7 @@ from engine.target.checkpoint import TableState
 from engine.target.copy import copy_isolating_failures, insert_pairs, wire_types
 from engine.target.quarantine import insert_quarantine
 from engine.target.raw_uuid import copy_uuids_as_bytes
-from engine.target.session import session_settings
+from engine.target.session import connect
 
 
 class Paused(Exception):
@@ -155,9 +155,7 @@ def _worker_connections() -> tuple[psycopg.Connection, Source]:
     table and kept for the next ones (closed when the worker exits)."""
     w = _worker
     if "conn" not in w or w["conn"].closed:
-        w["conn"] = psycopg.connect(w["url"], autocommit=True,
-                                    application_name="migration-cockpit worker")
-        session_settings(w["conn"])
+        w["conn"] = connect(w["url"], "worker")
         multiprocessing.util.Finalize(w["conn"], w["conn"].close, exitpriority=10)
     if "source" not in w:
         w["source"] = w["spec"].open()

@@ -27,7 +27,7 @@ from engine.source.base import CONNECTION_ADVICE, Source, SourceError, SourceUnr
 from engine.source.spec import SourceSpec
 from engine.target import checkpoint, ddl
 from engine.target.checkpoint import ADVISORY_LOCK_KEY, RunState
-from engine.target.session import session_settings
+from engine.target.session import connect
 
 PHASE_TITLES = {
     1: "Independent Lookup Tables",
@@ -94,11 +94,8 @@ class Migration:
                                                     self.settings.postgres_url,
                                                     self.batch_size, self.control,
                                                     self.mapping)))
-                conn = stack.enter_context(psycopg.connect(
-                    self.settings.postgres_url, autocommit=True,
-                    application_name="migration-cockpit"))
+                conn = stack.enter_context(connect(self.settings.postgres_url, ""))
                 self._lock(conn)
-                session_settings(conn)
                 return self._run(conn, started)
         except Paused:
             return self._stopped()
@@ -142,12 +139,10 @@ class Migration:
     # -- the run ---------------------------------------------------------------
 
     def _run(self, conn: psycopg.Connection, started: float) -> Outcome:
-        present = ddl.existing_tables(conn, self.mapping)
-        if len(present) < len(self.mapping.tables):
-            raise MigrationError(
-                f"the target schema is not deployed ({len(present)} of "
-                f"{len(self.mapping.tables)} tables exist)",
-                "Run: cockpit schema deploy --postgres URL")
+        try:
+            ddl.require_deployed(conn, self.mapping)
+        except ddl.SchemaError as exc:
+            raise MigrationError(str(exc)) from None
         if checkpoint.run_finished(conn):
             raise MigrationError(
                 "this target already holds a finished migration",

@@ -108,6 +108,15 @@ def catalog_counts(conn: psycopg.Connection, mapping: Mapping | None = None) -> 
     return CatalogCounts(*row)
 
 
+def require_deployed(conn: psycopg.Connection, mapping: Mapping) -> None:
+    """SchemaError unless every NextCRM table exists (migrate and validate need them)."""
+    present = existing_tables(conn, mapping)
+    if len(present) < len(mapping.tables):
+        raise SchemaError(
+            f"the target schema is not deployed ({len(present)} of {len(mapping.tables)} "
+            "NextCRM tables exist). Run: cockpit schema deploy --postgres URL")
+
+
 def existing_tables(conn: psycopg.Connection, mapping: Mapping) -> list[str]:
     rows = conn.execute(
         "SELECT table_name FROM information_schema.tables "

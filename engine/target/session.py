@@ -48,6 +48,16 @@ def run_on_connections(url: str, tasks: Sequence[Callable[[psycopg.Connection], 
             conn.close()
 
 
+def connect(url: str, role: str, tuned: bool = True) -> psycopg.Connection:
+    """A connection of the tool's (autocommit; named in pg_stat_activity as
+    migration-cockpit and its role); tuned: with the loading session settings."""
+    conn = psycopg.connect(url, autocommit=True,
+                           application_name=f"migration-cockpit {role}".strip())
+    if tuned:
+        session_settings(conn)
+    return conn
+
+
 def session_settings(conn: psycopg.Connection) -> None:
     # Each batch commits with its own checkpoint, so a commit lost in a server
     # crash loses both together and the resume redoes that batch: waiting for

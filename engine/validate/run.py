@@ -32,7 +32,7 @@ from engine.source.base import Source
 from engine.source.spec import SourceSpec
 from engine.target import catalog, checkpoint, ddl
 from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.session import run_on_connections
+from engine.target.session import connect, run_on_connections
 from engine.validate.report import REPORT_FILE, build_report
 from engine.validate.setwise import SetwiseChecks
 from engine.validate.table_check import (
@@ -67,13 +67,8 @@ class Validator:
     def run(self) -> dict:
         started = time.monotonic()
         prepare_run_dir(self.settings.run_dir)  # before the work, not when its report is due
-        with psycopg.connect(self.settings.postgres_url, autocommit=True,
-                             application_name="migration-cockpit validate") as conn:
-            present = ddl.existing_tables(conn, self.mapping)
-            if len(present) < len(self.mapping.tables):
-                raise ddl.SchemaError(
-                    f"the target has {len(present)} of {len(self.mapping.tables)} NextCRM "
-                    "tables: deploy and migrate first (cockpit schema deploy, cockpit migrate)")
+        with connect(self.settings.postgres_url, "validate", tuned=False) as conn:
+            ddl.require_deployed(conn, self.mapping)
             # ObjectIds in findings come from the UUIDs, in SQL.
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
             conn.execute(checkpoint.OBJECT_ID_FUNCTION)

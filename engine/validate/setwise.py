@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from engine.core.mapping import ForeignKey, Junction, Mapping, Rules, Table
+from engine.target import integrity
 from engine.target.checkpoint import STATE_SCHEMA
 from engine.target.ddl import ident
 from engine.validate.table_check import IDS, PAIRS, TableCount, Thresholds
@@ -57,16 +58,14 @@ class SetwiseChecks:
         expected, actual, missing_count, extra_count, missing, extra = conn.execute(sql.SQL("""
             WITH expected AS (
                 SELECT DISTINCT p.left_id, p.right_id FROM {pairs} p
-                WHERE p.junction = %(j)s
-                  AND EXISTS (SELECT 1 FROM {l} x WHERE x.id = p.left_id)
-                  AND EXISTS (SELECT 1 FROM {r} y WHERE y.id = p.right_id)),
+                WHERE p.junction = %(j)s AND {present}),
             actual AS (SELECT {lc} AS left_id, {rc} AS right_id FROM {jt})
             SELECT count(e.left_id), count(a.left_id),
                    count(*) FILTER (WHERE a.left_id IS NULL),
                    count(*) FILTER (WHERE e.left_id IS NULL), {missing}, {extra}
             FROM expected e FULL JOIN actual a
               ON e.left_id = a.left_id AND e.right_id = a.right_id""").format(
-            l=ident(j.left_table), r=ident(j.right_table), lc=ident(j.left_column),
+            present=integrity.pair_present(j, "p"), lc=ident(j.left_column),
             rc=ident(j.right_column), jt=ident(j.table), pairs=sql.SQL(PAIRS),
             missing=listed("e"), extra=listed("a")), {"j": j.table}).fetchone()  # type: ignore[misc]
 
@@ -84,11 +83,9 @@ class SetwiseChecks:
         """Rows whose reference names no row of the referenced table."""
         key = "id" if self.mapping.tables[fk.table].collection else fk.column
         rows = conn.execute(sql.SQL(
-            "SELECT {s}.object_id(t.{k}), {s}.object_id(t.{c}) FROM {t} t "
-            "WHERE t.{c} IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM {r} r WHERE r.{rc} = t.{c})").format(
-            s=ident(STATE_SCHEMA), k=ident(key), c=ident(fk.column), t=ident(fk.table),
-            r=ident(fk.ref_table), rc=ident(fk.ref_column))).fetchall()
+            "SELECT {s}.object_id(t.{k}), {s}.object_id(t.{c}) FROM {t} t WHERE {dangling}"
+        ).format(s=ident(STATE_SCHEMA), k=ident(key), c=ident(fk.column), t=ident(fk.table),
+                 dangling=integrity.dangling(fk))).fetchall()
         if not rows:
             return None
         return {"foreignKey": fk.name, "table": fk.table, "column": fk.column,

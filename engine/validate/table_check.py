@@ -31,6 +31,7 @@ from engine.target.checkpoint import STATE_SCHEMA
 from engine.target.copy import insert_ids, insert_pairs
 from engine.target.ddl import ident
 from engine.target.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
+from engine.target.session import connect
 
 # What the source holds, written by the table checks (possibly in worker
 # processes, hence not temporary tables), read by the set-wise checks.
@@ -265,8 +266,7 @@ def check_in_worker(table_name: str) -> tuple[TableCount, dict[str, int], list[d
     w = _worker
     source = w["spec"].open()
     try:
-        with psycopg.connect(w["settings"].postgres_url, autocommit=True,
-                             application_name="migration-cockpit validate") as conn:
+        with connect(w["settings"].postgres_url, "validate", tuned=False) as conn:
             mapping = w["mapping"]
             checker = TableChecker(conn, source, mapping, w["settings"],
                                    w["quarantined"].get(table_name, {}),

@@ -1,0 +1,25 @@
+"""The integrity conditions, as SQL, that the migration enforces after the
+load and validation checks afterwards: one wording of each, so both ask the
+same question."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from engine.core.mapping import ForeignKey, Junction
+from engine.target.ddl import ident
+
+
+def dangling(fk: ForeignKey, alias: str = "t") -> sql.Composed:
+    """Rows of fk.table (as `alias`) whose reference names no referenced row."""
+    return sql.SQL("{a}.{c} IS NOT NULL AND NOT EXISTS "
+                   "(SELECT 1 FROM {r} r WHERE r.{rc} = {a}.{c})").format(
+        a=sql.Identifier(alias), c=ident(fk.column), r=ident(fk.ref_table),
+        rc=ident(fk.ref_column))
+
+
+def pair_present(junction: Junction, alias: str) -> sql.Composed:
+    """A staged pair (as `alias`, with left_id and right_id) whose both rows exist."""
+    return sql.SQL("EXISTS (SELECT 1 FROM {l} x WHERE x.id = {a}.left_id) AND "
+                   "EXISTS (SELECT 1 FROM {r} y WHERE y.id = {a}.right_id)").format(
+        l=ident(junction.left_table), r=ident(junction.right_table), a=sql.Identifier(alias))
