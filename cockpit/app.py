@@ -23,25 +23,20 @@ from textual.worker import Worker, WorkerState
 
 from cockpit.alerts import Limits, WarningSigns
 from cockpit.messages import (
-    CheckpointRead,
     ConnectionsChecked,
     EngineReported,
     MigrationEnded,
-    PostgresSampled,
-    RunbookItemDone,
-    SystemSampled,
     ValidationEnded,
 )
 from cockpit.metrics_sheet import MetricsSheet
-from cockpit.monitors import SystemSample, sample_postgres, sample_system
-from cockpit.panes.checkpoint import CheckpointPane, CheckpointView, read_checkpoint_view
+from cockpit.panes.checkpoint import CheckpointPane
 from cockpit.panes.errors import ErrorsPane
 from cockpit.panes.postgres import PostgresPane
 from cockpit.panes.progress import ProgressPane
 from cockpit.panes.runbook import RunbookPane
 from cockpit.panes.system import SystemPane
 from cockpit.progress_model import ProgressModel
-from cockpit.screens import ConfirmQuitScreen, HelpScreen, NoteScreen, RecordScreen, ReportScreen
+from cockpit.screens import ConfirmQuitScreen, HelpScreen, RecordScreen, ReportScreen
 from engine.console import print_validation
 from engine.core import events
 from engine.core.control import MigrationControl
@@ -49,8 +44,8 @@ from engine.core.mapping import nextcrm_with_rules
 from engine.core.redact import redact_text, redact_url
 from engine.core.run_files import CHECKPOINT_FILE
 from engine.migrate.run import Migration, MigrationSettings
-from engine.runbook.checks import CheckResult, RunContext, run_action, run_check
-from engine.runbook.model import RECORD_FILE, RunbookState, export_record, load_runbook
+from engine.runbook.checks import CheckResult, RunContext, run_check
+from engine.runbook.model import RunbookState, load_runbook
 from engine.source.base import DEFAULT_TIMEOUT_S
 from engine.validate.run import ValidationSettings, Validator
 
@@ -130,19 +125,20 @@ class CockpitApp(App[int]):
         self.quit_after_stop = False
         self.active = 0
         self.dirty = False
-        self.last_system: SystemSample | None = None
-        self.postgres_error: str | None = None
-        self.checkpoint_age: float | None = None
         self.last_metrics = time.monotonic()
         # The latest messages handled, for tests and replay; bounded, and
         # without the quarantined documents (the errors pane keeps those).
         self.recorded: deque[object] = deque(maxlen=RECORDED)
         # Kept, not queried: a modal screen on top must not hide them from updates.
         self.progress_pane = ProgressPane(id="progress")
-        self.postgres_pane = PostgresPane(id="postgres")
-        self.checkpoint_pane = CheckpointPane(config.limits, id="checkpoint")
-        self.system_pane = SystemPane(config.limits, id="system")
-        self.runbook_pane = RunbookPane(self.runbook, self.runbook_state, id="runbook")
+        self.postgres_pane = PostgresPane(config.postgres_url, config.postgres_interval,
+                                          id="postgres")
+        self.checkpoint_pane = CheckpointPane(config.run_dir / CHECKPOINT_FILE, config.limits,
+                                              lambda: self.engine_running, id="checkpoint")
+        self.system_pane = SystemPane(config.run_dir, config.system_interval, config.limits,
+                                      id="system")
+        self.runbook_pane = RunbookPane(self.runbook, self.runbook_state, config.context,
+                                        id="runbook")
         self.errors_pane = ErrorsPane(id="errors")
         self.panes: list[Widget] = [self.progress_pane, self.postgres_pane,
                                     self.checkpoint_pane, self.errors_pane, self.system_pane,
@@ -173,15 +169,9 @@ class CockpitApp(App[int]):
         return f"Source {source}: {mongo}   Target {target}: {pg}"
 
     def on_mount(self) -> None:
-        self.set_interval(self.config.postgres_interval, self.sample_postgres)
-        self.set_interval(self.config.system_interval, self.sample_system)
-        self.set_interval(2.0, self.read_checkpoint)
         self.set_interval(self.config.alert_interval, self.evaluate_alerts)
         self.set_interval(0.25, self.repaint)
         self.check_connections()
-        self.sample_system()
-        self.sample_postgres()
-        self.read_checkpoint()
         self.action_show_pane(0)
         self._layout_for(self.size.width, self.size.height)
         if self.runbook_state.warning:
@@ -229,34 +219,6 @@ class CockpitApp(App[int]):
         finally:
             source.close()
         self.post_message(ValidationEnded(report))
-
-    @work(thread=True, exclusive=True, group="postgres", exit_on_error=False)
-    def sample_postgres(self) -> None:
-        if self.config.postgres_url:
-            self.post_message(PostgresSampled(sample_postgres(self.config.postgres_url)))
-
-    @work(thread=True, exclusive=True, group="system", exit_on_error=False)
-    def sample_system(self) -> None:
-        self.post_message(SystemSampled(sample_system(self.config.run_dir)))
-
-    @work(thread=True, exclusive=True, group="checkpoint", exit_on_error=False)
-    def read_checkpoint(self) -> None:
-        self.post_message(CheckpointRead(read_checkpoint_view(
-            self.config.run_dir / CHECKPOINT_FILE)))
-
-    @work(thread=True, group="runbook", exit_on_error=False)
-    def run_runbook_item(self, item_id: str, kind: str, name: str,
-                         state: RunbookState) -> None:
-        """state: a copy made on the UI thread, which alone owns runbook_state."""
-        ctx = self.config.context
-        if kind == "auto":
-            result = run_check(name, ctx)
-        elif name == "export_record":
-            path = export_record(self.runbook, state, ctx.run_dir / RECORD_FILE)
-            result = CheckResult(True, f"written to {path}")
-        else:
-            result = run_action(name, ctx)
-        self.post_message(RunbookItemDone(item_id, result.ok, result.detail))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker failures surface: shown, logged, never silent."""
@@ -317,59 +279,21 @@ class CockpitApp(App[int]):
                     severity="information" if passed else "error")
         self.push_screen(ReportScreen("Validation report", out.getvalue()))
 
-    def on_postgres_sampled(self, message: PostgresSampled) -> None:
-        self.postgres_error = None if message.stats.ok else message.stats.error
-        self.postgres_pane.show(message.stats)
-
-    def on_system_sampled(self, message: SystemSampled) -> None:
-        self.last_system = message.sample
-        self.system_pane.show(message.sample)
-
-    def on_checkpoint_read(self, message: CheckpointRead) -> None:
-        view: CheckpointView = message.view  # type: ignore[assignment]
-        self.checkpoint_age = view.age
-        self.checkpoint_pane.show(view, self.engine_running)
-
     def on_connections_checked(self, message: ConnectionsChecked) -> None:
         self.connections.update(message.text)
-
-    def on_runbook_item_done(self, message: RunbookItemDone) -> None:
-        self.recorded.append(message)
-        self.runbook_state.record_check(message.item_id, message.ok, message.detail)
-        self.runbook_pane.refresh_item(message.item_id)
-        self.notify(message.detail, title="PASS" if message.ok else "FAIL",
-                    severity="information" if message.ok else "warning")
 
     @on(ErrorsPane.RecordOpened)
     def open_record(self, message: ErrorsPane.RecordOpened) -> None:
         self.recorded.append(message)
         self.push_screen(RecordScreen(message.record))
 
-    @on(RunbookPane.ItemRun)
-    def run_item(self, message: RunbookPane.ItemRun) -> None:
-        item = message.item
-        if item.kind == "action" and item.action == "migrate":
+    @on(RunbookPane.ActionWanted)
+    def runbook_action(self, message: RunbookPane.ActionWanted) -> None:
+        if message.item.action == "migrate":
             self.action_start()
-            self.runbook_state.record_check(item.id, True, "migration started from the cockpit")
-            self.runbook_pane.refresh_item(item.id)
-        elif item.kind == "action" and item.action == "validate":
-            self.action_validate()
+            self.runbook_pane.record(message.item.id, True, "migration started from the cockpit")
         else:
-            self.notify(f"running: {item.text}")
-            self.run_runbook_item(item.id, item.kind, item.check or item.action or "",
-                                  self.runbook_state.copy())
-
-    @on(RunbookPane.NoteWanted)
-    def ask_note(self, message: RunbookPane.NoteWanted) -> None:
-        item = message.item
-
-        def save(note: str | None) -> None:
-            if note is not None:
-                self.runbook_state.set_note(item.id, note)
-                self.runbook_pane.refresh_item(item.id)
-
-        current = self.runbook_state.items.get(item.id, {}).get("note", "")
-        self.push_screen(NoteScreen(item.text, current), save)
+            self.action_validate()
 
     # -- timers --------------------------------------------------------------------
 
@@ -387,18 +311,20 @@ class CockpitApp(App[int]):
 
     def _metrics_row(self, table: str, done: int, expected: int, speed: float, errors: int,
                      notes: str) -> None:
-        rss = self.last_system.memory_used if self.last_system else None
+        system = self.system_pane.last
+        rss = system.memory_used if system else None
         row = self.metrics.add(table, done, expected, speed, errors, rss, notes)
         self.progress_pane.add_metrics(row)
 
     def evaluate_alerts(self) -> None:
-        memory = self.last_system.memory_percent if self.last_system else None
+        system = self.system_pane.last
+        memory = system.memory_percent if system else None
         running = self.engine_running and self.model.state == "running"
         for alert in self.signs.evaluate(
                 now=time.monotonic(), running=running, last_progress=self.model.last_progress,
                 documents=self.model.documents, quarantined=self.model.quarantined,
-                memory_percent=memory, checkpoint_age=self.checkpoint_age,
-                postgres_error=self.postgres_error):
+                memory_percent=memory, checkpoint_age=self.checkpoint_pane.age,
+                postgres_error=self.postgres_pane.error):
             self.recorded.append(alert)
             self.errors_pane.add_alert(alert)
             self.notify(alert.text, title="Warning sign", severity="warning", timeout=10)

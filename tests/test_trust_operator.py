@@ -75,12 +75,12 @@ async def test_a_runbook_item_worker_reads_a_copy_of_the_state(
         seen.append(state)
         return out
 
-    monkeypatch.setattr("cockpit.app.export_record", export)
+    monkeypatch.setattr("cockpit.panes.runbook.export_record", export)
     app = CockpitApp(CockpitConfig(None, run_dir=tmp_path, runbook_path=ROOT / "runbook.yaml"))
     async with app.run_test(size=(160, 48)) as pilot:
         item = app.runbook.items()[0].id
         app.runbook_state.set_note(item, "before")
-        app.run_runbook_item(item, "action", "export_record", app.runbook_state.copy())
+        app.runbook_pane.run_item(item, "action", "export_record", app.runbook_state.copy())
         await pilot.pause(0.3)
     assert seen and seen[0] is not app.runbook_state
     assert seen[0].items == {item: {"note": "before"}}  # as it stood when the worker began

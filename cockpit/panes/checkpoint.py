@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
+from textual import work
 from textual.widgets import Static
 
 from cockpit.alerts import Limits
+from cockpit.messages import CheckpointRead
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,26 @@ def read_checkpoint_view(path: Path) -> CheckpointView:
 class CheckpointPane(Static, can_focus=True):
     BORDER_TITLE = "3 Checkpoint"
 
-    def __init__(self, limits: Limits, **kwargs: object) -> None:
+    def __init__(self, path: Path, limits: Limits, running: Callable[[], bool],
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.path = path
         self.limits = limits
+        self.running = running  # stale only matters while the engine runs
+        self.age: float | None = None  # seconds since the file was written
+
+    def on_mount(self) -> None:
+        self.set_interval(2.0, self.read)
+        self.read()
+
+    @work(thread=True, exclusive=True, group="checkpoint", exit_on_error=False)
+    def read(self) -> None:
+        self.post_message(CheckpointRead(read_checkpoint_view(self.path)))
+
+    def on_checkpoint_read(self, message: CheckpointRead) -> None:
+        view: CheckpointView = message.view  # type: ignore[assignment]
+        self.age = view.age
+        self.show(view, self.running())
 
     def show(self, view: CheckpointView, running: bool) -> None:
         if not view.exists:

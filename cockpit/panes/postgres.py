@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from rich.table import Table
+from textual import work
 from textual.widgets import Static
 
-from cockpit.monitors import PostgresStats
+from cockpit.messages import PostgresSampled
+from cockpit.monitors import PostgresStats, sample_postgres
 
 
 def _size(n: int) -> str:
@@ -17,10 +19,29 @@ def _size(n: int) -> str:
 
 
 class PostgresPane(Static, can_focus=True):
+    """Samples the target every `interval` seconds in a thread worker."""
+
     BORDER_TITLE = "2 PostgreSQL"
+
+    def __init__(self, url: str | None, interval: float, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.url = url
+        self.interval = interval
+        self.error: str | None = None  # the last sample's, for the warning signs
 
     def on_mount(self) -> None:
         self.update("waiting for the first sample…")
+        self.set_interval(self.interval, self.sample)
+        self.sample()
+
+    @work(thread=True, exclusive=True, group="postgres", exit_on_error=False)
+    def sample(self) -> None:
+        if self.url:
+            self.post_message(PostgresSampled(sample_postgres(self.url)))
+
+    def on_postgres_sampled(self, message: PostgresSampled) -> None:
+        self.error = None if message.stats.ok else message.stats.error
+        self.show(message.stats)
 
     def show(self, s: PostgresStats) -> None:
         if not s.ok:

@@ -5,18 +5,23 @@ note; b / e record a step's start / end time."""
 
 from __future__ import annotations
 
+from textual import work
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from cockpit.screens import ReportScreen
+from cockpit.messages import RunbookItemDone
+from cockpit.screens import NoteScreen, ReportScreen
+from engine.runbook.checks import CheckResult, RunContext, run_action, run_check
 from engine.runbook.model import (
+    RECORD_FILE,
     Group,
     Item,
     Runbook,
     RunbookState,
     Step,
+    export_record,
     group_progress,
     step_details,
 )
@@ -35,22 +40,19 @@ class RunbookPane(Tree[object], can_focus=True):
         Binding("d", "details", "Step details", show=False),
     ]
 
-    class ItemRun(Message):
-        """Enter on an auto or action item: the app runs it in a worker."""
+    class ActionWanted(Message):
+        """Enter on the migrate or validate action: the app starts it (its own keys do too)."""
 
         def __init__(self, item: Item) -> None:
             super().__init__()
             self.item = item
 
-    class NoteWanted(Message):
-        def __init__(self, item: Item) -> None:
-            super().__init__()
-            self.item = item
-
-    def __init__(self, runbook: Runbook, state: RunbookState, **kwargs: object) -> None:
+    def __init__(self, runbook: Runbook, state: RunbookState, context: RunContext,
+                 **kwargs: object) -> None:
         super().__init__(runbook.title, **kwargs)  # type: ignore[arg-type]
         self.runbook = runbook
-        self.state = state
+        self.state = state  # owned by the UI thread: workers get a copy
+        self.context = context
         self.item_nodes: dict[str, TreeNode[object]] = {}
         self.group_nodes: dict[str, TreeNode[object]] = {}
         self.step_nodes: dict[str, TreeNode[object]] = {}
@@ -114,10 +116,37 @@ class RunbookPane(Tree[object], can_focus=True):
 
     def action_run(self) -> None:
         item = self._selected()
-        if isinstance(item, Item) and item.kind in ("auto", "action"):
-            self.post_message(self.ItemRun(item))
+        if isinstance(item, Item) and item.kind == "action" and item.action in (
+                "migrate", "validate"):
+            self.post_message(self.ActionWanted(item))
+        elif isinstance(item, Item) and item.kind in ("auto", "action"):
+            self.app.notify(f"running: {item.text}")
+            self.run_item(item.id, item.kind, item.check or item.action or "", self.state.copy())
         elif self.cursor_node is not None:
             self.cursor_node.toggle()
+
+    @work(thread=True, group="runbook", exit_on_error=False)
+    def run_item(self, item_id: str, kind: str, name: str, state: RunbookState) -> None:
+        """An automatic check or an action, in a thread. state: a copy made on
+        the UI thread, which alone owns self.state."""
+        if kind == "auto":
+            result = run_check(name, self.context)
+        elif name == "export_record":
+            path = export_record(self.runbook, state, self.context.run_dir / RECORD_FILE)
+            result = CheckResult(True, f"written to {path}")
+        else:
+            result = run_action(name, self.context)
+        self.post_message(RunbookItemDone(item_id, result.ok, result.detail))
+
+    def on_runbook_item_done(self, message: RunbookItemDone) -> None:
+        self.record(message.item_id, message.ok, message.detail)
+        self.app.notify(message.detail, title="PASS" if message.ok else "FAIL",
+                        severity="information" if message.ok else "warning")
+
+    def record(self, item_id: str, ok: bool, detail: str) -> None:
+        """A check's result, kept and shown."""
+        self.state.record_check(item_id, ok, detail)
+        self.refresh_item(item_id)
 
     def _step(self) -> Step | None:
         node = self.cursor_node
@@ -146,5 +175,13 @@ class RunbookPane(Tree[object], can_focus=True):
 
     def action_note(self) -> None:
         item = self._selected()
-        if isinstance(item, Item):
-            self.post_message(self.NoteWanted(item))
+        if not isinstance(item, Item):
+            return
+
+        def save(note: str | None) -> None:
+            if note is not None:
+                self.state.set_note(item.id, note)
+                self.refresh_item(item.id)
+
+        current = self.state.items.get(item.id, {}).get("note", "")
+        self.app.push_screen(NoteScreen(item.text, current), save)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Sparkline, Static
 
 from cockpit.alerts import Limits
-from cockpit.monitors import SystemSample
+from cockpit.messages import SystemSampled
+from cockpit.monitors import SystemSample, sample_system
 
 HISTORY = 120
 
@@ -15,9 +19,13 @@ HISTORY = 120
 class SystemPane(Vertical, can_focus=True):
     BORDER_TITLE = "5 System"
 
-    def __init__(self, limits: Limits, **kwargs: object) -> None:
+    def __init__(self, run_dir: Path, interval: float, limits: Limits,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.run_dir = run_dir  # the disk that matters is the run files'
+        self.interval = interval
         self.limits = limits  # the warning signs' own limits, shown the same
+        self.last: SystemSample | None = None
         self.history: dict[str, list[float]] = {"cpu": [], "mem": [], "rss": []}
         # Held, not queried: a sample may still arrive while the app tears down.
         self.figures = Static("sampling…", id="figures")
@@ -29,6 +37,18 @@ class SystemPane(Vertical, can_focus=True):
         for key, label in (("cpu", "CPU %"), ("mem", "memory %"), ("rss", "cockpit RSS")):
             yield Label(label, classes="spark-label")
             yield self.sparks[key]
+
+    def on_mount(self) -> None:
+        self.set_interval(self.interval, self.sample)
+        self.sample()
+
+    @work(thread=True, exclusive=True, group="system", exit_on_error=False)
+    def sample(self) -> None:
+        self.post_message(SystemSampled(sample_system(self.run_dir)))
+
+    def on_system_sampled(self, message: SystemSampled) -> None:
+        self.last = message.sample
+        self.show(message.sample)
 
     def show(self, s: SystemSample) -> None:
         gib = 2**30
