@@ -54,7 +54,7 @@ class WarningSigns:
                        and 100.0 * quarantined / max(1, documents) > lim.error_percent,
                        f"{quarantined:,} of {documents:,} records quarantined "
                        f"({100.0 * quarantined / max(1, documents):.2f}% > "
-                       f"{lim.error_percent:.0f}%)"),
+                       f"{lim.error_percent:g}%)"),
             "checkpoint": (running and checkpoint_age is not None
                            and checkpoint_age > lim.checkpoint_stale_seconds,
                            f"checkpoint file not updated for {(checkpoint_age or 0) / 60:.0f} "

@@ -1,6 +1,6 @@
 """Regenerate the SVG screenshots of every screen and state in screenshots/:
 
-    python -m cockpit.screenshots [--out screenshots]
+    python -m devtools.screenshots [--out screenshots]
 
 Runs the real cockpit (App.run_test) against embedded PostgreSQL and a
 generated mongodump folder."""
