@@ -25,7 +25,7 @@ from engine.migrate.run import Migration, MigrationSettings, Outcome
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.mongo import MongoSource, mongo_database
 from engine.source.spec import open_source
-from engine.target import ddl
+from engine.target import catalog, ddl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
 T = TypeVar("T")
@@ -193,7 +193,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def print_schema_verification(c: ddl.CatalogCounts, tables: int, indexes: int,
+def print_schema_verification(c: catalog.CatalogCounts, tables: int, indexes: int,
                               fks: int) -> None:
     def mark(ok: bool) -> str:
         return "✓" if ok else "✗"

@@ -11,8 +11,8 @@ from engine.core.run_files import read_jsonl
 from engine.migrate.run import Migration, MigrationSettings, Outcome
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
+from engine.target.catalog import catalog_counts
 from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.ddl import catalog_counts
 from tests.expected import assert_lossless
 
 

@@ -141,3 +141,10 @@ def test_state_persists_and_export_records_everything(tmp_path: Path) -> None:
     blank = export_record(rb, RunbookState.load(tmp_path / "fresh"),
                           tmp_path / "blank.md").read_text()
     assert "- [x]" not in blank and blank.count("- [ ]") == len(rb.items())
+
+
+def test_the_runbook_vocabulary_is_what_the_checks_implement() -> None:
+    from engine.runbook.checks import ACTIONS, CHECKS
+    from engine.runbook.model import ACTION_NAMES, CHECK_NAMES
+
+    assert set(CHECKS) == CHECK_NAMES and set(ACTIONS) == ACTION_NAMES

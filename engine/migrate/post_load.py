@@ -17,7 +17,7 @@ from engine.core.mapping import ForeignKey, Junction, Mapping
 from engine.migrate import integrity_sql
 from engine.migrate.run_files import RunFiles
 from engine.source.base import Source
-from engine.target import checkpoint, ddl
+from engine.target import catalog, checkpoint, ddl
 from engine.target.checkpoint import RunState
 from engine.target.quarantine import insert_quarantine
 from engine.target.session import execute_all, run_on_connections, session_settings
@@ -166,7 +166,7 @@ class PostLoad:
         return []
 
     def _step_foreign_keys(self, conn: psycopg.Connection) -> list[DocumentQuarantined]:
-        have = ddl.existing_constraints(conn)
+        have = catalog.existing_constraints(conn)
         execute_all(conn, [ddl.add_foreign_key(fk, not_valid=True)
                                       for fk in self.mapping.foreign_keys if fk.name not in have])
         return []

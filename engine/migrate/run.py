@@ -25,7 +25,7 @@ from engine.migrate.report import write_migration_report
 from engine.migrate.run_files import CheckpointFileError, RunFiles
 from engine.source.base import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
 from engine.source.spec import SourceSpec
-from engine.target import checkpoint, ddl
+from engine.target import catalog, checkpoint, ddl
 from engine.target.checkpoint import ADVISORY_LOCK_KEY, RunState
 from engine.target.session import connect
 
@@ -211,7 +211,7 @@ class Migration:
         return Outcome.FINISHED_WITH_QUARANTINE if quarantined else Outcome.FINISHED
 
     def _start_new_run(self, conn: psycopg.Connection) -> RunState:
-        full = ddl.tables_with_rows(conn, list(self.mapping.tables))
+        full = catalog.tables_with_rows(conn, list(self.mapping.tables))
         if full:
             raise MigrationError(
                 f"the target already holds rows ({', '.join(full[:5])}) and no checkpoint",

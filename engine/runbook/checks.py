@@ -21,7 +21,7 @@ from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
 from engine.source.spec import open_source
-from engine.target import checkpoint, ddl
+from engine.target import catalog, checkpoint, ddl
 from engine.validate.baseline import BASELINE_FILE, read_baseline, take_baseline
 from engine.validate.run import REPORT_FILE, Thresholds
 
@@ -61,7 +61,7 @@ def postgres_reachable(ctx: RunContext) -> CheckResult:
 
 def vector_available(ctx: RunContext) -> CheckResult:
     with _pg(ctx) as conn:
-        ok = ddl.vector_available(conn)
+        ok = catalog.vector_available(conn)
     return CheckResult(ok, "extension vector available" if ok else
                        "extension vector is not installed on the server (postgresql-16-pgvector)")
 
@@ -126,7 +126,7 @@ def disk_space(ctx: RunContext) -> CheckResult:
 def schema_deployed(ctx: RunContext) -> CheckResult:
     m = nextcrm()
     with _pg(ctx) as conn:
-        c = ddl.catalog_counts(conn, m)
+        c = catalog.catalog_counts(conn, m)
     ok = (c.tables, c.secondary_indexes, c.foreign_keys) == (
         len(m.tables), len(m.indexes), len(m.foreign_keys))
     return CheckResult(ok, f"{c.tables} tables (expect {len(m.tables)}), {c.secondary_indexes} "
@@ -137,7 +137,7 @@ def schema_deployed(ctx: RunContext) -> CheckResult:
 def tables_created(ctx: RunContext) -> CheckResult:
     m = nextcrm()
     with _pg(ctx) as conn:
-        present = ddl.existing_tables(conn, m)
+        present = catalog.existing_tables(conn, m)
     return CheckResult(len(present) == len(m.tables),
                        f"{len(present)} of {len(m.tables)} tables (29 entity + 10 junction)")
 

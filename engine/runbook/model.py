@@ -106,13 +106,21 @@ def _line_of(node: Any) -> str:
     return f"line {mark.line + 1}" if mark else "?"
 
 
-def load_runbook(path: Path, checks: set[str] | None = None,
-                 actions: set[str] | None = None) -> Runbook:
-    """Parse and check runbook.yaml; a RunbookError says what and where."""
-    from engine.runbook.checks import ACTIONS, CHECKS
+# The names runbook.yaml may give an item's `check` or `action`: the
+# vocabulary of the file, implemented by engine.runbook.checks (a test keeps
+# the two equal), named here so reading the file needs none of the engine.
+CHECK_NAMES = frozenset({
+    "baseline_recorded", "both_connections", "checkpoint_saved", "collections_present",
+    "counts_match_baseline", "data_types_valid", "disk_space", "match_over_99",
+    "metrics_tracked", "migration_finished", "mongo_reachable", "no_checkpoint_file",
+    "postgres_reachable", "records_valid", "references_valid", "row_counts_valid",
+    "schema_deployed", "tables_created", "validation_passed", "vector_available"})
+ACTION_NAMES = frozenset({"baseline", "export_record", "migrate", "schema_deploy", "validate"})
 
-    checks = set(CHECKS) if checks is None else checks
-    actions = set(ACTIONS) if actions is None else actions
+
+def load_runbook(path: Path, checks: frozenset[str] | set[str] = CHECK_NAMES,
+                 actions: frozenset[str] | set[str] = ACTION_NAMES) -> Runbook:
+    """Parse and check runbook.yaml; a RunbookError says what and where."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
