@@ -109,6 +109,22 @@ def _selected(column: Column) -> sql.Composable:
     return ident(column.name)
 
 
+@dataclass
+class _Plan:
+    """One table's check, worked out before its first batch."""
+
+    table: Table
+    transformer: TableTransformer
+    select: sql.Composable
+    expected_total: int
+    compare_every: int  # 1: every row; with --sample, every n-th present row
+    hidden: set[str]  # sensitive columns: their values are masked in findings
+    json_columns: list[int]
+    quarantined_ids: set[bytes]
+    adjusted: dict[bytes, list[str]]  # row id -> columns the migration set NULL
+    present: int = 0  # rows found in the target so far, for sampling
+
+
 class TableChecker:
     """Layers 1 and 2 for one table: every source document is one equal row
     or a known quarantined one. Runs here or in a worker process."""
@@ -133,104 +149,123 @@ class TableChecker:
 
     def check(self, table: Table) -> TableCount:
         assert table.collection
-        conn = self.conn
-        check = TableCount()
-        check.target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        count = TableCount()
+        count.target = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
             ident(table.name))).fetchone()[0]  # type: ignore[index]
         if table.collection not in set(self.source.collection_names()):
-            return check
-        transformer = TableTransformer(table, self.mapping.rules)
+            return count
+        plan = self._plan(table)
+        for docs in with_gc_paused(self.source.batches(table.collection, Position(), 5000)):
+            count.source += len(docs)
+            ids, rows, absent, pairs = self._expected(plan, docs, count)
+            self._copy_ids(table.name, ids, pairs)
+            with self.conn.cursor(binary=True) as cur:  # binary: cheaper to turn into values
+                # The ids (bytes) as a uuid[] literal: bytes alone would go as bytea.
+                id_array = "{" + ",".join(i.hex() for i in ids) + "}"
+                got = {r[0]: r for r in cur.execute(plan.select, [id_array]).fetchall()}
+            for key, oid in absent:
+                if key in got:
+                    count.note("extra", oid or _object_id_text(key), self.thresholds.examples)
+            self._compare(plan, rows, got, count)
+            self.emit(events.ValidationProgress(table.name, count.source, plan.expected_total))
+            del docs, rows, got  # before the next batch is read: one batch in memory, not two
+        return count
+
+    def _plan(self, table: Table) -> _Plan:
+        """What checking the table's batches needs, worked out once."""
+        assert table.collection
+        expected_total = self.source.count(table.collection)
         # Enums as text: their labels are what the source holds. UUIDs as
         # their bytes (uuid_send), which psycopg reads in C, not one Python
         # call each.
         select = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s::uuid[])").format(
             sql.SQL(", ").join(_selected(c) for c in table.columns), ident(table.name))
-        names = table.column_names
-        hidden = {c.name for c in table.columns
-                  if self.mapping.rules.sensitive(table.collection, c.source_field or c.name)}
-        json_columns = [i for i, c in enumerate(table.columns) if c.kind == "jsonb"]
-        expected_total = self.source.count(table.collection)
-        compare_every = 1
-        if self.settings.sample:
-            compare_every = max(1, expected_total // self.settings.sample)
-        present = 0  # rows found in the target, for sampling
         # The migration's exceptions by row id, so the common document needs
         # no ObjectId text (made only for what a report names).
-        quarantined_ids = {object_id_to_uuid(k).bytes for k in self.quarantined_reasons
-                           if _HEX24.match(k)}
-        adjusted = {object_id_to_uuid(k).bytes: v for k, v in self.adjusted.items()
-                    if _HEX24.match(k)}  # (always: they are read back from UUIDs)
-        for docs in with_gc_paused(self.source.batches(table.collection, Position(), 5000)):
-            ids: list[bytes] = []
-            rows: list[tuple] = []  # expected rows, to compare
-            absent: list[tuple[bytes, str | None]] = []  # quarantined: (id, ObjectId text)
-            pairs: list[Pair] = []
-            check.source += len(docs)
-            for doc in docs:
-                try:
-                    row, doc_pairs = transformer.transform(doc)
-                except Rejected:
-                    row, doc_pairs = None, []
-                _id = doc.get("_id")
-                if row is None or type(_id) is not ObjectId:  # rare: by the ObjectId text
-                    oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
-                    if oid in self.quarantined_reasons:
-                        check.quarantined += 1
-                        if row is not None:  # must not be in the target
-                            ids.append(row[0])
-                            absent.append((row[0], oid))
-                        continue
-                    if row is None:  # the migration should have quarantined it
-                        check.note("missing", oid, self.thresholds.examples)
-                        continue
-                elif row[0] in quarantined_ids:
-                    check.quarantined += 1
-                    ids.append(row[0])
-                    absent.append((row[0], None))
+        return _Plan(
+            table=table, transformer=TableTransformer(table, self.mapping.rules),
+            select=select, expected_total=expected_total,
+            compare_every=max(1, expected_total // self.settings.sample)
+            if self.settings.sample else 1,
+            hidden={c.name for c in table.columns
+                    if self.mapping.rules.sensitive(table.collection, c.source_field or c.name)},
+            json_columns=[i for i, c in enumerate(table.columns) if c.kind == "jsonb"],
+            quarantined_ids={object_id_to_uuid(k).bytes for k in self.quarantined_reasons
+                             if _HEX24.match(k)},
+            adjusted={object_id_to_uuid(k).bytes: v for k, v in self.adjusted.items()
+                      if _HEX24.match(k)})  # (always: they are read back from UUIDs)
+
+    def _expected(self, plan: _Plan, docs: list[dict], count: TableCount
+                  ) -> tuple[list[bytes], list[tuple], list[tuple[bytes, str | None]], list[Pair]]:
+        """A batch's documents as the rows to compare, the ids the source holds,
+        the quarantined ones that must be absent (id, ObjectId text), and the
+        junction pairs; documents neither loadable nor quarantined are noted
+        missing."""
+        ids: list[bytes] = []
+        rows: list[tuple] = []
+        absent: list[tuple[bytes, str | None]] = []
+        pairs: list[Pair] = []
+        for doc in docs:
+            try:
+                row, doc_pairs = plan.transformer.transform(doc)
+            except Rejected:
+                row, doc_pairs = None, []
+            _id = doc.get("_id")
+            if row is None or type(_id) is not ObjectId:  # rare: by the ObjectId text
+                oid = str(_id) if isinstance(_id, ObjectId) else id_json(_id)
+                if oid in self.quarantined_reasons:
+                    count.quarantined += 1
+                    if row is not None:  # must not be in the target
+                        ids.append(row[0])
+                        absent.append((row[0], oid))
                     continue
-                if json_columns or row[0] in adjusted:
-                    row = self._as_stored(table, adjusted.get(row[0], ()), row, json_columns)
+                if row is None:  # the migration should have quarantined it
+                    count.note("missing", oid, self.thresholds.examples)
+                    continue
+            elif row[0] in plan.quarantined_ids:
+                count.quarantined += 1
                 ids.append(row[0])
-                rows.append(row)
-                pairs += doc_pairs
-            self._copy_ids(table.name, ids, pairs)
-            with conn.cursor(binary=True) as cur:  # binary: cheaper to turn into values
-                # The ids (bytes) as a uuid[] literal: bytes alone would go as bytea.
-                id_array = "{" + ",".join(i.hex() for i in ids) + "}"
-                got = {r[0]: r for r in cur.execute(select, [id_array]).fetchall()}
-            for key, oid in absent:
-                if key in got:
-                    check.note("extra", oid or _object_id_text(key), self.thresholds.examples)
-            compared = matched = 0
-            for row in rows:
-                have = got.get(row[0])
-                if have is None:
-                    check.note("missing", _object_id_text(row[0]), self.thresholds.examples)
+                absent.append((row[0], None))
+                continue
+            if plan.json_columns or row[0] in plan.adjusted:
+                row = self._as_stored(plan.table, plan.adjusted.get(row[0], ()), row,
+                                      plan.json_columns)
+            ids.append(row[0])
+            rows.append(row)
+            pairs += doc_pairs
+        return ids, rows, absent, pairs
+
+    def _compare(self, plan: _Plan, rows: list[tuple], got: dict[bytes, tuple],
+                 count: TableCount) -> None:
+        """Each expected row against the target's, field by field where they differ."""
+        names = plan.table.column_names
+        compared = matched = 0
+        for row in rows:
+            have = got.get(row[0])
+            if have is None:
+                count.note("missing", _object_id_text(row[0]), self.thresholds.examples)
+                continue
+            plan.present += 1
+            if (plan.present - 1) % plan.compare_every:
+                continue
+            compared += 1
+            if row == have:  # the common case, compared in C
+                matched += len(row) - 1
+                continue
+            for name, want, value in zip(names[1:], row[1:], have[1:], strict=True):
+                if want == value:
+                    matched += 1
                     continue
-                present += 1
-                if (present - 1) % compare_every:
-                    continue
-                compared += 1
-                if row == have:  # the common case, compared in C
-                    matched += len(row) - 1
-                    continue
-                for name, want, value in zip(names[1:], row[1:], have[1:], strict=True):
-                    if want == value:
-                        matched += 1
-                        continue
-                    self.records["mismatchCount"] += 1
-                    if len(self.mismatches) < self.thresholds.examples * 10:
-                        shown = mask_value if name in hidden else _show
-                        self.mismatches.append({
-                            "table": table.name, "objectId": _object_id_text(row[0]),
-                            "field": name, "sourceValue": shown(want),
-                            "targetValue": shown(value)})
-            self.records["compared"] += compared
-            self.records["fields"] += compared * (len(names) - 1)
-            self.records["matched"] += matched
-            self.emit(events.ValidationProgress(table.name, check.source, expected_total))
-            del docs, rows, got  # before the next batch is read: one batch in memory, not two
-        return check
+                self.records["mismatchCount"] += 1
+                if len(self.mismatches) < self.thresholds.examples * 10:
+                    shown = mask_value if name in plan.hidden else _show
+                    self.mismatches.append({
+                        "table": plan.table.name, "objectId": _object_id_text(row[0]),
+                        "field": name, "sourceValue": shown(want),
+                        "targetValue": shown(value)})
+        self.records["compared"] += compared
+        self.records["fields"] += compared * (len(names) - 1)
+        self.records["matched"] += matched
 
     def _as_stored(self, table: Table, cleared: Iterable[str], row: tuple,
                    json_columns: list[int]) -> tuple:
