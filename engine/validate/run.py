@@ -38,11 +38,11 @@ from engine.validate.setwise import SetwiseChecks
 from engine.validate.table_check import (
     IDS,
     PAIRS,
-    TableChecker,
     TableCount,
     Thresholds,
     ValidationSettings,
     check_in_worker,
+    check_table,
     init_checker,
 )
 
@@ -106,18 +106,15 @@ class Validator:
                  self.mapping),
                 self.emit)
         else:
-            results = {}
-            for t in tables:
-                checker = TableChecker(conn, self.source, self.mapping, self.settings,
-                                       quarantined.get(t.name, {}), adjustments.get(t.name, {}),
-                                       self.emit)
-                results[t.name] = (checker.check(t), checker.records, checker.mismatches)
-        counts = {t.name: results[t.name][0] for t in self.mapping.entity_tables}
+            results = {t.name: check_table(conn, self.source, self.mapping, self.settings,
+                                           quarantined, adjustments, self.emit, t.name)
+                       for t in tables}
+        counts = {t.name: results[t.name].count for t in self.mapping.entity_tables}
         records: Counter[str] = Counter()
         mismatches: list[dict] = []
         for t in self.mapping.entity_tables:
-            records.update(results[t.name][1])
-            mismatches += results[t.name][2]
+            records.update(results[t.name].records)
+            mismatches += results[t.name].mismatches
         for key in ("compared", "fields", "matched", "mismatchCount"):
             records.setdefault(key, 0)
         return counts, dict(records), mismatches[: self.thresholds.examples * 10]

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from bson import ObjectId
@@ -297,16 +297,30 @@ def init_checker(spec: SourceSpec, settings: ValidationSettings,
                    adjustments=adjustments, mapping=mapping)
 
 
-def check_in_worker(table_name: str) -> tuple[TableCount, dict[str, int], list[dict]]:
+class TableResult(NamedTuple):
+    count: TableCount
+    records: dict[str, int]  # compared, fields, matched, mismatchCount
+    mismatches: list[dict]
+
+
+def check_table(conn: psycopg.Connection, source: Source, mapping: Mapping,
+                settings: ValidationSettings, quarantined: dict[str, dict[str, str]],
+                adjustments: dict[str, dict[str, list[str]]],
+                emit: Callable[[events.Event], None], table_name: str) -> TableResult:
+    """Layers 1 and 2 for one table: the one function of both the parallel and
+    the single path."""
+    checker = TableChecker(conn, source, mapping, settings, quarantined.get(table_name, {}),
+                           adjustments.get(table_name, {}), emit)
+    count = checker.check(mapping.tables[table_name])
+    return TableResult(count, checker.records, checker.mismatches)
+
+
+def check_in_worker(table_name: str) -> TableResult:
     w = _worker
     source = w["spec"].open()
     try:
         with connect(w["settings"].postgres_url, "validate", tuned=False) as conn:
-            mapping = w["mapping"]
-            checker = TableChecker(conn, source, mapping, w["settings"],
-                                   w["quarantined"].get(table_name, {}),
-                                   w["adjustments"].get(table_name, {}), worker_emit)
-            return checker.check(mapping.tables[table_name]), checker.records, \
-                checker.mismatches
+            return check_table(conn, source, w["mapping"], w["settings"], w["quarantined"],
+                               w["adjustments"], worker_emit, table_name)
     finally:
         source.close()
