@@ -1,5 +1,5 @@
 """The bulk load of one collection into its table, batch by batch, each batch
-committed with its state. Runs in the engine's process or in a worker
+committed with its checkpoint. Runs in the engine's process or in a worker
 process (one per core), which reports through the same events."""
 
 from __future__ import annotations

@@ -106,20 +106,20 @@ class Migration:
         except RunFileError as exc:
             self.emit(events.MigrationFailed(str(exc), "Free space or fix the folder's "
                                              "permissions, then run cockpit migrate again: it "
-                                             "resumes from the last state."))
+                                             "resumes from the last checkpoint."))
         except SourceUnreachable as exc:
             self.emit(events.Notice("error", f"{exc} {CONNECTION_ADVICE}"))
             return self._stopped()
         except SourceError as exc:
             self.emit(events.MigrationFailed(redact_text(str(exc)),
                                              "Fix the source, then run cockpit migrate again: "
-                                             "it resumes from the last state."))
+                                             "it resumes from the last checkpoint."))
         except psycopg.OperationalError as exc:
             self.emit(events.MigrationFailed(
                 f"PostgreSQL connection failed: {redact_text(str(exc)).strip()}",
                 "Check that the server is up and the URL is right (--postgres / "
                 "STAGING_POSTGRESQL_URL), then run cockpit migrate again: it resumes from "
-                "the last state."))
+                "the last checkpoint."))
         except Exception as exc:  # unexpected: say it plainly, keep the checkpoint
             self.emit(events.MigrationFailed(
                 f"{type(exc).__name__}: {redact_text(str(exc))}",

@@ -1,10 +1,6 @@
-"""Quarantine: documents the target cannot hold, with the reason.
-
-The quarantine table in PostgreSQL is the record, written in the same
-transaction as the batch. migration-errors.log (for people) and
-migration-errors.jsonl (for tools) are appended from the engine's events and
-rewritten from the table when a run resumes, so a crash between commit and
-append loses no line and doubles none.
+"""Quarantine: documents the target cannot hold, with the reason. The
+quarantine table in PostgreSQL is the record, written in the same transaction
+as the batch; the error log files are made from it (engine.migrate.run_files).
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ def insert_quarantine(conn: psycopg.Connection, table: str, collection: str,
                       secrets: SecretFields = NO_SECRETS) -> list[events.DocumentQuarantined]:
     """Quarantine (document, reason code, message) items, inside the caller's
     transaction. The record keeps the original document with its secrets
-    (engine.redact.SecretFields) masked: every log, report and view is made
+    (engine.core.redact.SecretFields) masked: every log, report and view is made
     from it."""
     now = dt.datetime.now(dt.UTC).isoformat()
     records = []

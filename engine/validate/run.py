@@ -4,7 +4,7 @@
    junction tables = the union of both sides' arrays (pairs naming absent
    rows excepted); missing and extra ObjectIds listed.
 2. Records: every row compared field by field with its source document after
-   the documented rules (engine.transform), or a sample with --sample N.
+   the documented rules (engine.core.transform), or a sample with --sample N.
 3. Referential integrity: every foreign key checked set-wise in SQL.
 4. Data types and schema: timestamps in range, enum values valid, NOT NULL
    honoured, and the live schema against the mapping.

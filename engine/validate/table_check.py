@@ -89,7 +89,7 @@ def _show(value: Any) -> Any:
     """A value as the report shows it."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, bytes):  # a uuid (engine.raw_uuid)
+    if isinstance(value, bytes):  # a uuid (engine.target.raw_uuid)
         return str(uuid.UUID(bytes=value))
     if isinstance(value, dt.datetime):
         return value.isoformat(timespec="milliseconds")
