@@ -8,9 +8,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.core.run_files import open_private
+from engine.core.run_files import METRICS_FILE, open_private
 
-METRICS_FILE = "migration-metrics.csv"
 COLUMNS = ["Time", "Table", "Records", "Speed (rec/s)", "Errors", "Memory", "Notes"]
 
 

@@ -9,6 +9,7 @@ from typing import TextIO
 
 from engine.core import events
 from engine.core.redact import printable
+from engine.core.units import duration, size, weekday_time
 
 BAR = 20
 
@@ -108,14 +109,6 @@ def bar(done: int, total: int) -> str:
     full = int(frac * BAR)
     return "[" + "█" * full + "─" * (BAR - full) + f"] {frac * 100:3.0f}%"
 
-
-def duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{seconds:.1f}s"
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
 
 
 class ConsoleRenderer:
@@ -254,3 +247,104 @@ class ConsoleRenderer:
         self.line("  2. Review migration-errors.log" if event.quarantined
                   else "  2. Review the report")
         self.line("  3. Test the application against PostgreSQL")
+
+
+def print_performance(report: dict, out: TextIO | None = None) -> None:
+    """cockpit perftest's result: the runbook's "Performance Metrics Tracking"
+    table, what was adapted from the runbook, the indexes to add."""
+    from engine.perftest.run import metrics_rows
+
+    out = out or sys.stdout
+
+    def say(text: str = "") -> None:
+        out.write(text + "\n")
+
+    header = ("Query Type", "Target", "Actual", "Status", "Notes")
+    rows = metrics_rows(report)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    say("ℹ  ANALYZE ran first: statistics are fresh. Status by the median of "
+        f"{report['tests'][0]['runs']} runs after {report['tests'][0]['warmup']} warm-up runs.")
+    for name, p in report["parameters"].items():
+        extra = f", {p['accounts']:,} accounts" if "accounts" in p else ""
+        say(f"   {name} = {p['value']!r} ({p['how']}{extra})")
+    say("")
+    for r in [header, *rows]:
+        say(" | ".join(r[i].ljust(widths[i]) for i in range(4)) + " | " + r[4])
+        if r is header:
+            say("-+-".join("-" * w for w in widths) + "-+-" + "-" * 5)
+    say("\nAdapted from the runbook:")
+    for t in report["tests"]:
+        if t["adaptedFromRunbook"]:
+            say(f"  - {t['name']}: {t['adaptedFromRunbook']}")
+    say(f"  - {report['concurrency']['name']}: {report['concurrency']['adaptedFromRunbook']}")
+    suggestions = [s for t in report["tests"] for s in t["suggestions"]]
+    if report["indexesCreated"]:
+        say(f"\n✓ Created: {', '.join(report['indexesCreated'])} (the tests ran again after)")
+    if suggestions:
+        say("\nIndexes that would help (the schema is not changed unasked; "
+            "--create-suggested-indexes applies them):")
+        for s in suggestions:
+            say(f"  - {s['why']}")
+            if s["statement"]:
+                say(f"    {s['statement']}")
+    slow = report["slowStatements"]
+    if slow["available"]:
+        say("\nSlowest statements (pg_stat_statements, by mean time):")
+        for s in slow["statements"][:10]:
+            say(f"  {s['meanMs']:9.1f} ms mean  {s['calls']:>7,} calls  {s['query'][:80]}")
+    else:
+        say(f"\nℹ  {slow['howToEnable']}")
+    passed = report["status"] == "PASS"
+    say("\n✅ All performance targets met" if passed else
+        "\n❌ Some performance targets are not met: see the failing rows and their plans "
+        "in migration-performance.json")
+
+
+def print_estimate(e: dict, out: TextIO | None = None) -> None:
+    """cockpit estimate: both estimates with their terms, and the window."""
+    out = out or sys.stdout
+
+    def say(text: str = "") -> None:
+        out.write(text + "\n")
+
+    st, f, rb, per = e["staging"], e["formula"], e["runbookExample"], e["perPhase"]
+    prod = e["production"]
+    say("Production Duration Estimate (runbook 5.4 Step 2)")
+    docs = f"{prod['documents']:,}" if prod["documents"] else "?"
+    say(f"  Production: {docs} documents, "
+        f"{size(prod['dataBytes']) if prod['dataBytes'] else '? bytes'} ({prod['measuredBy']})")
+    say(f"  Staging:    {st['documents']:,} documents, "
+        f"{size(st['dataBytes']) if st['dataBytes'] else '? bytes'} ({st['dataMeasure']}), "
+        f"migrated in {duration(st['migrationSeconds'])}")
+    say(f"  Ratio:      {e['ratio']:.2f}x by {e['ratioBasis']}"
+        + (f" (by documents {e['ratioByDocuments']:.2f}x)"
+           if e["ratioByDocuments"] and e["ratioBasis"] != "documents" else ""))
+    say("\n1. The runbook's formula: staging duration x ratio x safety factor")
+    say(f"   = {duration(f['stagingSeconds'])} x {f['ratio']:.2f} x {f['safety']:g}"
+        f" = {duration(f['seconds'])} ({f['hours']:.2f} hours)")
+    say(f"   The runbook's own staging run (4h 23m) at this ratio: {rb['hours']:.1f} hours; "
+        f"the runbook printed {rb['hoursAsTheRunbookComputed']:.1f} hours for it (its "
+        "arithmetic applies the 1.5 twice)")
+    say("\n2. Per-phase rates (x safety factor " f"{e['safetyFactor']:g}):")
+    for name, t in per["terms"].items():
+        how = (f"x {per['ratio']:.2f}" if t["scaled"] else "fixed, not scaled")
+        missing = "  (no every-row validation recorded)" if t.get("missing") else ""
+        say(f"   {name:<11} {duration(t['staging']):>10} {how:<18} -> "
+            f"{duration(t['production'])}{missing}")
+    say(f"   = {duration(per['seconds'])} ({per['hours']:.2f} hours: migration "
+        f"{duration(per['migrationSeconds'])} + validation {duration(per['validationSeconds'])})")
+    say(f"\nRecommended: per-phase ({per['hours']:.2f} hours), because {e['why']}.")
+    res = e.get("resources") or {}
+    if res:
+        say(f"Disk: PostgreSQL about {size(res['postgresBytes'])}; keep "
+            f"{size(res['diskBytesNeeded'])} free (3x, runbook 5.1)")
+    w = e.get("window")
+    if w:
+        say("\nMaintenance window (runbook format):")
+        for label, key in (("Start", "start"), ("Estimated Completion", "estimatedCompletion"),
+                           ("Validated", "validated"), ("Rollback Deadline", "rollbackDeadline"),
+                           ("Go-Live", "goLive")):
+            say(f"  - {label}: {weekday_time(w[key])}")
+        first, last = (weekday_time(t) for t in w["fullTesting"])
+        say(f"  - Full Testing: {first} - {last}")
+        say(f"  Window: {w['windowHours']:.1f} hours")

@@ -19,7 +19,8 @@ from devtools.generate import Generator
 from devtools.local_servers import MongoWireServer
 from engine.cli import main
 from engine.core import events
-from engine.runbook.model import STATE_FILE, RunbookState
+from engine.core.run_files import RUNBOOK_STATE_FILE as STATE_FILE
+from engine.runbook.model import RunbookState
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -9,7 +9,7 @@ from textual.widgets import DataTable, ProgressBar, Static
 from cockpit.metrics_sheet import COLUMNS, MetricsRow
 from cockpit.panes.chart import line_chart
 from cockpit.progress_model import ProgressModel
-from engine.console import duration
+from engine.core.units import duration
 
 STATUS = {"pending": "· pending", "running": "▶ running", "done": "✓ done",
           "done*": "⚠ done (quarantined)"}

@@ -13,9 +13,9 @@ from textual.widgets.tree import TreeNode
 
 from cockpit.messages import RunbookItemDone
 from cockpit.screens import NoteScreen, ReportScreen
+from engine.core.run_files import RUNBOOK_RECORD_FILE
 from engine.runbook.checks import CheckResult, RunContext, run_action, run_check
 from engine.runbook.model import (
-    RECORD_FILE,
     Group,
     Item,
     Runbook,
@@ -132,7 +132,7 @@ class RunbookPane(Tree[object], can_focus=True):
         if kind == "auto":
             result = run_check(name, self.context)
         elif name == "export_record":
-            path = export_record(self.runbook, state, self.context.run_dir / RECORD_FILE)
+            path = export_record(self.runbook, state, self.context.run_dir / RUNBOOK_RECORD_FILE)
             result = CheckResult(True, f"written to {path}")
         else:
             result = run_action(name, self.context)

@@ -17,6 +17,10 @@ PRIVATE = 0o600
 CHECKPOINT_FILE = "migration-checkpoint.json"
 LOG_FILE = "migration-errors.log"
 JSONL_FILE = "migration-errors.jsonl"
+SESSIONS_FILE = "migration-sessions.jsonl"  # one line per invocation of a run: pauses, resumes
+METRICS_FILE = "migration-metrics.csv"  # the cockpit's "Key Metrics to Track" sheet
+RUNBOOK_STATE_FILE = "runbook-state.json"  # ticks, check results, notes, step times
+RUNBOOK_RECORD_FILE = "runbook-record.md"  # cockpit runbook export
 
 
 class RunFileError(Exception):
@@ -76,7 +80,7 @@ def open_private(path: Path, mode: str = "a") -> TextIO:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """migration-errors.jsonl: one quarantine record a line."""
+    """A JSON-lines run file (the quarantine's, the sessions'): one record a line."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

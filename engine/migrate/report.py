@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
@@ -18,9 +19,12 @@ REPORT_FILE = "migration-report.json"
 def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: Path,
                            source: str, target: str, seconds: float,
                            phase_seconds: dict[str, float],
-                           count_mismatches: dict[str, dict[str, int]] | None = None) -> Path:
+                           count_mismatches: dict[str, dict[str, int]] | None = None,
+                           sessions: list[dict] | None = None,
+                           source_size: dict[str, int] | None = None) -> Path:
     """phase_seconds: this invocation's time per phase (a resumed run counts
-    only its own)."""
+    only its own; sessions, every invocation's, sum them)."""
+    sessions = sessions or []
     state = load_state(conn)
     assert state is not None
     reasons = dict(conn.execute(
@@ -45,6 +49,13 @@ def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: 
         "finishedAt": dt.datetime.now(dt.UTC).isoformat(),
         "durationSeconds": round(seconds, 3),
         "phaseSeconds": {k: round(v, 3) for k, v in phase_seconds.items()},
+        "sessions": len(sessions),
+        "pauses": sum(1 for s in sessions if s["outcome"] == "paused"),
+        "workingSeconds": round(sum(s["seconds"] for s in sessions), 3) or round(seconds, 3),
+        "phaseSecondsAllSessions": _summed(s["phaseSeconds"] for s in sessions),
+        "resources": _peaks(s["resources"] for s in sessions),
+        "sizes": {"source": source_size, "targetBytes": conn.execute(
+            "SELECT pg_database_size(current_database())").fetchone()[0]},
         "documentsRead": documents,
         "recordsMigrated": state.total_records,
         "quarantined": quarantined,
@@ -63,3 +74,28 @@ def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: 
     path = run_dir / REPORT_FILE
     write_private(path, json.dumps(report, indent=2, default=str))
     return path
+
+
+def _summed(dicts: Iterable[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = round(total.get(k, 0.0) + v, 3)
+    return total
+
+
+def _peaks(samples: Iterable[dict]) -> dict | None:
+    """The highest of each figure over the sessions (the least, for free disk)."""
+    peaks: dict | None = None
+    for s in samples:
+        if peaks is None:
+            peaks = dict(s)
+            continue
+        for k, v in s.items():
+            if v is None or k in ("memoryTotalBytes", "cpuCount"):
+                continue
+            if peaks.get(k) is None:
+                peaks[k] = v
+            else:
+                peaks[k] = min(peaks[k], v) if k == "diskFreeMinBytes" else max(peaks[k], v)
+    return peaks

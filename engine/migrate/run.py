@@ -4,8 +4,10 @@ post-load steps, with a checkpoint committed alongside every batch."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import enum
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping, Table, nextcrm
 from engine.core.processes import WorkerPool
 from engine.core.redact import printable, redact_text, redact_url
+from engine.core.resources import ResourceSampler
 from engine.core.run_files import RunFileError, prepare_run_dir
 from engine.migrate.load import Paused, TableLoader, init_worker, load_in_worker
 from engine.migrate.post_load import PostLoad
@@ -34,6 +37,9 @@ PHASE_TITLES = {
     2: "Core Entity Tables",
     3: "Junction Tables",
 }
+
+
+MAX_SESSION_WARNINGS = 50
 
 
 class Outcome(enum.Enum):
@@ -76,14 +82,57 @@ class Migration:
         self.documents_read = 0
         self.workers = settings.workers or os.cpu_count() or 1
         self.pool: WorkerPool | None = None  # loader processes, when workers > 1
+        self.phases: dict[str, float] = {}  # this invocation's seconds per phase
+        self.resumed = False
+        self._began = dt.datetime.now(dt.UTC)
+        self._sampler: ResourceSampler | None = None
+        self._session_recorded = False
+        self._warnings: list[str] = []  # the warning signs said, for the session record
+        self._warnings_lock = threading.Lock()
 
     def emit(self, event: events.Event) -> None:
+        said = (f"{event.level}: {event.text}" if isinstance(event, events.Notice)
+                and event.level != "info" else f"failed: {event.message}"
+                if isinstance(event, events.MigrationFailed) else None)
+        if said:
+            with self._warnings_lock:  # the post-load steps emit from their threads
+                if len(self._warnings) < MAX_SESSION_WARNINGS:
+                    self._warnings.append(said)
         for sink in self.sinks:
             sink(event)
 
     # -- entry point -------------------------------------------------------
 
     def run(self) -> Outcome:
+        """The migration, or what is left of it; each invocation is recorded as a
+        session of the run (migration-sessions.jsonl) with its resource peaks."""
+        self._began = dt.datetime.now(dt.UTC)
+        with ResourceSampler(self.settings.run_dir) as self._sampler:
+            outcome = self._run_guarded()
+            self._record_session(outcome)
+        return outcome
+
+    def _record_session(self, outcome: Outcome) -> None:
+        if self._session_recorded or self.state is None or self._sampler is None:
+            return
+        self._session_recorded = True
+        ended = dt.datetime.now(dt.UTC)
+        with self._warnings_lock:
+            warnings = [redact_text(w) for w in self._warnings]
+        try:
+            self.files.add_session({
+                "runStartedAt": self.state.started_at.isoformat(),
+                "startedAt": self._began.isoformat(), "endedAt": ended.isoformat(),
+                "seconds": round((ended - self._began).total_seconds(), 3),
+                "outcome": outcome.value, "resumed": self.resumed,
+                "documentsRead": self.documents_read,
+                "phaseSeconds": {k: round(v, 3) for k, v in self.phases.items()},
+                "warnings": warnings,
+                "resources": self._sampler.peaks()})
+        except OSError as exc:  # the run's own outcome stands; say what was not written
+            self.emit(events.Notice("warning", f"the session record was not written: {exc}"))
+
+    def _run_guarded(self) -> Outcome:
         started = time.monotonic()
         try:
             prepare_run_dir(self.settings.run_dir)
@@ -128,6 +177,12 @@ class Migration:
                 "report this message."))
         return Outcome.FAILED
 
+    def _source_size(self) -> dict[str, int] | None:
+        try:
+            return self.source.size()
+        except (SourceError, OSError):
+            return None  # a figure for the report only: the run stands without it
+
     def _lock(self, conn: psycopg.Connection) -> None:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY]).fetchone()
         if not got or not got[0]:
@@ -150,7 +205,7 @@ class Migration:
                 "cockpit schema deploy --force (drops every row).")
         file_state = self.files.read_checkpoint()
         self.state = checkpoint.load_state(conn)
-        resumed = self.state is not None
+        resumed = self.resumed = self.state is not None
         if self.state is None:
             if file_state is not None:
                 self.emit(events.Notice("warning", f"{self.files.checkpoint_path.name} belongs "
@@ -171,7 +226,8 @@ class Migration:
         # The files hold exactly this run's quarantine (none yet, for a new one).
         self.files.errors.rewrite(conn)
         self._plan(resumed)
-        phases = {"prepare": time.monotonic() - started}
+        phases = self.phases
+        phases["prepare"] = time.monotonic() - started
 
         if self.workers > 1:
             # Foreign keys are off during the load, so every table can go at
@@ -197,10 +253,13 @@ class Migration:
         assert self.state is not None
         self.files.finished()
         seconds = time.monotonic() - started
-        report = write_migration_report(conn, self.mapping, self.settings.run_dir,
-                                        self.source.description, self.target, seconds, phases,
-                                        short)
         quarantined = sum(t.quarantined for t in self.state.tables.values())
+        self._record_session(Outcome.FINISHED_SHORT if short else
+                             Outcome.FINISHED_WITH_QUARANTINE if quarantined else Outcome.FINISHED)
+        report = write_migration_report(
+            conn, self.mapping, self.settings.run_dir, self.source.description, self.target,
+            seconds, phases, short,
+            self.files.sessions(self.state.started_at.isoformat()), self._source_size())
         self.emit(events.MigrationFinished(
             total_records=self.state.total_records, quarantined=quarantined, seconds=seconds,
             documents=self.documents_read, report_path=str(report),

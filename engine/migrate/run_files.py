@@ -15,7 +15,15 @@ from pathlib import Path
 import psycopg
 
 from engine.core import events
-from engine.core.run_files import CHECKPOINT_FILE, JSONL_FILE, LOG_FILE, open_private, write_private
+from engine.core.run_files import (
+    CHECKPOINT_FILE,
+    JSONL_FILE,
+    LOG_FILE,
+    SESSIONS_FILE,
+    open_private,
+    read_jsonl,
+    write_private,
+)
 from engine.target.checkpoint import STATE_SCHEMA, RunState
 
 MIRROR_EVERY_S = 0.5  # the checkpoint file is rewritten at most this often, unless forced
@@ -29,6 +37,7 @@ class RunFiles:
     def __init__(self, run_dir: Path, target: str) -> None:
         self.checkpoint_path = run_dir / CHECKPOINT_FILE
         self.errors = ErrorLog(run_dir)
+        self.sessions_path = run_dir / SESSIONS_FILE
         self.target = target  # redacted
         self.lock = threading.Lock()
         self._written = 0.0
@@ -48,6 +57,16 @@ class RunFiles:
             self._written = time.monotonic()
             if state is not None:
                 _write_checkpoint_file(self.checkpoint_path, state, self.target)
+
+    def add_session(self, record: dict) -> None:
+        """One invocation of the run (started, ended, outcome, phases, resources)."""
+        with open_private(self.sessions_path) as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+
+    def sessions(self, run_started_at: str) -> list[dict]:
+        """This run's sessions (the file may hold an earlier run's too)."""
+        return [s for s in read_jsonl(self.sessions_path)
+                if s.get("runStartedAt") == run_started_at]
 
     def finished(self) -> None:
         """The run is done: the checkpoint file goes (PostgreSQL keeps the record)."""

@@ -16,10 +16,8 @@ import psycopg
 
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
-from engine.core.run_files import CHECKPOINT_FILE
+from engine.core.run_files import CHECKPOINT_FILE, METRICS_FILE
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
-from engine.source.dump import DumpSource
-from engine.source.mongo import MongoSource
 from engine.source.spec import open_source
 from engine.target import catalog, checkpoint, ddl
 from engine.validate.baseline import BASELINE_FILE, read_baseline, take_baseline
@@ -103,18 +101,11 @@ def checkpoint_saved(ctx: RunContext) -> CheckResult:
                        f"no {CHECKPOINT_FILE} in {ctx.run_dir}")
 
 
-def source_size(source: Source) -> int:
-    if isinstance(source, DumpSource):
-        return sum(p.stat().st_size for p in source.folder.iterdir())
-    if isinstance(source, MongoSource):
-        return int(source.db.command("dbStats").get("dataSize", 0))
-    return 0
-
-
 def disk_space(ctx: RunContext) -> CheckResult:
     source = ctx.source()
     try:
-        size = source_size(source)
+        sizes = source.size()
+        size = sizes.get("dataSize", sizes.get("dumpBytes", 0))
     finally:
         source.close()
     free = shutil.disk_usage(ctx.run_dir).free
@@ -199,7 +190,7 @@ def counts_match_baseline(ctx: RunContext) -> CheckResult:
 
 
 def metrics_tracked(ctx: RunContext) -> CheckResult:
-    path = ctx.run_dir / "migration-metrics.csv"
+    path = ctx.run_dir / METRICS_FILE
     rows = len(path.read_text().splitlines()) - 1 if path.exists() else 0
     return CheckResult(rows > 0, f"{rows} row(s) in migration-metrics.csv")
 

@@ -42,10 +42,8 @@ from typing import Any
 
 import yaml
 
-from engine.core.run_files import write_private
+from engine.core.run_files import RUNBOOK_STATE_FILE, write_private
 
-STATE_FILE = "runbook-state.json"
-RECORD_FILE = "runbook-record.md"
 KINDS = ("manual", "auto", "action")
 
 
@@ -246,7 +244,7 @@ class RunbookState:
 
     @classmethod
     def load(cls, folder: Path) -> RunbookState:
-        path = folder / STATE_FILE
+        path = folder / RUNBOOK_STATE_FILE
         if not path.exists():
             return cls(path)
         text = path.read_text(encoding="utf-8", errors="replace")

@@ -60,6 +60,11 @@ class Source(Protocol):
 
     def fetch(self, collection: str, ids: list[object]) -> list[dict]: ...
 
+    def size(self) -> dict[str, int]:
+        """How big the source is, in its own terms: a live database's dbStats
+        (dataSize, storageSize, objects) or a dump's bytes (dumpBytes)."""
+        ...
+
     def close(self) -> None: ...
 
 

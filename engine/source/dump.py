@@ -144,6 +144,10 @@ class DumpSource:
                     found.append(doc)
         return found
 
+    def size(self) -> dict[str, int]:
+        return {"dumpBytes": sum(p.stat().st_size for p in self.folder.iterdir()
+                                 if p.name.endswith((".bson", ".bson.gz")))}
+
     def close(self) -> None:
         pass
 

@@ -147,6 +147,11 @@ class MongoSource:
                 out.extend(self.db[collection].find({"_id": {"$in": ids[i:i + 10_000]}}))
         return out
 
+    def size(self) -> dict[str, int]:
+        with self._answering("asking for dbStats"):
+            stats = self.db.command("dbStats")
+        return {k: int(stats.get(k, 0)) for k in ("dataSize", "storageSize", "objects")}
+
     def close(self) -> None:
         if self.unreachable or not self.client.nodes:
             # Closing ends the server's sessions, which waits for a server
