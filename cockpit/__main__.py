@@ -14,8 +14,8 @@ def tui_parser() -> argparse.ArgumentParser:
     from engine.cli import add_rules_arg, add_run_dir, add_source_args, add_target_args
 
     p = argparse.ArgumentParser(prog="cockpit", description="The migration cockpit (TUI). "
-                                "Headless commands: cockpit {migrate,validate,schema,baseline,"
-                                "generate,runbook,demo} --help")
+                                "Headless commands: cockpit {migrate,validate,perftest,report,"
+                                "estimate,artifacts,schema,baseline,generate,runbook,demo} --help")
     # The same source, target, run folder and rules arguments as the headless commands.
     add_source_args(p)
     add_target_args(p)
@@ -23,6 +23,8 @@ def tui_parser() -> argparse.ArgumentParser:
     add_rules_arg(p)
     p.add_argument("--runbook", type=Path, help="runbook.yaml (default: ./runbook.yaml)")
     p.add_argument("--start", action="store_true", help="start the migration at once")
+    p.add_argument("--backup-dir", type=Path, help="where the runbook's artifacts action saves "
+                   "(runbook: /backups; default: RUN_DIR/backups)")
     return p
 
 
@@ -36,7 +38,8 @@ def run_tui(args: argparse.Namespace, autostart: bool) -> int:
     config = CockpitConfig(args.postgres, args.mongo, args.dump, args.db, args.run_dir,
                            args.runbook or default_runbook_path(), autostart,
                            rules_path=args.rules,
-                           source_timeout=getattr(args, "source_timeout", DEFAULT_TIMEOUT_S))
+                           source_timeout=getattr(args, "source_timeout", DEFAULT_TIMEOUT_S),
+                           backup_dir=getattr(args, "backup_dir", None))
     try:
         prepare_run_dir(args.run_dir)
         app = CockpitApp(config)

@@ -72,11 +72,12 @@ class CockpitConfig:
     limits: Limits = field(default_factory=Limits)
     rules_path: Path | None = None  # the operator's rules file; None: the packaged rules
     source_timeout: float = DEFAULT_TIMEOUT_S
+    backup_dir: Path | None = None  # where the artifacts action saves (default: run_dir/backups)
 
     @property
     def context(self) -> RunContext:
         return RunContext(self.postgres_url, self.mongo_url, self.dump, self.database,
-                          self.run_dir, self.source_timeout)
+                          self.run_dir, self.source_timeout, self.backup_dir)
 
 
 class CockpitApp(App[int]):

@@ -71,8 +71,14 @@ class CheckpointRead(Message):
 
 
 class RunbookItemDone(Message):
-    def __init__(self, item_id: str, ok: bool, detail: str) -> None:
+    """A check or action finished; action: the action's name, for a result screen;
+    quiet: a follow-up check, recorded without a notification."""
+
+    def __init__(self, item_id: str, ok: bool, detail: str, action: str = "",
+                 quiet: bool = False) -> None:
         super().__init__()
         self.item_id = item_id
         self.ok = ok
         self.detail = detail
+        self.action = action
+        self.quiet = quiet

@@ -1,4 +1,5 @@
-"""Modal screens: help, quit confirmation, a quarantined record, a report, a note."""
+"""Modal screens: help, quit confirmation, a quarantined record, a report, the
+performance tests' table, a note."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, DataTable, Input, Label, Static
 
 from engine.core import events
+from engine.perftest.text import metrics_rows, performance_notes
 
 
 class HelpScreen(ModalScreen[None]):
@@ -87,6 +89,30 @@ class ReportScreen(ModalScreen[None]):
         with VerticalScroll(id="dialog"):
             yield Label(f"[b]{self.title_text}[/b]  (Esc closes)")
             yield Static(self.text, markup=False)
+
+
+class PerformanceScreen(ModalScreen[None]):
+    """cockpit perftest's result: the runbook's Performance Metrics Tracking table,
+    then what was adapted and the indexes to add."""
+
+    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
+
+    def __init__(self, report: dict) -> None:
+        super().__init__()
+        self.report = report
+
+    def compose(self) -> ComposeResult:
+        passed = self.report["status"] == "PASS"
+        with VerticalScroll(id="dialog", classes="wide"):
+            yield Label(f"[b]Performance tests: "
+                        f"{'every target met' if passed else 'targets missed'}[/b]  (Esc closes)")
+            table: DataTable[str] = DataTable(id="performance", zebra_stripes=True,
+                                              cursor_type="row")
+            table.add_columns("Query Type", "Target", "Actual", "Status", "Notes")
+            for row in metrics_rows(self.report):
+                table.add_row(*row)
+            yield table
+            yield Static("\n".join(performance_notes(self.report)), markup=False, id="notes")
 
 
 class NoteScreen(ModalScreen[str | None]):

@@ -105,6 +105,16 @@ async def capture(out: Path, work: Path) -> list[Path]:
                                            for m in app.recorded))
             await pilot.pause(0.5)
             shot("09-validation-report")
+            await pilot.press("escape")
+            pane.group_nodes["5.3"].expand()
+            pane.step_nodes["5.3.4"].expand()
+            await pilot.pause(0.1)
+            pane.move_cursor(pane.item_nodes["5.3.4.8"])  # Performance tests run
+            pane.focus()
+            await pilot.press("enter")
+            await _wait(pilot, lambda: "check" in app.runbook_state.items.get("5.3.4.7", {}))
+            await pilot.pause(0.5)
+            shot("12-perftest-results")
         small = CockpitApp(config)
         async with small.run_test(size=(80, 24)) as pilot:
             await pilot.pause(1.5)

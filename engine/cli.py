@@ -364,8 +364,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_perftest(args: argparse.Namespace) -> int:
-    from engine.console import print_performance
     from engine.perftest.run import PERFORMANCE_FILE, NothingToTest, PerfSettings, PerfTest
+    from engine.perftest.text import print_performance
 
     url = need_postgres(args)
     run_dir = need_run_dir(args)

@@ -249,57 +249,6 @@ class ConsoleRenderer:
         self.line("  3. Test the application against PostgreSQL")
 
 
-def print_performance(report: dict, out: TextIO | None = None) -> None:
-    """cockpit perftest's result: the runbook's "Performance Metrics Tracking"
-    table, what was adapted from the runbook, the indexes to add."""
-    from engine.perftest.run import metrics_rows
-
-    out = out or sys.stdout
-
-    def say(text: str = "") -> None:
-        out.write(text + "\n")
-
-    header = ("Query Type", "Target", "Actual", "Status", "Notes")
-    rows = metrics_rows(report)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    say("ℹ  ANALYZE ran first: statistics are fresh. Status by the median of "
-        f"{report['tests'][0]['runs']} runs after {report['tests'][0]['warmup']} warm-up runs.")
-    for name, p in report["parameters"].items():
-        extra = f", {p['accounts']:,} accounts" if "accounts" in p else ""
-        say(f"   {name} = {p['value']!r} ({p['how']}{extra})")
-    say("")
-    for r in [header, *rows]:
-        say(" | ".join(r[i].ljust(widths[i]) for i in range(4)) + " | " + r[4])
-        if r is header:
-            say("-+-".join("-" * w for w in widths) + "-+-" + "-" * 5)
-    say("\nAdapted from the runbook:")
-    for t in report["tests"]:
-        if t["adaptedFromRunbook"]:
-            say(f"  - {t['name']}: {t['adaptedFromRunbook']}")
-    say(f"  - {report['concurrency']['name']}: {report['concurrency']['adaptedFromRunbook']}")
-    suggestions = [s for t in report["tests"] for s in t["suggestions"]]
-    if report["indexesCreated"]:
-        say(f"\n✓ Created: {', '.join(report['indexesCreated'])} (the tests ran again after)")
-    if suggestions:
-        say("\nIndexes that would help (the schema is not changed unasked; "
-            "--create-suggested-indexes applies them):")
-        for s in suggestions:
-            say(f"  - {s['why']}")
-            if s["statement"]:
-                say(f"    {s['statement']}")
-    slow = report["slowStatements"]
-    if slow["available"]:
-        say("\nSlowest statements (pg_stat_statements, by mean time):")
-        for s in slow["statements"][:10]:
-            say(f"  {s['meanMs']:9.1f} ms mean  {s['calls']:>7,} calls  {s['query'][:80]}")
-    else:
-        say(f"\nℹ  {slow['howToEnable']}")
-    passed = report["status"] == "PASS"
-    say("\n✅ All performance targets met" if passed else
-        "\n❌ Some performance targets are not met: see the failing rows and their plans "
-        "in migration-performance.json")
-
-
 def print_estimate(e: dict, out: TextIO | None = None) -> None:
     """cockpit estimate: both estimates with their terms, and the window."""
     out = out or sys.stdout

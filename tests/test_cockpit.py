@@ -10,12 +10,19 @@ from pathlib import Path
 import psycopg
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import DataTable, Static
 
 from cockpit.alerts import Limits
 from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import MigrationEnded
 from cockpit.panes.runbook import RunbookPane
-from cockpit.screens import ConfirmQuitScreen, HelpScreen, RecordScreen, ReportScreen
+from cockpit.screens import (
+    ConfirmQuitScreen,
+    HelpScreen,
+    PerformanceScreen,
+    RecordScreen,
+    ReportScreen,
+)
 from devtools.generate import Generator
 from engine.cli import main
 from engine.core import events
@@ -42,7 +49,7 @@ def config(pg_url: str, run_dir: Path, **kw: object) -> CockpitConfig:
     return CockpitConfig(pg_url, **base)  # type: ignore[arg-type]
 
 
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 240) -> None:
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -200,3 +207,35 @@ async def test_small_terminal_shows_one_pane_at_a_time(pg_url: str, dump: Path,
     async with app.run_test(size=(200, 60)) as pilot:
         await pilot.pause(0.2)
         assert not app.screen.has_class("compact")
+
+
+async def test_runbook_perftest_action_shows_the_table_and_ticks_its_step(
+        pg_url: str, dump: Path, run_dir: Path) -> None:
+    cfg = config(pg_url, run_dir, dump=str(dump))
+    assert main(["migrate", "--dump", str(dump), "--postgres", pg_url,
+                 "--run-dir", str(run_dir)]) == 3  # finished, with the dirt quarantined
+    app = CockpitApp(cfg)
+    step = next(s for g in app.runbook.groups for s in g.steps if s.id == "5.3.4")
+    action = next(i for i in step.items if i.action == "perftest")
+    autos = [i for i in step.items if i.kind == "auto"]
+    async with app.run_test(size=(160, 48)) as pilot:
+        pane = app.query_one(RunbookPane)
+        await pilot.press("6")
+        pane.group_nodes["5.3"].expand()
+        pane.step_nodes["5.3.4"].expand()
+        await pilot.pause(0.1)
+        pane.move_cursor(pane.item_nodes[action.id])
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PerformanceScreen))
+        table = app.screen.query_one("#performance", DataTable)
+        assert table.row_count == 8  # seven queries and the concurrent test
+        assert "Concurrent (10 users)" in str(table.get_row_at(7)[0])
+        assert "CREATE INDEX CONCURRENTLY" in str(app.screen.query_one("#notes", Static).render())
+        await wait_for(pilot, lambda: all("check" in app.runbook_state.items.get(i.id, {})
+                                          for i in autos))
+    checks = {i.text: app.runbook_state.items[i.id]["check"] for i in autos}
+    assert checks["Simple query tests completed"]["ok"]
+    assert checks["Concurrent load tested"]["ok"]
+    assert not checks["Indexes verified in use"]["ok"]  # the full-text index is missing
+    assert "crm_Accounts_name_fts_idx" in checks["Slow queries identified and optimized"][
+        "detail"]

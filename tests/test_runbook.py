@@ -10,7 +10,8 @@ import pytest
 
 from devtools.generate import Generator
 from engine.cli import main
-from engine.runbook.checks import CHECKS, RunContext, run_action, run_check
+from engine.runbook.actions import run_action
+from engine.runbook.checks import CHECKS, RunContext, run_check
 from engine.runbook.model import RunbookError, RunbookState, export_record, load_runbook
 from tests.conftest import SHARED
 
@@ -102,6 +103,15 @@ def test_every_auto_check_passes_and_fails_against_real_servers(
     (run_dir / "migration-checkpoint.json").unlink()
     assert main(["validate", "--mongo", f"{url}{db}", "--postgres", pg_url,
                  "--run-dir", str(run_dir)]) == 0
+    # the perftest finds the missing full-text index; created, the slow-query check passes
+    assert run_action("perftest", empty).ok
+    assert not run_check("perf_slow_queries", empty).ok
+    assert main(["perftest", "--postgres", pg_url, "--run-dir", str(run_dir), "--runs", "3",
+                 "--create-suggested-indexes"]) == 0
+    assert main(["estimate", "--run-dir", str(run_dir), "--production-documents", "1254300",
+                 "--start", "2027-01-09 08:00"]) == 0
+    assert not run_check("estimate_in_report", empty).ok  # the report is not written yet
+    assert run_action("report", empty).ok
     after = {name: run_check(name, empty) for name in CHECKS}
     passing = {name for name, r in after.items() if r.ok}
     # every check fails with the servers down, and passes once the work is done
@@ -110,7 +120,8 @@ def test_every_auto_check_passes_and_fails_against_real_servers(
         n: r.detail for n, r in after.items() if not r.ok}
     assert run_check("no_checkpoint_file", empty).ok
     assert {"schema_deployed", "baseline_recorded", "migration_finished",
-            "validation_passed", "no_checkpoint_file", "metrics_tracked"} <= failed_before
+            "validation_passed", "no_checkpoint_file", "metrics_tracked", "perf_targets_met",
+            "report_written", "estimate_calculated"} <= failed_before
 
 
 def test_state_persists_and_export_records_everything(tmp_path: Path) -> None:
@@ -144,7 +155,8 @@ def test_state_persists_and_export_records_everything(tmp_path: Path) -> None:
 
 
 def test_the_runbook_vocabulary_is_what_the_checks_implement() -> None:
-    from engine.runbook.checks import ACTIONS, CHECKS
+    from engine.runbook.actions import ACTIONS
+    from engine.runbook.checks import CHECKS
     from engine.runbook.model import ACTION_NAMES, CHECK_NAMES
 
     assert set(CHECKS) == CHECK_NAMES and set(ACTIONS) == ACTION_NAMES

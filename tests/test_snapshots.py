@@ -5,12 +5,14 @@ the snapshot; everything else is the real app, without servers.
 After an intended change of a screen: pytest tests/test_snapshots.py --snapshot-update
 """
 
+import json
 from pathlib import Path
 
 import pytest
 
 from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.monitors import SystemSample
+from cockpit.screens import PerformanceScreen
 
 ROOT = Path(__file__).resolve().parents[1]
 STILL = SystemSample(at=0.0, cpu_percent=12.5, memory_percent=41.0, memory_used=10 * 2**30,
@@ -41,3 +43,16 @@ def test_screen(name: str, size: tuple[int, int], keys: list[str], cockpit: Cock
                 snap_compare: object) -> None:
     assert snap_compare(cockpit, terminal_size=size, press=keys,  # type: ignore[operator]
                         run_before=settle)
+
+
+def test_performance_screen(cockpit: CockpitApp, snap_compare: object) -> None:
+    """cockpit perftest's result, from a recorded migration-performance.json."""
+    report = json.loads((ROOT / "tests" / "data" / "performance-report.json").read_text())
+
+    async def show(pilot: object) -> None:
+        await settle(pilot)
+        cockpit.push_screen(PerformanceScreen(report))
+        await settle(pilot)
+
+    assert snap_compare(cockpit, terminal_size=(160, 48),  # type: ignore[operator]
+                        run_before=show)

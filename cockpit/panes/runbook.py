@@ -12,9 +12,12 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from cockpit.messages import RunbookItemDone
-from cockpit.screens import NoteScreen, ReportScreen
+from cockpit.screens import NoteScreen, PerformanceScreen, ReportScreen
 from engine.core.run_files import RUNBOOK_RECORD_FILE
-from engine.runbook.checks import CheckResult, RunContext, run_action, run_check
+from engine.perftest.run import PERFORMANCE_FILE
+from engine.report.run_record import read_json
+from engine.runbook.actions import run_action
+from engine.runbook.checks import CheckResult, RunContext, run_check
 from engine.runbook.model import (
     Group,
     Item,
@@ -136,12 +139,29 @@ class RunbookPane(Tree[object], can_focus=True):
             result = CheckResult(True, f"written to {path}")
         else:
             result = run_action(name, self.context)
-        self.post_message(RunbookItemDone(item_id, result.ok, result.detail))
+        self.post_message(RunbookItemDone(item_id, result.ok, result.detail,
+                                          name if kind == "action" else ""))
+        if kind == "action":  # the step's automatic items answer from what it wrote
+            for item in self._step_of(item_id).items:
+                if item.kind == "auto" and item.check:
+                    after = run_check(item.check, self.context)
+                    self.post_message(RunbookItemDone(item.id, after.ok, after.detail,
+                                                      quiet=True))
+
+    def _step_of(self, item_id: str) -> Step:
+        return next(s for g in self.runbook.groups for s in g.steps
+                    if any(i.id == item_id for i in s.items))
 
     def on_runbook_item_done(self, message: RunbookItemDone) -> None:
         self.record(message.item_id, message.ok, message.detail)
-        self.app.notify(message.detail, title="PASS" if message.ok else "FAIL",
-                        severity="information" if message.ok else "warning")
+        if message.action == "perftest":
+            report = read_json(self.context.run_dir / PERFORMANCE_FILE)
+            if report is not None:
+                self.app.push_screen(PerformanceScreen(report))
+                return
+        if not message.quiet:
+            self.app.notify(message.detail, title="PASS" if message.ok else "FAIL",
+                            severity="information" if message.ok else "warning")
 
     def record(self, item_id: str, ok: bool, detail: str) -> None:
         """A check's result, kept and shown."""

@@ -269,27 +269,3 @@ def slowest_statements(conn: psycopg.Connection, limit: int = 20) -> dict:
          "meanMs": round(mean, 3), "maxMs": round(mx, 3)}
         for q, calls, total, mean, mx in rows]}
 
-
-def metrics_rows(report: dict) -> list[tuple[str, str, str, str, str]]:
-    """The runbook's "Performance Metrics Tracking" table: query type, target,
-    actual, status, notes; one row per test."""
-    rows = []
-    for t in report["tests"]:
-        plan = t["plan"]
-        notes = []
-        if plan["indexesUsed"]:
-            notes.append("index: " + ", ".join(plan["indexesUsed"]))
-        notes += [f"Seq Scan on {s['table']} read {s['rowsRead']:,} rows"
-                  for s in plan["seqScansOnBigTables"]]
-        notes += [f"no index: {s['index']}" for s in t["suggestions"] if s["index"]]
-        rows.append((f"{t['queryType']}: {t['name']}", f"<{t['targetMs']:g}ms",
-                     f"{t['medianMs']:.1f}ms (p95 {t['p95Ms']:.1f})",
-                     "✓ Pass" if t["status"] == "PASS" else "✗ Fail", "; ".join(notes)))
-    c = report["concurrency"]
-    actual = f"{c['averageMs']:.1f}ms avg (p95 {c['p95Ms']:.1f})" if c["averageMs"] is not None \
-        else "no request completed"
-    rows.append((c["queryType"], f"<{c['targetMs']:g}ms avg", actual,
-                 "✓ Pass" if c["status"] == "PASS" else "✗ Fail",
-                 f"{c['completed']:,}/{c['requests']:,} requests, {c['errorCount']} errors, "
-                 f"{c['requestsPerSecond'] or 0:,.0f} req/s"))
-    return rows

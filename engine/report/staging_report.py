@@ -13,7 +13,7 @@ from pathlib import Path
 from engine.core.mapping import Mapping
 from engine.core.run_files import write_private
 from engine.core.units import duration, size, weekday_time
-from engine.perftest.run import metrics_rows
+from engine.perftest.text import metrics_rows
 from engine.report.final_counts import CountLine
 from engine.report.run_record import RunRecord
 

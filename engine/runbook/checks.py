@@ -16,11 +16,16 @@ import psycopg
 
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
-from engine.core.run_files import CHECKPOINT_FILE, METRICS_FILE
+from engine.core.run_files import CHECKPOINT_FILE, METRICS_FILE, RunFileError
+from engine.migrate.report import REPORT_FILE as MIGRATION_REPORT
+from engine.perftest.run import PERFORMANCE_FILE
+from engine.report.final_counts import FINAL_COUNTS_FILE
+from engine.report.run_record import ESTIMATE_FILE, read_json
+from engine.report.staging_report import REPORT_MD
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.spec import open_source
-from engine.target import catalog, checkpoint, ddl
-from engine.validate.baseline import BASELINE_FILE, read_baseline, take_baseline
+from engine.target import catalog, checkpoint
+from engine.validate.baseline import BASELINE_FILE, read_baseline
 from engine.validate.run import REPORT_FILE, Thresholds
 
 
@@ -32,6 +37,7 @@ class RunContext:
     database: str | None
     run_dir: Path
     source_timeout: float = DEFAULT_TIMEOUT_S
+    backup_dir: Path | None = None  # where `artifacts` saves (default: run_dir / backups)
 
     def source(self) -> Source:
         return open_source(self.mongo_url, self.dump, self.database, self.source_timeout)
@@ -43,14 +49,14 @@ class CheckResult:
     detail: str
 
 
-def _pg(ctx: RunContext) -> psycopg.Connection:
+def pg(ctx: RunContext) -> psycopg.Connection:
     if not ctx.postgres_url:
         raise SourceError("no target: set --postgres or STAGING_POSTGRESQL_URL")
     return psycopg.connect(ctx.postgres_url, connect_timeout=5, autocommit=True)
 
 
 def postgres_reachable(ctx: RunContext) -> CheckResult:
-    with _pg(ctx) as conn:
+    with pg(ctx) as conn:
         version = conn.info.server_version
     ok = version >= 160000
     return CheckResult(ok, f"PostgreSQL {version // 10000}.{version % 10000 // 100} reachable"
@@ -58,7 +64,7 @@ def postgres_reachable(ctx: RunContext) -> CheckResult:
 
 
 def vector_available(ctx: RunContext) -> CheckResult:
-    with _pg(ctx) as conn:
+    with pg(ctx) as conn:
         ok = catalog.vector_available(conn)
     return CheckResult(ok, "extension vector available" if ok else
                        "extension vector is not installed on the server (postgresql-16-pgvector)")
@@ -116,7 +122,7 @@ def disk_space(ctx: RunContext) -> CheckResult:
 
 def schema_deployed(ctx: RunContext) -> CheckResult:
     m = nextcrm()
-    with _pg(ctx) as conn:
+    with pg(ctx) as conn:
         c = catalog.catalog_counts(conn, m)
     ok = (c.tables, c.secondary_indexes, c.foreign_keys) == (
         len(m.tables), len(m.indexes), len(m.foreign_keys))
@@ -127,7 +133,7 @@ def schema_deployed(ctx: RunContext) -> CheckResult:
 
 def tables_created(ctx: RunContext) -> CheckResult:
     m = nextcrm()
-    with _pg(ctx) as conn:
+    with pg(ctx) as conn:
         present = catalog.existing_tables(conn, m)
     return CheckResult(len(present) == len(m.tables),
                        f"{len(present)} of {len(m.tables)} tables (29 entity + 10 junction)")
@@ -141,7 +147,7 @@ def baseline_recorded(ctx: RunContext) -> CheckResult:
 
 
 def migration_finished(ctx: RunContext) -> CheckResult:
-    with _pg(ctx) as conn:
+    with pg(ctx) as conn:
         finished = checkpoint.run_finished(conn)
         state = checkpoint.load_state(conn)
     if not finished or state is None:
@@ -195,6 +201,135 @@ def metrics_tracked(ctx: RunContext) -> CheckResult:
     return CheckResult(rows > 0, f"{rows} row(s) in migration-metrics.csv")
 
 
+# -- after the migration: performance, report, estimate (5.2 Step 5, 5.3 Step 4, 5.4) --
+
+
+def _performance(ctx: RunContext) -> dict | None:
+    return read_json(ctx.run_dir / PERFORMANCE_FILE)
+
+
+def _perf_test(number: int, label: str) -> Callable[[RunContext], CheckResult]:
+    def check(ctx: RunContext) -> CheckResult:
+        report = _performance(ctx)
+        if report is None:
+            return CheckResult(False, f"no {PERFORMANCE_FILE}: run cockpit perftest")
+        if number == 4:
+            c = report["concurrency"]
+            return CheckResult(c["completed"] == c["requests"],
+                               f"{label}: {c['completed']:,}/{c['requests']:,} requests, "
+                               f"average {c['averageMs']} ms ({c['status']})")
+        tests = [t for t in report["tests"] if t["test"] == number]
+        return CheckResult(bool(tests), f"{label}: " + "; ".join(
+            f"{t['name']} {t['medianMs']:.1f} ms ({t['status']})" for t in tests))
+    return check
+
+
+def perf_targets_met(ctx: RunContext) -> CheckResult:
+    report = _performance(ctx)
+    if report is None:
+        return CheckResult(False, f"no {PERFORMANCE_FILE}: run cockpit perftest")
+    failed = [t["name"] for t in [*report["tests"], report["concurrency"]]
+              if t["status"] != "PASS"]
+    return CheckResult(not failed, "every performance target met" if not failed
+                       else f"targets missed: {', '.join(failed)}")
+
+
+def _suggested(report: dict) -> list[str]:
+    return [s["index"] for t in report["tests"] for s in t["suggestions"] if s["index"]]
+
+
+def perf_indexes_verified(ctx: RunContext) -> CheckResult:
+    report = _performance(ctx)
+    if report is None:
+        return CheckResult(False, f"no {PERFORMANCE_FILE}: run cockpit perftest")
+    seq = [f"{s['table']} in {t['name']}" for t in report["tests"]
+           for s in t["plan"]["seqScansOnBigTables"]]
+    missing = _suggested(report)
+    ok = report["indexesVerified"]
+    return CheckResult(ok, "every query's plan uses an index where the table is large" if ok
+                       else "; ".join([*(f"Seq Scan on {x}" for x in seq),
+                                       *(f"missing index {m}" for m in missing)]))
+
+
+def perf_slow_queries(ctx: RunContext) -> CheckResult:
+    report = _performance(ctx)
+    if report is None:
+        return CheckResult(False, f"no {PERFORMANCE_FILE}: run cockpit perftest")
+    missing = _suggested(report)
+    met = perf_targets_met(ctx)
+    ok = met.ok and not missing
+    return CheckResult(ok, "no slow query left, no index missing" if ok else
+                       f"{met.detail}; " + (f"to create: {', '.join(missing)} (cockpit perftest "
+                                            "--create-suggested-indexes)" if missing else ""))
+
+
+def final_counts_documented(ctx: RunContext) -> CheckResult:
+    path = ctx.run_dir / FINAL_COUNTS_FILE
+    if not path.exists():
+        return CheckResult(False, f"no {FINAL_COUNTS_FILE}: run cockpit report")
+    tables = len(path.read_text(encoding="utf-8").splitlines()) - 1
+    return CheckResult(tables == len(nextcrm().tables), f"{tables} tables' counts in {path.name}")
+
+
+def _newer(path: Path, than: list[Path]) -> bool:
+    return path.exists() and all(path.stat().st_mtime >= p.stat().st_mtime
+                                 for p in than if p.exists())
+
+
+def report_written(ctx: RunContext) -> CheckResult:
+    path = ctx.run_dir / REPORT_MD
+    inputs = [ctx.run_dir / n for n in (MIGRATION_REPORT, REPORT_FILE, PERFORMANCE_FILE,
+                                        ESTIMATE_FILE)]
+    if not path.exists():
+        return CheckResult(False, f"no {REPORT_MD}: run cockpit report")
+    ok = _newer(path, inputs)
+    return CheckResult(ok, f"{REPORT_MD} written with every result so far" if ok else
+                       f"{REPORT_MD} is older than a result: run cockpit report again")
+
+
+def _estimate(ctx: RunContext) -> dict | None:
+    return read_json(ctx.run_dir / ESTIMATE_FILE)
+
+
+NO_ESTIMATE = (f"no {ESTIMATE_FILE}: run cockpit estimate --production-mongo URL "
+               "(or --production-documents N) --start 'YYYY-MM-DD HH:MM'")
+
+
+def production_size_measured(ctx: RunContext) -> CheckResult:
+    e = _estimate(ctx)
+    if e is None:
+        return CheckResult(False, NO_ESTIMATE)
+    p = e["production"]
+    return CheckResult(True, f"production: {p['documents'] or '?'} documents, "
+                       f"{p['dataBytes'] or '?'} bytes ({p['measuredBy']})")
+
+
+def estimate_calculated(ctx: RunContext) -> CheckResult:
+    e = _estimate(ctx)
+    if e is None:
+        return CheckResult(False, NO_ESTIMATE)
+    return CheckResult(True, f"{e['perPhase']['hours']:.2f} h per phase (recommended), "
+                       f"{e['formula']['hours']:.2f} h by the runbook's formula, "
+                       f"ratio {e['ratio']:.1f}x")
+
+
+def window_proposed(ctx: RunContext) -> CheckResult:
+    e = _estimate(ctx)
+    if e is None:
+        return CheckResult(False, NO_ESTIMATE)
+    w = e.get("window")
+    return CheckResult(w is not None, f"{w['windowHours']:.1f} h window from {w['start'][:16]}"
+                       if w else "no window: cockpit estimate --start 'YYYY-MM-DD HH:MM'")
+
+
+def estimate_in_report(ctx: RunContext) -> CheckResult:
+    if _estimate(ctx) is None:
+        return CheckResult(False, NO_ESTIMATE)
+    ok = _newer(ctx.run_dir / REPORT_MD, [ctx.run_dir / ESTIMATE_FILE])
+    return CheckResult(ok, f"the estimate and window are in {REPORT_MD}" if ok else
+                       f"run cockpit report to put the estimate in {REPORT_MD}")
+
+
 CHECKS: dict[str, Callable[[RunContext], CheckResult]] = {
     "postgres_reachable": postgres_reachable,
     "vector_available": vector_available,
@@ -216,6 +351,19 @@ CHECKS: dict[str, Callable[[RunContext], CheckResult]] = {
     "match_over_99": match_over_99,
     "counts_match_baseline": counts_match_baseline,
     "metrics_tracked": metrics_tracked,
+    "perf_simple_done": _perf_test(1, "Test 1"),
+    "perf_complex_done": _perf_test(2, "Test 2"),
+    "perf_fts_done": _perf_test(3, "Test 3"),
+    "perf_concurrent_done": _perf_test(4, "Test 4"),
+    "perf_targets_met": perf_targets_met,
+    "perf_indexes_verified": perf_indexes_verified,
+    "perf_slow_queries": perf_slow_queries,
+    "final_counts_documented": final_counts_documented,
+    "report_written": report_written,
+    "production_size_measured": production_size_measured,
+    "estimate_calculated": estimate_calculated,
+    "window_proposed": window_proposed,
+    "estimate_in_report": estimate_in_report,
 }
 
 
@@ -223,46 +371,8 @@ def run_check(name: str, ctx: RunContext) -> CheckResult:
     """A check's result; a failure to reach a server is a failed check, not a crash."""
     try:
         return CHECKS[name](ctx)
-    except (psycopg.Error, SourceError, OSError, ValueError) as exc:
+    except (psycopg.Error, SourceError, OSError, ValueError, RunFileError) as exc:
         return CheckResult(False, redact_text(str(exc)).strip()[:300])
-
-
-# -- actions -------------------------------------------------------------------------
-
-
-def action_baseline(ctx: RunContext) -> CheckResult:
-    source = ctx.source()
-    try:
-        data = take_baseline(source, ctx.run_dir)
-    finally:
-        source.close()
-    return CheckResult(True, f"baseline: {data['totalDocuments']:,} documents in "
-                       f"{len(data['collections'])} collections")
-
-
-def action_schema_deploy(ctx: RunContext) -> CheckResult:
-    with _pg(ctx) as conn:
-        c = ddl.deploy(conn, nextcrm())
-    return CheckResult(True, f"deployed: {c.tables} tables, {c.secondary_indexes} indexes, "
-                       f"{c.foreign_keys} foreign keys")
-
-
-# migrate and validate run long: the cockpit starts them in its workers;
-# headless, they are the commands cockpit migrate / cockpit validate.
-ACTIONS: dict[str, Callable[[RunContext], CheckResult] | None] = {
-    "baseline": action_baseline,
-    "schema_deploy": action_schema_deploy,
-    "migrate": None,
-    "validate": None,
-    "export_record": None,
-}
-
-
-def run_action(name: str, ctx: RunContext) -> CheckResult:
-    fn = ACTIONS[name]
-    if fn is None:
-        return CheckResult(False, f"{name} runs from the cockpit (or: cockpit {name})")
-    try:
-        return fn(ctx)
-    except (psycopg.Error, SourceError, OSError, ddl.SchemaError) as exc:
-        return CheckResult(False, redact_text(str(exc)).strip()[:300])
+    except KeyError as exc:
+        return CheckResult(False, f"a run file lacks {exc} (written by an older version?): "
+                           "run the step that writes it again")

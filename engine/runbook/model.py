@@ -23,8 +23,8 @@ Schema (every key not marked optional is required):
             items:
               - text: text        # the checklist line
                 kind: manual | auto | action
-                check: name       # with kind auto: one of engine.runbook_checks.CHECKS
-                action: name      # with kind action: one of engine.runbook_checks.ACTIONS
+                check: name       # with kind auto: one of engine.runbook.checks.CHECKS
+                action: name      # with kind action: one of engine.runbook.actions.ACTIONS
 
 Items are numbered by position: step id + "." + 1-based index.
 """
@@ -112,8 +112,13 @@ CHECK_NAMES = frozenset({
     "counts_match_baseline", "data_types_valid", "disk_space", "match_over_99",
     "metrics_tracked", "migration_finished", "mongo_reachable", "no_checkpoint_file",
     "postgres_reachable", "records_valid", "references_valid", "row_counts_valid",
-    "schema_deployed", "tables_created", "validation_passed", "vector_available"})
-ACTION_NAMES = frozenset({"baseline", "export_record", "migrate", "schema_deploy", "validate"})
+    "schema_deployed", "tables_created", "validation_passed", "vector_available",
+    "perf_simple_done", "perf_complex_done", "perf_fts_done", "perf_concurrent_done",
+    "perf_targets_met", "perf_indexes_verified", "perf_slow_queries",
+    "final_counts_documented", "report_written", "production_size_measured",
+    "estimate_calculated", "window_proposed", "estimate_in_report"})
+ACTION_NAMES = frozenset({"artifacts", "baseline", "export_record", "migrate", "perftest",
+                          "report", "schema_deploy", "validate"})
 
 
 def load_runbook(path: Path, checks: frozenset[str] | set[str] = CHECK_NAMES,

@@ -1,0 +1,94 @@
+"""The runbook's actions, by the names runbook.yaml uses: each does its step
+and answers like a check. The cockpit runs the long ones, migrate and
+validate, in its own workers; headless they are cockpit migrate / validate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+
+from engine.core.mapping import nextcrm
+from engine.core.redact import redact_text
+from engine.core.run_files import RunFileError
+from engine.perftest.run import NothingToTest, PerfSettings, PerfTest
+from engine.report.artifacts import save_artifacts
+from engine.report.final_counts import against_baseline, final_counts, write_final_counts
+from engine.report.run_record import RunRecord
+from engine.report.staging_report import ReportInputs, write_reports
+from engine.runbook.checks import CheckResult, RunContext, pg
+from engine.runbook.model import RunbookState
+from engine.source.base import SourceError
+from engine.target import ddl
+from engine.validate.baseline import take_baseline
+
+
+def action_baseline(ctx: RunContext) -> CheckResult:
+    source = ctx.source()
+    try:
+        data = take_baseline(source, ctx.run_dir)
+    finally:
+        source.close()
+    return CheckResult(True, f"baseline: {data['totalDocuments']:,} documents in "
+                       f"{len(data['collections'])} collections")
+
+
+def action_schema_deploy(ctx: RunContext) -> CheckResult:
+    with pg(ctx) as conn:
+        c = ddl.deploy(conn, nextcrm())
+    return CheckResult(True, f"deployed: {c.tables} tables, {c.secondary_indexes} indexes, "
+                       f"{c.foreign_keys} foreign keys")
+
+
+def action_perftest(ctx: RunContext) -> CheckResult:
+    if not ctx.postgres_url:
+        raise SourceError("no target: set --postgres or STAGING_POSTGRESQL_URL")
+    report = PerfTest(PerfSettings(ctx.postgres_url, ctx.run_dir)).run()
+    failed = sum(1 for t in [*report["tests"], report["concurrency"]] if t["status"] != "PASS")
+    return CheckResult(report["status"] == "PASS", "every performance target met" if not failed
+                       else f"{failed} performance target(s) missed")
+
+
+def action_report(ctx: RunContext) -> CheckResult:
+    mapping = nextcrm()
+    record = RunRecord.read(ctx.run_dir)
+    migration = record.need_migration()
+    with pg(ctx) as conn:
+        ddl.require_deployed(conn, mapping)
+        counts = final_counts(conn, mapping)
+        target_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    write_final_counts(ctx.run_dir, counts)
+    lines = against_baseline(counts, mapping, record.baseline, migration)
+    report, summary = write_reports(ReportInputs(record, mapping, counts, lines, target_bytes,
+                                                 RunbookState.load(ctx.run_dir).steps))
+    differ = [c.collection for c in lines if c.difference not in (0, None)]
+    return CheckResult(not differ, f"written {report.name} and {summary.name}" + (
+        f"; counts differ from the baseline in {', '.join(differ)}" if differ else ""))
+
+
+def action_artifacts(ctx: RunContext) -> CheckResult:
+    folder, copied, _ = save_artifacts(ctx.run_dir, ctx.backup_dir or ctx.run_dir / "backups")
+    return CheckResult(True, f"{len(copied)} files saved in {folder}")
+
+
+ACTIONS: dict[str, Callable[[RunContext], CheckResult] | None] = {
+    "baseline": action_baseline,
+    "schema_deploy": action_schema_deploy,
+    "perftest": action_perftest,
+    "report": action_report,
+    "artifacts": action_artifacts,
+    "migrate": None,
+    "validate": None,
+    "export_record": None,
+}
+
+
+def run_action(name: str, ctx: RunContext) -> CheckResult:
+    fn = ACTIONS[name]
+    if fn is None:
+        return CheckResult(False, f"{name} runs from the cockpit (or: cockpit {name})")
+    try:
+        return fn(ctx)
+    except (psycopg.Error, SourceError, OSError, ddl.SchemaError, RunFileError,
+            NothingToTest) as exc:
+        return CheckResult(False, redact_text(str(exc)).strip()[:300])
