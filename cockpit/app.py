@@ -42,8 +42,9 @@ from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import nextcrm_with_rules
 from engine.core.redact import redact_text, redact_url
-from engine.core.run_files import CHECKPOINT_FILE
-from engine.migrate.run import Migration, MigrationSettings
+from engine.core.run_files import CHECKPOINT_FILE, JSONL_FILE
+from engine.migrate.retry import RetryFilters, RetryQuarantined
+from engine.migrate.run import Migration, MigrationError, MigrationSettings
 from engine.runbook.checks import CheckResult, RunContext, run_check
 from engine.runbook.model import RunbookState, load_runbook
 from engine.source.base import DEFAULT_TIMEOUT_S
@@ -104,6 +105,8 @@ class CockpitApp(App[int]):
              "5 System 6 Runbook"),
             ("f", "full screen for the current pane (again to return)"),
             ("/", "Errors pane: search; Enter opens a record"),
+            ("r, R", "Errors pane: retry the selected record / all of them (after fixing "
+             "them in the source); documents waiting for them follow"),
             ("Space", "Runbook pane: tick a manual item"),
             ("Enter", "Runbook pane: run an automatic check or action"),
             ("n, b, e", "Runbook pane: note an item; record a step's start / end"),
@@ -178,6 +181,7 @@ class CockpitApp(App[int]):
         if self.runbook_state.warning:
             self.notify(self.runbook_state.warning, title="Runbook state recovered",
                         severity="warning", timeout=30)
+        self.errors_pane.load(self.config.run_dir / JSONL_FILE)
         if self.config.autostart:
             self.action_start()
 
@@ -203,6 +207,20 @@ class CockpitApp(App[int]):
         finally:
             source.close()
         self.post_message(MigrationEnded(outcome.value))
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def run_retry(self, ids: tuple[str, ...]) -> None:
+        source = self.config.context.source()
+        try:
+            RetryQuarantined(source, MigrationSettings(self.config.postgres_url or "",
+                                                       self.config.run_dir),
+                             RetryFilters(ids=ids), [self._engine_sink], self.control,
+                             self.mapping).run()
+        except MigrationError as exc:
+            self.post_message(EngineReported(events.Notice("error", f"{exc} {exc.hint}")))
+        finally:
+            source.close()
+            self.post_message(MigrationEnded("retried"))
 
     def _engine_sink(self, event: events.Event) -> None:
         self.post_message(EngineReported(event))  # thread-safe
@@ -259,6 +277,20 @@ class CockpitApp(App[int]):
                             severity="error", timeout=15)
             case events.Notice() if event.level != "info":
                 self.notify(event.text, severity="warning")
+            case events.PlanReady() if not event.resumed:
+                self.errors_pane.reset([])  # a new run: the files start empty too
+            case events.QuarantineLeft():
+                self.errors_pane.left(event.table, event.object_id)
+            case events.RetryProgress():
+                self.errors_pane.say_retrying(
+                    f"Retrying: {event.done:,}/{event.total:,}, {event.migrated:,} migrated, "
+                    f"{event.still_quarantined:,} still quarantined")
+            case events.RetryFinished():
+                self.errors_pane.load(self.config.run_dir / JSONL_FILE)
+                s = event.summary
+                self.notify(f"{s['migrated']:,} of {s['retried']:,} migrated; "
+                            f"{s['quarantineNow']:,} still quarantined", title="Retry "
+                            + ("paused" if event.paused else "finished"))
 
     def on_migration_ended(self, message: MigrationEnded) -> None:
         self.recorded.append(message)
@@ -287,6 +319,20 @@ class CockpitApp(App[int]):
     def open_record(self, message: ErrorsPane.RecordOpened) -> None:
         self.recorded.append(message)
         self.push_screen(RecordScreen(message.record))
+
+    @on(ErrorsPane.RetryWanted)
+    def retry(self, message: ErrorsPane.RetryWanted) -> None:
+        if self.engine_running:
+            self.notify("Retry once the migration has finished.", severity="warning")
+            return
+        if not self.config.postgres_url or not (self.config.mongo_url or self.config.dump):
+            self.notify("Give --postgres and --mongo or --dump to retry.", severity="error")
+            return
+        self.control = MigrationControl()
+        self.engine_running = True
+        self.notify(f"Retrying {len(message.ids) or 'every'} quarantined document"
+                    f"{'' if len(message.ids) == 1 else 's'} from the source as it is now…")
+        self.run_retry(message.ids)
 
     @on(RunbookPane.ActionWanted)
     def runbook_action(self, message: RunbookPane.ActionWanted) -> None:

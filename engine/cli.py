@@ -26,7 +26,7 @@ from engine.core.run_files import (
     RunFileError,
     prepare_run_dir,
 )
-from engine.migrate.run import Migration, MigrationSettings, Outcome
+from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.mongo import MongoSource, mongo_database
 from engine.source.spec import open_source
@@ -87,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_dir(migrate)
     add_rules_arg(migrate)
     migrate.add_argument("--batch-size", type=int, help="documents per batch and checkpoint")
+    retry = migrate.add_argument_group(
+        "re-migrating quarantined documents (after fixing them in the source)")
+    retry.add_argument("--retry-quarantined", action="store_true",
+                       help="read the quarantined documents again from the source, as they are "
+                       "now, and migrate those that pass; documents waiting for them follow")
+    retry.add_argument("--collection", action="append", default=[], metavar="NAME",
+                       help="only this collection's (repeatable)")
+    retry.add_argument("--reason", action="append", default=[], metavar="CODE",
+                       help="only those quarantined for this reason (repeatable)")
+    retry.add_argument("--id", action="append", default=[], metavar="OBJECTID",
+                       help="only this document (repeatable)")
 
     gen = sub.add_parser("generate", help="write a realistic NextCRM dataset")
     gen.add_argument("--scale", type=float, default=1.0, help="1.0 ~ 125,430 documents")
@@ -261,11 +272,54 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     mapping = need_mapping(args)
     run_dir = need_run_dir(args)
     source = need_source(args)
+    if args.retry_quarantined:
+        return run_retry(source, url, run_dir, mapping, args)
+    if args.collection or args.reason or args.id:
+        print("❌ --collection, --reason and --id go with --retry-quarantined", file=sys.stderr)
+        return EXIT_USAGE
     return run_migration(source, url, run_dir, args.batch_size, mapping)
 
 
+def run_retry(source: Source, url: str, run_dir: Path, mapping: Mapping,
+              args: argparse.Namespace) -> int:
+    from engine.migrate.retry import RetryFilters, RetryQuarantined
+    from engine.target import checkpoint
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        finished = checkpoint.run_finished(conn)
+    if not finished:  # a paused run: finish it first, then retry
+        code = run_migration(source, url, run_dir, args.batch_size, mapping, close=False)
+        if code not in (EXIT_OK, EXIT_QUARANTINED):
+            source.close()
+            return code
+        with psycopg.connect(url, autocommit=True) as conn:
+            if not checkpoint.run_finished(conn):
+                source.close()
+                return code  # paused again
+    control = MigrationControl()
+    previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
+    filters = RetryFilters(tuple(args.collection), tuple(args.reason), tuple(args.id))
+    try:
+        summary = RetryQuarantined(source, MigrationSettings(url, run_dir, args.batch_size),
+                                   filters,
+                                   [ConsoleRenderer()], control, mapping).run()
+    except MigrationError as exc:
+        print(f"❌ {exc}" + (f"\n   What to do: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr)
+        return EXIT_FAILED
+    except (SourceError, psycopg.Error, RunFileError) as exc:
+        print(f"❌ {redact_text(str(exc)).strip()}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        source.close()
+    if not summary["finished"]:
+        return EXIT_OK  # paused: run again to resume
+    return EXIT_OK if summary["quarantineNow"] == 0 else EXIT_QUARANTINED
+
+
 def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | None,
-                  mapping: Mapping | None = None) -> int:
+                  mapping: Mapping | None = None, close: bool = True) -> int:
     control = MigrationControl()
     # Ctrl+C pauses: the batch in flight commits or rolls back whole, the
     # checkpoint is saved, and the run exits 0; running again resumes.
@@ -276,7 +330,8 @@ def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | Non
         outcome = migration.run()
     finally:
         signal.signal(signal.SIGINT, previous)
-        source.close()
+        if close:
+            source.close()
     return {Outcome.FINISHED: EXIT_OK, Outcome.PAUSED: EXIT_OK,
             Outcome.FINISHED_WITH_QUARANTINE: EXIT_QUARANTINED,
             Outcome.FINISHED_SHORT: EXIT_QUARANTINED}.get(outcome, EXIT_FAILED)

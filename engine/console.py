@@ -200,10 +200,43 @@ class ConsoleRenderer:
                 self._validation_progress(event)
             case events.MigrationFinished():
                 self._finished(event)
+            case events.RetryProgress():
+                if self.tty:
+                    self.out.write(f"\r\x1b[2K   🔁 retrying {bar(event.done, event.total)} "
+                                   f"({event.done:,}/{event.total:,}) | {event.migrated:,} "
+                                   f"migrated, {event.still_quarantined:,} still quarantined")
+                    self.out.flush()
+            case events.RetryFinished():
+                self._retry_finished(event)
             case events.MigrationFailed():
                 self.line(f"\n❌ Migration failed: {event.message}")
                 if event.hint:
                     self.line(f"   What to do: {event.hint}")
+
+    def _retry_finished(self, event: events.RetryFinished) -> None:
+        s = event.summary
+        if event.paused:
+            self.line(f"\n⏸️  Retry #{s['retry']} paused: every batch done so far is committed")
+            self.line("🔄 To resume, run the same cockpit migrate --retry-quarantined again")
+        else:
+            self.line(f"\n🔁 Retry #{s['retry']} of quarantined documents finished")
+        self.line(f"   - Retried: {s['retried']:,} documents ({s['waitingRetried']:,} of them "
+                  "waiting for a document that came back)")
+        self.line(f"   - Now migrated: {s['migrated']:,}")
+        still = ", ".join(f"{k} {v}" for k, v in s["stillQuarantinedByReason"].items())
+        self.line(f"   - Still quarantined: {sum(s['stillQuarantinedByReason'].values()):,}"
+                  + (f" ({still})" if still else ""))
+        if s["deletedAtSource"]:
+            self.line(f"   - Deleted at source (closed): {s['deletedAtSource']:,}")
+        self.line(f"   - References restored: {s['referencesRestored']:,}; junction pairs "
+                  f"added: {s['pairsAdded']:,}")
+        self.line(f"   - Quarantine now: {s['quarantineNow']:,} document(s); "
+                  "migration-errors.log rewritten")
+        self.line(f"📊 Report: {s['report']} (\"retries\")")
+        if not event.paused:
+            self.line("\nNext steps:\n  1. Run validation: cockpit validate" + (
+                "\n  2. Fix what is still quarantined in MongoDB and retry again"
+                if s["quarantineNow"] else ""))
 
     def _validation_progress(self, event: events.ValidationProgress) -> None:
         """A progress line on a TTY; elsewhere a line per table checked."""

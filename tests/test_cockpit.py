@@ -239,3 +239,39 @@ async def test_runbook_perftest_action_shows_the_table_and_ticks_its_step(
     assert not checks["Indexes verified in use"]["ok"]  # the full-text index is missing
     assert "crm_Accounts_name_fts_idx" in checks["Slow queries identified and optimized"][
         "detail"]
+
+
+async def test_errors_pane_retries_and_records_leave(pg_url: str, dump: Path, run_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """R retries every quarantined document; one deleted from the source since
+    leaves the quarantine, and the pane, as it goes."""
+    import shutil
+
+    import bson
+
+    copy = tmp_path / "dump"
+    shutil.copytree(dump, copy)
+    cfg = config(pg_url, run_dir, dump=str(copy))
+    assert main(["migrate", "--dump", str(copy), "--postgres", pg_url,
+                 "--run-dir", str(run_dir)]) == 3
+    records = [json.loads(line) for line in
+               (run_dir / "migration-errors.jsonl").read_text().splitlines()]
+    gone = records[0]
+    path = copy / f"{gone['collection']}.bson"
+    docs = [d for d in bson.decode_file_iter(path.open("rb"))
+            if str(d["_id"]) != gone["object_id"]]
+    path.write_bytes(b"".join(bson.encode(d) for d in docs))
+    app = CockpitApp(cfg)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause(0.2)
+        pane = app.errors_pane
+        assert sum(pane.counts.values()) == len(records)  # read back from the run files
+        await pilot.press("4")
+        pane.table.focus()
+        await pilot.press("R")
+        await wait_for(pilot, lambda: any(isinstance(e, events.RetryFinished)
+                                          for e in app.recorded))
+        await wait_for(pilot, lambda: not app.engine_running)
+        assert (gone["table"], gone["object_id"]) not in pane.index
+        assert sum(pane.counts.values()) == len(records) - 1
+        assert pane.table.row_count == len(records) - 1

@@ -1,9 +1,11 @@
 """Pane 4: the quarantine, live: counts by reason, alerts, a searchable tail;
-Enter opens a record."""
+Enter opens a record; r retries it (after a fix in the source), R retries all."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
@@ -14,23 +16,42 @@ from textual.widgets import DataTable, Input, Static
 
 from cockpit.alerts import Alert
 from engine.core import events
+from engine.core.run_files import read_jsonl
 
 TAIL = 10_000  # records kept for browsing; the files keep them all
 DOCUMENT_SHOWN = 16_384  # characters of a record's document kept for its view
 
 
+def _shown(record: events.DocumentQuarantined) -> events.DocumentQuarantined:
+    if len(record.document) > DOCUMENT_SHOWN:  # a 15 MB document is not kept 10,000 times
+        return dataclasses.replace(record, document=record.document[:DOCUMENT_SHOWN] + (
+            f" … ({len(record.document):,} characters; the whole document is in "
+            "migration-errors.jsonl)"))
+    return record
+
+
 class ErrorsPane(Vertical, can_focus=True):
     BORDER_TITLE = "4 Errors"
-    BINDINGS = [Binding("slash", "search", "Search", show=False)]
+    BINDINGS = [Binding("slash", "search", "Search", show=False),
+                Binding("r", "retry_selected", "Retry record", show=False),
+                Binding("R", "retry_all", "Retry all", show=False)]
 
     class RecordOpened(Message):
         def __init__(self, record: events.DocumentQuarantined) -> None:
             super().__init__()
             self.record = record
 
+    class RetryWanted(Message):
+        """Re-migrate quarantined documents: these ObjectIds, or all when empty."""
+
+        def __init__(self, ids: tuple[str, ...]) -> None:
+            super().__init__()
+            self.ids = ids
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.records: list[events.DocumentQuarantined] = []
+        self.records: list[events.DocumentQuarantined | None] = []  # None: left the quarantine
+        self.index: dict[tuple[str, str], int] = {}  # (table, ObjectId) -> position in records
         self.counts: dict[str, int] = {}
         self.alerts: list[Alert] = []
         self.query_text = ""
@@ -51,19 +72,63 @@ class ErrorsPane(Vertical, can_focus=True):
             "Time", "Table", "ObjectId", "Reason", "Message")
 
     def add(self, record: events.DocumentQuarantined) -> None:
-        if len(record.document) > DOCUMENT_SHOWN:  # a 15 MB document is not kept 10,000 times
-            record = dataclasses.replace(record, document=record.document[:DOCUMENT_SHOWN] + (
-                f" … ({len(record.document):,} characters; the whole document is in "
-                "migration-errors.jsonl)"))
+        record = _shown(record)
         self.records.append(record)
-        del self.records[:-TAIL]
+        self.index[record.table, record.object_id] = len(self.records) - 1
         self.counts[record.reason_code] = self.counts.get(record.reason_code, 0) + 1
+        if len(self.records) > TAIL:  # the oldest leave the browser (the files keep them)
+            self.reset([r for r in self.records[-TAIL:] if r is not None], self.counts)
+            return
         if self._matches(record):
             self._add_row(len(self.records) - 1, record)
+        self._say_counts()
+
+    def reset(self, records: list[events.DocumentQuarantined],
+              counts: dict[str, int] | None = None) -> None:
+        """Show these records (the quarantine as the run files hold it)."""
+        self.records = list(records)
+        self.index = {(r.table, r.object_id): i for i, r in enumerate(self.records)}
+        self.counts = dict(counts) if counts is not None else {}
+        if counts is None:
+            for r in self.records:
+                self.counts[r.reason_code] = self.counts.get(r.reason_code, 0) + 1
+        self.apply_search(Input.Submitted(self.search_box, self.query_text))
+        self._say_counts()
+
+    def left(self, table: str, object_id: str) -> None:
+        """A record left the quarantine (retried into a row, or gone from the source)."""
+        i = self.index.pop((table, object_id), None)
+        record = self.records[i] if i is not None else None
+        if record is None or i is None:
+            return
+        self.records[i] = None
+        self.counts[record.reason_code] -= 1
+        if not self.counts[record.reason_code]:
+            del self.counts[record.reason_code]
+        if str(i) in self.table.rows:
+            self.table.remove_row(str(i))
+        self._say_counts()
+
+    def load(self, path: Path) -> None:
+        """The quarantine as migration-errors.jsonl holds it (a run before this
+        cockpit started, or a retry that rewrote it)."""
+        try:
+            rows = read_jsonl(path)
+        except (OSError, ValueError):
+            return  # the file is the engine's to repair: the pane stays as it is
+        self.reset([_shown(events.DocumentQuarantined(
+            r["table"], r["collection"], r["object_id"], r["reason_code"], r["message"],
+            json.dumps(r["document"]), r.get("at", ""))) for r in rows[-TAIL:]])
+
+    def say_retrying(self, text: str) -> None:
+        self.reasons.update(text)
+
+    def _say_counts(self) -> None:
         total = sum(self.counts.values())
-        self.reasons.update(
-            f"{total:,} quarantined: " + ", ".join(
-                f"{k} {v:,}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])))
+        self.reasons.update("No quarantined documents." if not total else
+                            f"{total:,} quarantined: " + ", ".join(
+                                f"{k} {v:,}" for k, v in
+                                sorted(self.counts.items(), key=lambda kv: -kv[1])))
 
     def add_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
@@ -90,9 +155,10 @@ class ErrorsPane(Vertical, can_focus=True):
         table = self.table
         table.clear()
         for i, r in enumerate(self.records):
-            if self._matches(r):
+            if r is not None and self._matches(r):
                 self._add_row(i, r)
-        table.focus()
+        if self.is_mounted and self.app.focused is self.search_box:
+            table.focus()
 
     def on_key(self, event: object) -> None:
         key = getattr(event, "key", "")
@@ -104,4 +170,22 @@ class ErrorsPane(Vertical, can_focus=True):
 
     @on(DataTable.RowSelected, "#quarantine")
     def open_record(self, event: DataTable.RowSelected) -> None:
-        self.post_message(self.RecordOpened(self.records[int(str(event.row_key.value))]))
+        record = self.records[int(str(event.row_key.value))]
+        if record is not None:
+            self.post_message(self.RecordOpened(record))
+
+    def _selected(self) -> events.DocumentQuarantined | None:
+        if not self.table.row_count:
+            return None
+        key = self.table.coordinate_to_cell_key(self.table.cursor_coordinate).row_key
+        return self.records[int(str(key.value))]
+
+    def action_retry_selected(self) -> None:
+        record = self._selected()
+        if record is None:
+            self.app.notify("No quarantined record selected.")
+            return
+        self.post_message(self.RetryWanted((record.object_id,)))
+
+    def action_retry_all(self) -> None:
+        self.post_message(self.RetryWanted(()))

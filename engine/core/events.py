@@ -143,9 +143,34 @@ class MigrationFailed:
     hint: str = ""
 
 
+@dataclass(frozen=True)
+class QuarantineLeft:
+    """A quarantined document became a row (migrated) or is gone from the
+    source (deleted_at_source)."""
+
+    table: str
+    object_id: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class RetryProgress:
+    done: int  # quarantined documents tried so far
+    total: int  # known so far (documents waiting for one that came back join as found)
+    migrated: int
+    still_quarantined: int
+
+
+@dataclass(frozen=True)
+class RetryFinished:
+    summary: dict  # the retry section of migration-report.json
+    paused: bool = False
+
+
 Event = (PlanReady | PhaseStarted | TableStarted | BatchCommitted | DocumentQuarantined
          | TableFinished | TableSkipped | StepDone | JunctionFilled | Notice
-         | MigrationPaused | MigrationFinished | MigrationFailed | ValidationProgress)
+         | MigrationPaused | MigrationFinished | MigrationFailed | ValidationProgress
+         | QuarantineLeft | RetryProgress | RetryFinished)
 Sink = Callable[[Event], None]
 
 

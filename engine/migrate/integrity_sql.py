@@ -69,9 +69,7 @@ def fix_dangling(conn: psycopg.Connection, mapping: Mapping,
         "DELETE FROM {t} t WHERE {missing} RETURNING t.id, {s}.object_id(t.{c})").format(
         t=ident(fk.table), missing=missing, s=ident(STATE_SCHEMA), c=ident(fk.column)))
     removed = [RemovedRow(fk.table, r[0], "dangling_reference",
-                          f"{fk.column} points at {fk.ref_table} ObjectId({r[1]}), which is not "
-                          f"in the target (missing in the source or quarantined)")
-               for r in rows]
+                          integrity.dangling_message(fk, r[1])) for r in rows]
     return len(removed), removed
 
 

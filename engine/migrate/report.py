@@ -25,6 +25,35 @@ def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: 
     """phase_seconds: this invocation's time per phase (a resumed run counts
     only its own; sessions, every invocation's, sum them)."""
     sessions = sessions or []
+    report = {
+        "status": None,
+        "countMismatches": count_mismatches or {},
+        "rules": mapping.rules.as_report(),
+        "source": source,
+        "target": target,
+        "startedAt": None,
+        "finishedAt": dt.datetime.now(dt.UTC).isoformat(),
+        "durationSeconds": round(seconds, 3),
+        "phaseSeconds": {k: round(v, 3) for k, v in phase_seconds.items()},
+        "sessions": len(sessions),
+        "pauses": sum(1 for s in sessions if s["outcome"] == "paused"),
+        "workingSeconds": round(sum(s["seconds"] for s in sessions), 3) or round(seconds, 3),
+        "phaseSecondsAllSessions": _summed(s["phaseSeconds"] for s in sessions),
+        "resources": _peaks(s["resources"] for s in sessions),
+        "sizes": {"source": source_size, "targetBytes": conn.execute(
+            "SELECT pg_database_size(current_database())").fetchone()[0]},
+    }
+    report.update(_figures(conn, mapping, report))
+    report["recordsPerSecond"] = (round(report["documentsRead"] / seconds, 1) if seconds
+                                  else None)
+    path = run_dir / REPORT_FILE
+    write_private(path, json.dumps(report, indent=2, default=str))
+    return path
+
+
+def _figures(conn: psycopg.Connection, mapping: Mapping, report: dict) -> dict:
+    """What the target's checkpoint says now: totals, the quarantine by reason,
+    adjustments, per table (a retry changes them; the timings stay the run's)."""
     state = load_state(conn)
     assert state is not None
     reasons = dict(conn.execute(
@@ -38,29 +67,14 @@ def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: 
     entity = [t for t in state.tables.values() if t.collection]
     documents = sum(t.consumed for t in entity)
     quarantined = sum(t.quarantined for t in entity)
-    report = {
-        "status": ("completed_with_count_mismatch" if count_mismatches
+    return {
+        "status": ("completed_with_count_mismatch" if report.get("countMismatches")
                    else "completed_with_quarantine" if quarantined else "completed"),
-        "countMismatches": count_mismatches or {},
-        "rules": mapping.rules.as_report(),
-        "source": source,
-        "target": target,
         "startedAt": state.started_at.isoformat(),
-        "finishedAt": dt.datetime.now(dt.UTC).isoformat(),
-        "durationSeconds": round(seconds, 3),
-        "phaseSeconds": {k: round(v, 3) for k, v in phase_seconds.items()},
-        "sessions": len(sessions),
-        "pauses": sum(1 for s in sessions if s["outcome"] == "paused"),
-        "workingSeconds": round(sum(s["seconds"] for s in sessions), 3) or round(seconds, 3),
-        "phaseSecondsAllSessions": _summed(s["phaseSeconds"] for s in sessions),
-        "resources": _peaks(s["resources"] for s in sessions),
-        "sizes": {"source": source_size, "targetBytes": conn.execute(
-            "SELECT pg_database_size(current_database())").fetchone()[0]},
         "documentsRead": documents,
         "recordsMigrated": state.total_records,
         "quarantined": quarantined,
         "quarantinedPercent": round(100.0 * quarantined / documents, 4) if documents else 0.0,
-        "recordsPerSecond": round(documents / seconds, 1) if seconds else None,
         "quarantineByReason": reasons,
         "adjustments": adjustments,
         "tables": {
@@ -71,7 +85,20 @@ def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: 
             for name in mapping.load_order() if (t := state.tables.get(name))
         },
     }
+
+
+def add_retry(conn: psycopg.Connection, mapping: Mapping, run_dir: Path,
+              retry: dict) -> Path:
+    """migration-report.json after a retry of quarantined documents: the
+    figures as they stand now, the retry appended to its "retries"."""
     path = run_dir / REPORT_FILE
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = {"note": f"{REPORT_FILE} of the migration was missing or unreadable; "
+                  "this one holds the figures after the retry"}
+    report.update(_figures(conn, mapping, report))
+    report["retries"] = [*report.get("retries", []), retry]
     write_private(path, json.dumps(report, indent=2, default=str))
     return path
 

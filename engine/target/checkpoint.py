@@ -183,3 +183,12 @@ def run_finished(conn: psycopg.Connection) -> bool:
         return False
     row = conn.execute(f"SELECT finished_at IS NOT NULL FROM {STATE_SCHEMA}.run").fetchone()
     return bool(row and row[0])
+
+
+def add_to_counts(conn: psycopg.Connection, table: str, rows: int = 0, quarantined: int = 0,
+                  consumed: int = 0) -> None:
+    """A document that left or entered the quarantine after the load (the
+    apply path), in the caller's transaction."""
+    conn.execute(f"UPDATE {STATE_SCHEMA}.tables SET rows = rows + %s, "
+                 "quarantined = quarantined + %s, consumed = consumed + %s, "
+                 "updated_at = now() WHERE table_name = %s", [rows, quarantined, consumed, table])

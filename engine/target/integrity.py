@@ -4,6 +4,8 @@ same question."""
 
 from __future__ import annotations
 
+import re
+
 from psycopg import sql
 
 from engine.core.mapping import ForeignKey, Junction
@@ -23,3 +25,19 @@ def pair_present(junction: Junction, alias: str) -> sql.Composed:
     return sql.SQL("EXISTS (SELECT 1 FROM {l} x WHERE x.id = {a}.left_id) AND "
                    "EXISTS (SELECT 1 FROM {r} y WHERE y.id = {a}.right_id)").format(
         l=ident(junction.left_table), r=ident(junction.right_table), a=sql.Identifier(alias))
+
+
+# How a dangling reference is said in the quarantine (post-load and the apply
+# path), and read back to find the documents waiting for a row.
+def dangling_message(fk: ForeignKey, object_id: str) -> str:
+    return (f"{fk.column} points at {fk.ref_table} ObjectId({object_id}), which is not "
+            "in the target (missing in the source or quarantined)")
+
+
+_DANGLING = re.compile(r"^(\w+) points at (\w+) ObjectId\(([0-9a-f]{24})\)")
+
+
+def dangling_target(message: str) -> tuple[str, str, str] | None:
+    """(column, referenced table, ObjectId hex) of a dangling_message, else None."""
+    m = _DANGLING.match(message)
+    return (m.group(1), m.group(2), m.group(3)) if m else None

@@ -1,0 +1,189 @@
+"""One document into a live target: the apply path that re-migrating a
+quarantined document (migrate --retry-quarantined) uses, and that following
+a live source will. The rules in force now, the bulk load's and post-load's
+checks against the rows already there (types and required fields, unique
+keys, references), then the row with every constraint in place; and what its
+arrival brings back: references that were set NULL for want of it, junction
+pairs that were skipped while it was absent, documents waiting for it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from engine.core.ids import object_id_to_uuid, uuid_to_object_id
+from engine.core.mapping import ForeignKey, Mapping, Table
+from engine.core.transform import Pair, Rejected, TableTransformer
+from engine.target import integrity
+from engine.target.checkpoint import STATE_SCHEMA
+from engine.target.copy import PAIRS_TABLE, copy_rows, insert_pairs, wire_types
+from engine.target.ddl import ident
+from engine.target.quarantine import QuarantineEntry, record_id
+from engine.target.raw_uuid import copy_uuids_as_bytes
+
+SET_NULL_RULE = "dangling_reference_set_null"  # as the post-load records it
+
+
+@dataclass(frozen=True)
+class Applied:
+    migrated: bool
+    reason_code: str = ""  # when not migrated
+    message: str = ""
+    restored: int = 0  # references to it that were set NULL, restored
+    pairs: int = 0  # junction rows added for it
+    nulled: int = 0  # its own references to absent rows, set NULL (and recorded)
+
+
+def _object_id_text(value: bytes) -> str:
+    try:
+        return str(uuid_to_object_id(value))
+    except ValueError:  # a UUID not made from an ObjectId
+        return str(uuid.UUID(bytes=value))
+
+
+class DocumentApplier:
+    """Applies documents on conn, each in the caller's transaction."""
+
+    def __init__(self, conn: psycopg.Connection, mapping: Mapping) -> None:
+        copy_uuids_as_bytes(conn)  # the transform's rows hold uuids as bytes
+        self.conn = conn
+        self.mapping = mapping
+        self._transformers: dict[str, TableTransformer] = {}
+
+    def _transformer(self, table: Table) -> TableTransformer:
+        if table.name not in self._transformers:
+            self._transformers[table.name] = TableTransformer(table, self.mapping.rules)
+        return self._transformers[table.name]
+
+    def apply(self, table: Table, doc: dict) -> Applied:
+        """The document as a row of table, or the reason it cannot be one."""
+        try:
+            row, pairs = self._transformer(table).transform(doc)
+            self._check_unique(table, row)
+            row, nulled = self._check_references(table, list(row))
+        except Rejected as exc:
+            return Applied(False, exc.code, exc.message)
+        try:
+            with self.conn.transaction():  # a savepoint: a refused row undoes nothing else
+                copy_rows(self.conn, table.name, table.column_names, wire_types(table), [row])
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            return Applied(False, "rejected_by_postgres",
+                           (exc.diag.message_primary or str(exc)).strip())
+        own = record_id(doc.get("_id"))
+        for fk, original in nulled:
+            self.conn.execute(
+                f"INSERT INTO {STATE_SCHEMA}.adjustments (table_name, object_id, column_name, "
+                "rule, original) VALUES (%s, %s, %s, %s, %s)",
+                [table.name, own, fk.column, SET_NULL_RULE, original])
+        self._stage_pairs(table, row[0], pairs)
+        return Applied(True, restored=self._restore_references(table, row[0], own),
+                       pairs=self._add_pairs(table, row[0]), nulled=len(nulled))
+
+    # -- the checks ------------------------------------------------------------
+
+    def _check_unique(self, table: Table, row: tuple) -> None:
+        """The load keeps the first document by _id; here the row already in
+        the target keeps its value."""
+        for index in self.mapping.indexes:
+            if index.table != table.name or not index.unique:
+                continue
+            values = [row[table.column_names.index(c)] for c in index.columns]
+            if any(v is None for v in values):
+                continue
+            where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(ident(c))
+                                          for c in index.columns)
+            holder = self.conn.execute(sql.SQL(
+                "SELECT {s}.object_id(id) FROM {t} WHERE {w} AND id <> %s LIMIT 1").format(
+                s=ident(STATE_SCHEMA), t=ident(table.name), w=where),
+                [*values, uuid.UUID(bytes=row[0])]).fetchone()
+            if holder:
+                what = ", ".join(f"{c}={v!r}" for c, v in zip(index.columns, values, strict=True))
+                raise Rejected("duplicate_unique_key",
+                               f"{what} already belongs to ObjectId({holder[0]}) (unique index "
+                               f"{index.name}; the row already in the target keeps it)")
+
+    def _check_references(self, table: Table, row: list) -> tuple[tuple,
+                                                                   list[tuple[ForeignKey, str]]]:
+        """References to rows not in the target: set NULL (returned, to be
+        recorded) or refused, as the rules say for the bulk load."""
+        nulled = []
+        for fk in self.mapping.foreign_keys_of(table.name):
+            i = table.column_names.index(fk.column)
+            value = row[i]
+            if value is None or (fk.ref_table == table.name and value == row[0]):
+                continue
+            if self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE {} = %s").format(
+                    ident(fk.ref_table), ident(fk.ref_column)),
+                    [uuid.UUID(bytes=value)]).fetchone():
+                continue
+            original = _object_id_text(value)
+            if self.mapping.rules.dangling_policy(fk, table.column(fk.column)) == "set_null":
+                row[i] = None
+                nulled.append((fk, original))
+            else:
+                raise Rejected("dangling_reference", integrity.dangling_message(fk, original))
+        return tuple(row), nulled
+
+    # -- what its arrival brings back ------------------------------------------
+
+    def _stage_pairs(self, table: Table, row_id: bytes, pairs: list[Pair]) -> None:
+        """Its arrays as they are now replace what was staged from them before."""
+        for s in table.junction_sources:
+            side = f"{s.collection}.{s.field}"
+            own_column = "left_id" if s.owner_is_left else "right_id"
+            self.conn.execute(f"DELETE FROM {PAIRS_TABLE} WHERE junction = %s AND side = %s "
+                              f"AND {own_column} = %s", [s.junction, side, uuid.UUID(bytes=row_id)])
+        insert_pairs(self.conn, pairs)
+
+    def _add_pairs(self, table: Table, row_id: bytes) -> int:
+        """Junction rows from both sides' staged arrays that name it, where the
+        other row is there too."""
+        added = 0
+        for j in self.mapping.junctions:
+            mine = [c for c, t in (("left_id", j.left_table), ("right_id", j.right_table))
+                    if t == table.name]
+            for column in mine:
+                added += self.conn.execute(sql.SQL(
+                    "INSERT INTO {j} ({lc}, {rc}) SELECT DISTINCT p.left_id, p.right_id "
+                    "FROM {pairs} p WHERE p.junction = %s AND p.{mine} = %s AND {present} "
+                    "ON CONFLICT DO NOTHING").format(
+                    j=ident(j.table), lc=ident(j.left_column), rc=ident(j.right_column),
+                    pairs=sql.SQL(PAIRS_TABLE), mine=sql.Identifier(column),
+                    present=integrity.pair_present(j, "p")),
+                    [j.table, uuid.UUID(bytes=row_id)]).rowcount
+        return added
+
+    def _restore_references(self, table: Table, row_id: bytes, own: str) -> int:
+        """References set NULL because it was absent point at it again, where
+        the row still holds NULL."""
+        restored = 0
+        for fk in self.mapping.foreign_keys:
+            if fk.ref_table != table.name:
+                continue
+            ids = [r[0] for r in self.conn.execute(
+                f"DELETE FROM {STATE_SCHEMA}.adjustments WHERE table_name = %s AND "
+                "column_name = %s AND rule = %s AND original = %s RETURNING object_id",
+                [fk.table, fk.column, SET_NULL_RULE, own])]
+            if ids:
+                restored += self.conn.execute(sql.SQL(
+                    "UPDATE {t} SET {c} = %s WHERE id = ANY(%s) AND {c} IS NULL").format(
+                    t=ident(fk.table), c=ident(fk.column)),
+                    [uuid.UUID(bytes=row_id), [object_id_to_uuid(i) for i in ids]]).rowcount
+        return restored
+
+    def waiting(self, entries: list[QuarantineEntry]) -> list[QuarantineEntry]:
+        """Quarantined as dangling_reference to a row that is in the target now."""
+        found = []
+        for e in entries:
+            target = integrity.dangling_target(e.message) if e.reason_code == \
+                "dangling_reference" else None
+            if target is None:
+                continue
+            _, ref_table, oid = target
+            if self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(
+                    ident(ref_table)), [object_id_to_uuid(oid)]).fetchone():
+                found.append(e)
+        return found
