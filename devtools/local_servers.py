@@ -71,13 +71,13 @@ class MongoWireServer:
     """A secantusdb server process on a free loopback port; stopped on close."""
 
     def __init__(self, storage: str = ":memory:", port: int | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.url = f"mongodb://127.0.0.1:{self.port}/"
         self._log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
             [secantusd_command(), "--host", "127.0.0.1", "--port", str(self.port),
-             "--storage-path", storage, "--log-level", "WARNING"],
+             "--storage-path", storage, "--log-level", "WARNING", *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._wait_ready()
 

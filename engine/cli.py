@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_dir(migrate)
     add_rules_arg(migrate)
     migrate.add_argument("--batch-size", type=int, help="documents per batch and checkpoint")
+    follow = migrate.add_argument_group("following a live source until cutover")
+    follow.add_argument("--follow", action="store_true",
+                        help="live MongoDB only: take the change stream's position before the "
+                        "snapshot, then apply every change since, and new ones as they come, "
+                        "until Ctrl+C (which pauses and saves)")
+    follow.add_argument("--until-idle", type=float, metavar="SECONDS",
+                        help="with --follow: stop once caught up and no change came for this "
+                        "long")
     retry = migrate.add_argument_group(
         "re-migrating quarantined documents (after fixing them in the source)")
     retry.add_argument("--retry-quarantined", action="store_true",
@@ -274,10 +282,56 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     source = need_source(args)
     if args.retry_quarantined:
         return run_retry(source, url, run_dir, mapping, args)
+    if args.follow:
+        return run_follow(source, url, run_dir, mapping, args)
+    if args.until_idle is not None:
+        print("❌ --until-idle goes with --follow", file=sys.stderr)
+        return EXIT_USAGE
     if args.collection or args.reason or args.id:
         print("❌ --collection, --reason and --id go with --retry-quarantined", file=sys.stderr)
         return EXIT_USAGE
     return run_migration(source, url, run_dir, args.batch_size, mapping)
+
+
+def run_follow(source: Source, url: str, run_dir: Path, mapping: Mapping,
+               args: argparse.Namespace) -> int:
+    from engine.migrate.follow import Follower
+    from engine.target import checkpoint
+
+    if not isinstance(source, MongoSource):
+        print("❌ --follow needs a live MongoDB (--mongo URL): a dump has no change stream",
+              file=sys.stderr)
+        source.close()
+        return EXIT_USAGE
+    with psycopg.connect(url, autocommit=True) as conn:
+        finished = checkpoint.run_finished(conn)
+    if not finished:  # the snapshot first (or the rest of it), its stream position first of all
+        code = run_migration(source, url, run_dir, args.batch_size, mapping, close=False,
+                             follow=True)
+        with psycopg.connect(url, autocommit=True) as conn:
+            if not checkpoint.run_finished(conn):
+                source.close()
+                return code  # paused or failed: said above
+    control = MigrationControl()
+    previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
+    try:
+        result = Follower(source, MigrationSettings(url, run_dir), args.until_idle,
+                          [ConsoleRenderer()], control, mapping).run()
+    except MigrationError as exc:
+        print(f"❌ {exc}" + (f"\n   What to do: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr)
+        return EXIT_FAILED
+    except (SourceError, psycopg.Error) as exc:
+        print(f"❌ {redact_text(str(exc)).strip()}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        source.close()
+    print(f"\n{'⏸️  Following paused' if result.outcome == 'stopped' else '✓ Caught up and idle'}"
+          f": {result.events_applied:,} change(s) applied in {result.seconds:.1f}s; the "
+          "position is committed (run cockpit migrate --follow again to go on)"
+          if result.outcome != "history_lost" else "")
+    return EXIT_FAILED if result.outcome == "history_lost" else EXIT_OK
 
 
 def run_retry(source: Source, url: str, run_dir: Path, mapping: Mapping,
@@ -319,13 +373,15 @@ def run_retry(source: Source, url: str, run_dir: Path, mapping: Mapping,
 
 
 def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | None,
-                  mapping: Mapping | None = None, close: bool = True) -> int:
+                  mapping: Mapping | None = None, close: bool = True,
+                  follow: bool = False) -> int:
     control = MigrationControl()
     # Ctrl+C pauses: the batch in flight commits or rolls back whole, the
     # checkpoint is saved, and the run exits 0; running again resumes.
     previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
     try:
-        migration = Migration(source, MigrationSettings(url, run_dir, batch_size),
+        migration = Migration(source, MigrationSettings(url, run_dir, batch_size,
+                                                        follow=follow),
                               [ConsoleRenderer()], control, mapping)
         outcome = migration.run()
     finally:

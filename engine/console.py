@@ -120,6 +120,7 @@ class ConsoleRenderer:
         # table -> (when this run reached it, documents done then): tables
         # load side by side in worker processes.
         self.started: dict[str, tuple[float, int]] = {}
+        self._follow_said = 0.0  # when the last following line was printed (not a TTY)
 
     def line(self, text: str = "") -> None:
         if self.tty:
@@ -206,6 +207,16 @@ class ConsoleRenderer:
                                    f"({event.done:,}/{event.total:,}) | {event.migrated:,} "
                                    f"migrated, {event.still_quarantined:,} still quarantined")
                     self.out.flush()
+            case events.FollowProgress():
+                text = (f"   📡 following: {event.events_applied:,} changes applied | "
+                        f"{event.events_per_second:,.0f}/s | lag {event.lag_seconds:.0f}s"
+                        + (" | caught up" if event.caught_up else ""))
+                if self.tty:
+                    self.out.write(f"\r\x1b[2K{text}")
+                    self.out.flush()
+                elif time.monotonic() - self._follow_said >= 5:  # a line now and then
+                    self._follow_said = time.monotonic()
+                    self.line(text)
             case events.RetryFinished():
                 self._retry_finished(event)
             case events.MigrationFailed():

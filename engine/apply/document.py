@@ -28,6 +28,23 @@ SET_NULL_RULE = "dangling_reference_set_null"  # as the post-load records it
 
 
 @dataclass(frozen=True)
+class Displaced:
+    """A row whose unique value goes to an earlier document by _id."""
+
+    row_id: bytes
+    object_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Checked:
+    row: tuple
+    pairs: list[Pair]
+    nulled: list[tuple[ForeignKey, str]]  # references set NULL: (key, the absent ObjectId)
+    displaced: list[Displaced]
+
+
+@dataclass(frozen=True)
 class Applied:
     migrated: bool
     reason_code: str = ""  # when not migrated
@@ -58,14 +75,27 @@ class DocumentApplier:
             self._transformers[table.name] = TableTransformer(table, self.mapping.rules)
         return self._transformers[table.name]
 
+    def checked(self, table: Table, doc: dict, first_by_id: bool = False) -> Checked:
+        """The document's row after the load's and post-load's checks; raises
+        Rejected. first_by_id: a unique value goes to the first document by
+        _id, as a fresh migration gives it (the holders to displace are
+        returned); else the row already in the target keeps it."""
+        row, pairs = self._transformer(table).transform(doc)
+        displaced = self._check_unique(table, row, first_by_id)
+        row, nulled = self._check_references(table, list(row))
+        return Checked(row, pairs, nulled, displaced)
+
     def apply(self, table: Table, doc: dict) -> Applied:
-        """The document as a row of table, or the reason it cannot be one."""
+        """The document as a new row of table, or the reason it cannot be one."""
         try:
-            row, pairs = self._transformer(table).transform(doc)
-            self._check_unique(table, row)
-            row, nulled = self._check_references(table, list(row))
+            c = self.checked(table, doc)
         except Rejected as exc:
             return Applied(False, exc.code, exc.message)
+        return self.insert(table, doc, c)
+
+    def insert(self, table: Table, doc: dict, c: Checked) -> Applied:
+        """A checked row into the target, and what its arrival brings back."""
+        row, pairs, nulled = c.row, c.pairs, c.nulled
         try:
             with self.conn.transaction():  # a savepoint: a refused row undoes nothing else
                 copy_rows(self.conn, table.name, table.column_names, wire_types(table), [row])
@@ -73,20 +103,23 @@ class DocumentApplier:
             return Applied(False, "rejected_by_postgres",
                            (exc.diag.message_primary or str(exc)).strip())
         own = record_id(doc.get("_id"))
+        self.record_nulled(table, own, nulled)
+        self.stage_pairs(table, row[0], pairs)
+        return Applied(True, restored=self._restore_references(table, row[0], own),
+                       pairs=self.add_pairs(table, row[0]), nulled=len(nulled))
+
+    def record_nulled(self, table: Table, own: str,
+                      nulled: list[tuple[ForeignKey, str]]) -> None:
         for fk, original in nulled:
             self.conn.execute(
                 f"INSERT INTO {STATE_SCHEMA}.adjustments (table_name, object_id, column_name, "
                 "rule, original) VALUES (%s, %s, %s, %s, %s)",
                 [table.name, own, fk.column, SET_NULL_RULE, original])
-        self._stage_pairs(table, row[0], pairs)
-        return Applied(True, restored=self._restore_references(table, row[0], own),
-                       pairs=self._add_pairs(table, row[0]), nulled=len(nulled))
 
     # -- the checks ------------------------------------------------------------
 
-    def _check_unique(self, table: Table, row: tuple) -> None:
-        """The load keeps the first document by _id; here the row already in
-        the target keeps its value."""
+    def _check_unique(self, table: Table, row: tuple, first_by_id: bool) -> list[Displaced]:
+        displaced = []
         for index in self.mapping.indexes:
             if index.table != table.name or not index.unique:
                 continue
@@ -96,14 +129,20 @@ class DocumentApplier:
             where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(ident(c))
                                           for c in index.columns)
             holder = self.conn.execute(sql.SQL(
-                "SELECT {s}.object_id(id) FROM {t} WHERE {w} AND id <> %s LIMIT 1").format(
-                s=ident(STATE_SCHEMA), t=ident(table.name), w=where),
+                "SELECT {s}.object_id(id), id::text FROM {t} WHERE {w} AND id <> %s "
+                "LIMIT 1").format(s=ident(STATE_SCHEMA), t=ident(table.name), w=where),
                 [*values, uuid.UUID(bytes=row[0])]).fetchone()
-            if holder:
-                what = ", ".join(f"{c}={v!r}" for c, v in zip(index.columns, values, strict=True))
-                raise Rejected("duplicate_unique_key",
-                               f"{what} already belongs to ObjectId({holder[0]}) (unique index "
-                               f"{index.name}; the row already in the target keeps it)")
+            if not holder:
+                continue
+            what = ", ".join(f"{c}={v!r}" for c, v in zip(index.columns, values, strict=True))
+            holder_id = uuid.UUID(holder[1]).bytes
+            if first_by_id and row[0] < holder_id:  # uuids keep the ObjectIds' order
+                displaced.append(Displaced(holder_id, holder[0], integrity.duplicate_message(
+                    what, _object_id_text(row[0]), index.name)))
+                continue
+            raise Rejected("duplicate_unique_key", integrity.duplicate_message(
+                what, holder[0], index.name, first_by_id))
+        return displaced
 
     def _check_references(self, table: Table, row: list) -> tuple[tuple,
                                                                    list[tuple[ForeignKey, str]]]:
@@ -129,7 +168,7 @@ class DocumentApplier:
 
     # -- what its arrival brings back ------------------------------------------
 
-    def _stage_pairs(self, table: Table, row_id: bytes, pairs: list[Pair]) -> None:
+    def stage_pairs(self, table: Table, row_id: bytes, pairs: list[Pair]) -> None:
         """Its arrays as they are now replace what was staged from them before."""
         for s in table.junction_sources:
             side = f"{s.collection}.{s.field}"
@@ -138,7 +177,7 @@ class DocumentApplier:
                               f"AND {own_column} = %s", [s.junction, side, uuid.UUID(bytes=row_id)])
         insert_pairs(self.conn, pairs)
 
-    def _add_pairs(self, table: Table, row_id: bytes) -> int:
+    def add_pairs(self, table: Table, row_id: bytes) -> int:
         """Junction rows from both sides' staged arrays that name it, where the
         other row is there too."""
         added = 0

@@ -167,10 +167,18 @@ class RetryFinished:
     paused: bool = False
 
 
+@dataclass(frozen=True)
+class FollowProgress:
+    events_applied: int  # since following began
+    events_per_second: float  # over the last seconds
+    lag_seconds: float  # the server's time now against the last applied change's
+    caught_up: bool
+
+
 Event = (PlanReady | PhaseStarted | TableStarted | BatchCommitted | DocumentQuarantined
          | TableFinished | TableSkipped | StepDone | JunctionFilled | Notice
          | MigrationPaused | MigrationFinished | MigrationFailed | ValidationProgress
-         | QuarantineLeft | RetryProgress | RetryFinished)
+         | QuarantineLeft | RetryProgress | RetryFinished | FollowProgress)
 Sink = Callable[[Event], None]
 
 

@@ -42,8 +42,7 @@ def remove_duplicates(conn: psycopg.Connection, mapping: Mapping) -> list[Remove
         for row in rows:
             what = ", ".join(f"{c}={v!r}" for c, v in zip(index.columns, row[2:], strict=True))
             removed.append(RemovedRow(index.table, row[0], "duplicate_unique_key",
-                                      f"{what} already belongs to ObjectId({row[1]}) "
-                                      f"(unique index {index.name}; the first by _id is kept)"))
+                                      integrity.duplicate_message(what, row[1], index.name)))
     return removed
 
 

@@ -27,9 +27,12 @@ from engine.migrate.post_load import PostLoad
 from engine.migrate.report import write_migration_report
 from engine.migrate.run_files import CheckpointFileError, RunFiles
 from engine.source.base import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
+from engine.source.change_stream import ChangeStream, StreamPosition, oplog_span
+from engine.source.mongo import MongoSource
 from engine.source.spec import SourceSpec
 from engine.target import catalog, checkpoint, ddl
 from engine.target.checkpoint import ADVISORY_LOCK_KEY, RunState
+from engine.target.follow_state import begin_following, load_follow
 from engine.target.session import connect
 
 PHASE_TITLES = {
@@ -40,6 +43,7 @@ PHASE_TITLES = {
 
 
 MAX_SESSION_WARNINGS = 50
+SNAPSHOT_RATE = 20_000  # documents/s, a cautious figure for the oplog check (README, Speed)
 
 
 class Outcome(enum.Enum):
@@ -63,6 +67,7 @@ class MigrationSettings:
     run_dir: Path = field(default_factory=Path.cwd)
     batch_size: int | None = None  # default: the mapping's rules
     workers: int | None = None  # loader processes; default: one per core
+    follow: bool = False  # take the change stream's position before the snapshot
 
 
 class Migration:
@@ -223,6 +228,12 @@ class Migration:
                 f"(sha256 {self.state.rules_digest[:12]}, now {self.mapping.rules.digest[:12]})",
                 "Resume with the rules file it started with (--rules), so every row follows "
                 "one set of rules, or start over with cockpit schema deploy --force.")
+        elif self.settings.follow and load_follow(conn) is None:
+            raise MigrationError(
+                "this run's snapshot began without --follow: the changes made since it "
+                "began are unknown",
+                "Finish it with cockpit migrate, or start over to follow: cockpit schema "
+                "deploy --force, then cockpit migrate --follow.")
         # The files hold exactly this run's quarantine (none yet, for a new one).
         self.files.errors.rewrite(conn)
         self._plan(resumed)
@@ -281,9 +292,12 @@ class Migration:
                  self.source.count(t.collection) if t.collection in present else 0)
                 for t in self.mapping.entity_tables]
         plan += [(j.table, None, 0) for j in self.mapping.junctions]
+        position = self._stream_position(sum(n for *_, n in plan))
         with conn.transaction():
             checkpoint.create_state(conn, self.source.description, plan,
                                     self.mapping.rules.digest)
+            if position is not None:
+                begin_following(conn, position.token, position.operation_time)
             conn.execute(checkpoint.OBJECT_ID_FUNCTION)
             # Secondary indexes and FKs come back after the load (faster, and
             # dangling references are then fixed set-wise first).
@@ -292,6 +306,30 @@ class Migration:
         state = checkpoint.load_state(conn)
         assert state is not None
         return state
+
+    def _stream_position(self, documents: int) -> StreamPosition | None:
+        """Following: where the change stream stands before the first document
+        is read, and whether the oplog's history may outlast the snapshot."""
+        if not self.settings.follow:
+            return None
+        if not isinstance(self.source, MongoSource):
+            raise MigrationError("--follow needs a live MongoDB (--mongo): a dump has no "
+                                 "change stream")
+        stream = ChangeStream(self.source, self.mapping.collections)
+        try:
+            position = stream.position()
+        finally:
+            stream.close()
+        span = oplog_span(self.source)
+        estimate = documents / SNAPSHOT_RATE
+        if span is not None and estimate > span / 2:
+            self.emit(events.Notice("warning", (
+                f"the oplog holds {span:,.0f} s of history now; the snapshot of {documents:,} "
+                f"documents is estimated at {estimate:,.0f} s. If writes go on meanwhile the "
+                "history since the stream's start may be pruned before following begins "
+                "(said plainly if so: it never continues with a gap). A larger oplog "
+                "(replSetResizeOplog) or a quieter hour makes room.")))
+        return position
 
     def _plan(self, resumed: bool) -> None:
         assert self.state is not None
@@ -375,6 +413,10 @@ class Migration:
         do not add up, each said loudly. The plan's count may be an estimate,
         so a difference is counted again exactly before it is called one."""
         assert self.state is not None
+        if self.settings.follow:  # the source changes under the snapshot: the stream applies it
+            self.emit(events.Notice("info", "documents written during the snapshot are "
+                                    "applied from the change stream next"))
+            return {}
         present = set(self.source.collection_names())
         short: dict[str, dict[str, int]] = {}
         for ts in self.state.tables.values():

@@ -34,6 +34,11 @@ def dangling_message(fk: ForeignKey, object_id: str) -> str:
             "in the target (missing in the source or quarantined)")
 
 
+def duplicate_message(what: str, holder: str, index: str, first_by_id: bool = True) -> str:
+    kept = "the first by _id is kept" if first_by_id else "the row already in the target keeps it"
+    return f"{what} already belongs to ObjectId({holder}) (unique index {index}; {kept})"
+
+
 _DANGLING = re.compile(r"^(\w+) points at (\w+) ObjectId\(([0-9a-f]{24})\)")
 
 
