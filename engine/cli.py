@@ -7,6 +7,7 @@ records (or validation failed).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import signal
 import sys
@@ -171,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--testing-hours", type=float, default=6.0,
                      help="full testing before go-live (default 6, as the runbook)")
 
+    cut = sub.add_parser("cutover", help="production: once application writes to MongoDB have "
+                         "stopped, catch up, validate every row against the frozen source, "
+                         "record the cutover and print the downtime (stop the follower first)")
+    add_source_args(cut)
+    add_target_args(cut)
+    add_run_dir(cut)
+    stopped = cut.add_mutually_exclusive_group()
+    stopped.add_argument("--writes-stopped", action="store_true",
+                         help="the application's writes stopped now")
+    stopped.add_argument("--writes-stopped-at", metavar="'YYYY-MM-DD HH:MM:SS'",
+                         help="when they stopped (local time)")
+    cut.add_argument("--idle", type=float, default=3.0, metavar="SECONDS",
+                     help="how long the stream must stay quiet to count as frozen (default 3)")
+
     art = sub.add_parser("artifacts", help="runbook 5.2 Step 5: copy the run's files into "
                          "DIR/staging-migration-YYYYMMDD/artifacts")
     add_run_dir(art)
@@ -202,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"schema": cmd_schema, "migrate": cmd_migrate, "generate": cmd_generate,
                "demo": cmd_demo, "validate": cmd_validate, "baseline": cmd_baseline,
                "perftest": cmd_perftest, "report": cmd_report, "estimate": cmd_estimate,
-               "artifacts": cmd_artifacts, "runbook": cmd_runbook}
+               "artifacts": cmd_artifacts, "cutover": cmd_cutover, "runbook": cmd_runbook}
     return handler[args.command](args)
 
 
@@ -533,8 +548,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    import datetime as dt
-
     from engine.console import print_estimate
     from engine.report.estimate import Production, WindowSettings, estimate, write_estimate
     from engine.report.run_record import RunRecord
@@ -576,6 +589,59 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     print_estimate(result)
     print(f"📊 Saved: {path} (cockpit report puts it in the staging report)")
     return EXIT_OK
+
+
+def writes_stopped_at(args: argparse.Namespace) -> dt.datetime | None:
+    """When the lead says the application stopped writing: a flag, or asked."""
+    if args.writes_stopped_at:
+        try:
+            return dt.datetime.fromisoformat(args.writes_stopped_at).astimezone()
+        except ValueError:
+            return None
+    if args.writes_stopped:
+        return dt.datetime.now().astimezone()
+    if sys.stdin.isatty():
+        answer = input("Have the application's writes to MongoDB stopped? [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            return dt.datetime.now().astimezone()
+    return None
+
+
+def cmd_cutover(args: argparse.Namespace) -> int:
+    from engine.console import print_cutover
+    from engine.cutover.run import Cutover, CutoverSettings
+
+    url = need_postgres(args)
+    run_dir = need_run_dir(args)
+    stopped = writes_stopped_at(args)
+    if stopped is None:
+        print("❌ Stop the application's writes to MongoDB first, then say so: "
+              "--writes-stopped (now) or --writes-stopped-at 'YYYY-MM-DD HH:MM:SS'",
+              file=sys.stderr)
+        return EXIT_USAGE
+    source = need_source(args)
+    if not isinstance(source, MongoSource):
+        print("❌ cutover follows a live MongoDB (--mongo URL)", file=sys.stderr)
+        source.close()
+        return EXIT_USAGE
+    control = MigrationControl()
+    previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
+    try:
+        report = Cutover(source, CutoverSettings(url, run_dir, stopped, args.idle),
+                         [ConsoleRenderer(sys.stderr)], control).run()
+    except MigrationError as exc:
+        print(f"❌ {exc}" + (f"\n   What to do: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr)
+        return EXIT_FAILED
+    except (SourceError, psycopg.Error, RunFileError, ddl.SchemaError) as exc:
+        print(f"❌ {redact_text(str(exc)).strip()}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        source.close()
+    print_cutover(report)
+    return {"DONE": EXIT_OK, "VALIDATION_FAILED": EXIT_QUARANTINED}.get(report["status"],
+                                                                        EXIT_FAILED)
 
 
 def cmd_artifacts(args: argparse.Namespace) -> int:

@@ -341,3 +341,31 @@ def print_estimate(e: dict, out: TextIO | None = None) -> None:
         first, last = (weekday_time(t) for t in w["fullTesting"])
         say(f"  - Full Testing: {first} - {last}")
         say(f"  Window: {w['windowHours']:.1f} hours")
+
+
+def print_cutover(r: dict, out: TextIO | None = None) -> None:
+    """cockpit cutover's result: the downtime, part by part."""
+    out = out or sys.stdout
+
+    def print(text: str = "") -> None:  # noqa: A001 - the lines as the console says them
+        out.write(text + "\n")
+
+    print("\n✂️  Cutover")
+    print(f"   - Writes stopped: {r['writesStoppedAt'][:19]}")
+    print(f"   - Changes applied after the stop: {r['changesAppliedAfterStop']:,}")
+    if r["status"] == "NOT_DONE":
+        print(f"❌ Not done: {r['why']}")
+        return
+    v = r["validation"]
+    print(f"   - Validation against the frozen source: {v['status']} ({v['matchPercentage']:.2f}% "
+          f"match, {v['targetRows']:,} rows, {v['quarantined']:,} quarantined)")
+    p = r["parts"]
+    print(f"   ⏱  Downtime: {r['downtimeSeconds']:.1f}s = before the cutover began "
+          f"{p['beforeCutoverStarted']:.1f}s + catch-up {max(0.0, p['catchUp']):.1f}s + "
+          f"idle confirmation {p['idleConfirmation']:.1f}s + validation {p['validation']:.1f}s")
+    if r["status"] == "DONE":
+        print(f"✅ Cutover recorded at {r['validatedAt'][:19]}: switch the application's "
+              "DATABASE_URL to PostgreSQL")
+    else:
+        print("❌ Validation failed: do not switch; see migration-validation-report.json")
+    print(f"📊 Report: {r['reportPath']}")

@@ -6,6 +6,7 @@ never skipped."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -70,6 +71,7 @@ class Writes:
 
     def __init__(self, db: pymongo.database.Database) -> None:
         self.db = db
+        self.bad_task = db.Tasks.find_one()["_id"]
 
     def during_snapshot(self) -> None:
         db = self.db
@@ -86,7 +88,6 @@ class Writes:
             db.crm_Contacts.update_one({"_id": contact["_id"]},
                                        {"$set": {"last_name": f"Renamed {i}"}})
         # a document made bad (does not fit INTEGER) and fixed later
-        self.bad_task = db.Tasks.find_one()["_id"]
         db.Tasks.update_one({"_id": self.bad_task}, {"$set": {"__v": 2**40}})
 
     def after_snapshot(self) -> None:
@@ -156,6 +157,8 @@ def assert_equals_a_fresh_migration(pg_server: EmbeddedPostgres, pg_url: str, ur
     assert ours.keys() == theirs.keys()
     for key in ours:
         assert ours[key] == theirs[key], key
+    assert main(["validate", "--mongo", f"{url}{db}", "--postgres", pg_url,
+                 "--run-dir", str(run_dir)]) == 0
 
 
 @pytest.fixture
@@ -243,3 +246,29 @@ def test_follow_needs_a_live_source(pg_url: str, tmp_path: Path,
     assert main(["migrate", "--dump", str(tmp_path / "dump"), "--postgres", pg_url,
                  "--follow"]) == 2
     assert "needs a live MongoDB" in capsys.readouterr().err
+
+
+def test_cutover_catches_up_validates_and_prints_the_downtime(
+        pg_url: str, staged: tuple[str, str, Writes], run_dir: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    url, db, writes = staged
+    assert main(["schema", "deploy", "--postgres", pg_url]) == 0
+    assert main(["migrate", "--mongo", f"{url}{db}", "--postgres", pg_url, "--run-dir",
+                 str(run_dir), "--follow", "--until-idle", "1"]) == 0
+    writes.after_snapshot()  # the last writes before the application stops
+    capsys.readouterr()
+    assert main(["cutover", "--mongo", f"{url}{db}", "--postgres", pg_url, "--run-dir",
+                 str(run_dir)]) == 2  # not told that writes stopped: refused
+    assert main(["cutover", "--mongo", f"{url}{db}", "--postgres", pg_url, "--run-dir",
+                 str(run_dir), "--writes-stopped", "--idle", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Downtime:" in out and "Validation against the frozen source: PASS" in out
+    report = json.loads((run_dir / "cutover-report.json").read_text())
+    assert report["status"] == "DONE" and report["changesAppliedAfterStop"] > 0
+    parts = report["parts"]
+    assert report["downtimeSeconds"] == pytest.approx(
+        parts["beforeCutoverStarted"] + parts["catchUp"] + parts["idleConfirmation"]
+        + parts["validation"], abs=0.5)
+    with psycopg.connect(pg_url) as conn:
+        recorded = conn.execute(f"SELECT cutover FROM {STATE_SCHEMA}.follow").fetchone()[0]
+    assert recorded["status"] == "DONE"

@@ -24,6 +24,7 @@ from engine.core.mapping import Mapping, nextcrm
 from engine.core.redact import redact_url
 from engine.core.run_files import CHECKPOINT_FILE, write_private
 from engine.migrate.run import MigrationError, MigrationSettings
+from engine.migrate.run_files import RunFiles
 from engine.source.change_stream import (
     ChangeBatch,
     ChangeStream,
@@ -40,6 +41,7 @@ from engine.target.session import connect
 
 MAX_BATCH = 1000  # changes a transaction
 MIRROR_EVERY_S = 0.5
+ERROR_FILES_EVERY_S = 5.0  # the error logs follow the quarantine this often (and at the end)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Follower:
         self.mapping = mapping or nextcrm()
         self.order = {t.collection: i for i, t in enumerate(self.mapping.entity_tables)}
         self._mirrored = 0.0
+        self.files = RunFiles(settings.run_dir, redact_url(settings.postgres_url))
 
     def emit(self, event: events.Event) -> None:
         for sink in self.sinks:
@@ -107,6 +110,7 @@ class Follower:
         applier = ChangeApplier(conn, self.mapping, self.source.fetch)
         applied, idle_since, lag = 0, None, 0.0
         rate_window: list[tuple[float, int]] = []
+        files_at, files_behind = time.monotonic(), False
         try:
             while not self.control.stopping:
                 while self.control.paused and not self.control.stopping:
@@ -116,6 +120,7 @@ class Follower:
                 if batch.changes:
                     self._apply(conn, applier, batch)
                     applied += len(batch.changes)
+                    files_behind = True
                     server = cluster_time(self.source)
                     last = batch.changes[-1].cluster_time
                     lag = max(0.0, float(server.time - last.time)) if server else 0.0
@@ -129,6 +134,9 @@ class Follower:
                 span = now - rate_window[0][0]
                 rate = (applied - rate_window[0][1]) / span if span > 0 else 0.0
                 caught_up = not batch.changes or len(batch.changes) < MAX_BATCH
+                if files_behind and now - files_at >= ERROR_FILES_EVERY_S:
+                    self.files.errors.rewrite(conn)
+                    files_at, files_behind = now, False
                 progress = events.FollowProgress(applied_before + applied, rate, lag, caught_up)
                 self.emit(progress)
                 self._mirror(progress)
@@ -137,6 +145,7 @@ class Follower:
                     return FollowResult("idle", applied, time.monotonic() - started)
         finally:
             stream.close()
+            self.files.errors.rewrite(conn)  # the run files say the quarantine as it stands
         return FollowResult("stopped", applied, time.monotonic() - started)
 
     def _apply(self, conn: psycopg.Connection, applier: ChangeApplier,
