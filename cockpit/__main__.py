@@ -23,6 +23,8 @@ def tui_parser() -> argparse.ArgumentParser:
     add_rules_arg(p)
     p.add_argument("--runbook", type=Path, help="runbook.yaml (default: ./runbook.yaml)")
     p.add_argument("--start", action="store_true", help="start the migration at once")
+    p.add_argument("--follow", action="store_true", help="live MongoDB: after the snapshot, "
+                   "follow the source's changes until q (cockpit cutover ends it)")
     p.add_argument("--backup-dir", type=Path, help="where the runbook's artifacts action saves "
                    "(runbook: /backups; default: RUN_DIR/backups)")
     return p
@@ -39,7 +41,8 @@ def run_tui(args: argparse.Namespace, autostart: bool) -> int:
                            args.runbook or default_runbook_path(), autostart,
                            rules_path=args.rules,
                            source_timeout=getattr(args, "source_timeout", DEFAULT_TIMEOUT_S),
-                           backup_dir=getattr(args, "backup_dir", None))
+                           backup_dir=getattr(args, "backup_dir", None),
+                           follow=getattr(args, "follow", False))
     try:
         prepare_run_dir(args.run_dir)
         app = CockpitApp(config)

@@ -27,6 +27,9 @@ class Limits:
     error_percent: float = 1.0  # "excessive errors (>1% of records)"
     checkpoint_stale_seconds: float = 300.0  # "checkpoint file not updating"
     min_documents_for_error_rate: int = 1000
+    lag_growing_seconds: float = 300.0  # following: "lag growing for 5 minutes"
+    lag_floor_seconds: float = 10.0  # a lag below this is no warning, growing or not
+    history_share: float = 0.5  # "stream history at risk": lag beyond this share of the oplog
 
 
 class WarningSigns:
@@ -40,9 +43,17 @@ class WarningSigns:
 
     def evaluate(self, *, now: float, running: bool, last_progress: float | None,
                  documents: int, quarantined: int, memory_percent: float | None,
-                 checkpoint_age: float | None, postgres_error: str | None) -> list[Alert]:
-        """now and last_progress are monotonic seconds; ages in seconds."""
+                 checkpoint_age: float | None, postgres_error: str | None,
+                 lag: float | None = None, lag_before: float | None = None,
+                 history_seconds: float | None = None) -> list[Alert]:
+        """now and last_progress are monotonic seconds; ages in seconds. lag:
+        seconds behind the source while following; lag_before: the lag
+        lag_growing_seconds ago; history_seconds: the oplog's span."""
         lim = self.limits
+        growing = (lag is not None and lag_before is not None and lag > lim.lag_floor_seconds
+                   and lag > lag_before)
+        at_risk = (lag is not None and history_seconds is not None
+                   and lag > lim.history_share * history_seconds)
         conditions = {
             "stalled": (running and last_progress is not None
                         and now - last_progress > lim.stall_seconds,
@@ -61,6 +72,11 @@ class WarningSigns:
                            "minutes"),
             "postgres": (postgres_error is not None,
                          f"PostgreSQL connection error: {postgres_error}"),
+            "lag": (growing, f"lag growing for {lim.lag_growing_seconds / 60:.0f} minutes: "
+                             f"{lag_before or 0:.0f}s -> {lag or 0:.0f}s behind the source"),
+            "history": (at_risk, f"stream history at risk: {lag or 0:.0f}s behind, the oplog "
+                                 f"holds {history_seconds or 0:.0f}s; if it rotates past the "
+                                 "follower, a new snapshot is needed"),
         }
         raised = []
         for kind, (holds, text) in conditions.items():

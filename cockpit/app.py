@@ -7,6 +7,7 @@ thread."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from textual.worker import Worker, WorkerState
 from cockpit.alerts import Limits, WarningSigns
 from cockpit.messages import (
     ConnectionsChecked,
+    CutoverEnded,
     EngineReported,
     MigrationEnded,
     ValidationEnded,
@@ -37,20 +39,24 @@ from cockpit.panes.runbook import RunbookPane
 from cockpit.panes.system import SystemPane
 from cockpit.progress_model import ProgressModel
 from cockpit.screens import ConfirmQuitScreen, HelpScreen, RecordScreen, ReportScreen
-from engine.console import print_validation
+from engine.console import print_cutover, print_validation
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import nextcrm_with_rules
 from engine.core.redact import redact_text, redact_url
 from engine.core.run_files import CHECKPOINT_FILE, JSONL_FILE
+from engine.cutover.run import Cutover, CutoverSettings
+from engine.migrate.follow import Follower
 from engine.migrate.retry import RetryFilters, RetryQuarantined
-from engine.migrate.run import Migration, MigrationError, MigrationSettings
+from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.runbook.checks import CheckResult, RunContext, run_check
 from engine.runbook.model import RunbookState, load_runbook
 from engine.source.base import DEFAULT_TIMEOUT_S
+from engine.source.mongo import MongoSource
 from engine.validate.run import ValidationSettings, Validator
 
 RECORDED = 2_000  # messages kept in CockpitApp.recorded
+WRITES_STOPPED_ITEM = "production.2.1"  # runbook.yaml: "Application writes ... stopped"
 PANES = ["progress", "postgres", "checkpoint", "errors", "system", "runbook"]
 COMPACT_WIDTH, COMPACT_HEIGHT = 120, 34
 
@@ -74,6 +80,7 @@ class CockpitConfig:
     rules_path: Path | None = None  # the operator's rules file; None: the packaged rules
     source_timeout: float = DEFAULT_TIMEOUT_S
     backup_dir: Path | None = None  # where the artifacts action saves (default: run_dir/backups)
+    follow: bool = False  # after the snapshot, follow the source's changes (live MongoDB)
 
     @property
     def context(self) -> RunContext:
@@ -127,6 +134,7 @@ class CockpitApp(App[int]):
         self.runbook_state = RunbookState.load(config.run_dir)
         self.engine_running = False
         self.quit_after_stop = False
+        self.cutover_after_stop: dt.datetime | None = None  # a cutover waiting for the follower
         self.active = 0
         self.dirty = False
         self.last_metrics = time.monotonic()
@@ -199,11 +207,16 @@ class CockpitApp(App[int]):
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
     def run_migration(self) -> None:
         settings = MigrationSettings(self.config.postgres_url or "", self.config.run_dir,
-                                     self.config.batch_size, self.config.workers)
+                                     self.config.batch_size, self.config.workers,
+                                     follow=self.config.follow)
         source = self.config.context.source()
         try:
             outcome = Migration(source, settings, [self._engine_sink], self.control,
                                 self.mapping).run()
+            if self.config.follow and isinstance(source, MongoSource) and outcome in (
+                    Outcome.FINISHED, Outcome.FINISHED_WITH_QUARANTINE, Outcome.FINISHED_SHORT):
+                Follower(source, settings, None, [self._engine_sink], self.control,
+                         self.mapping).run()
         finally:
             source.close()
         self.post_message(MigrationEnded(outcome.value))
@@ -292,10 +305,62 @@ class CockpitApp(App[int]):
                             f"{s['quarantineNow']:,} still quarantined", title="Retry "
                             + ("paused" if event.paused else "finished"))
 
+    def start_cutover(self) -> None:
+        """Runbook production.2: writes stopped when the lead ticked it; the
+        follower (if running) stops, then the cutover runs in the engine's worker."""
+        entry = self.runbook_state.items.get(WRITES_STOPPED_ITEM, {})
+        if not entry.get("ticked") or not entry.get("at"):
+            self.notify("Tick 'Application writes to MongoDB stopped' first, when they have.",
+                        severity="warning")
+            return
+        stopped = dt.datetime.fromisoformat(entry["at"])
+        if self.engine_running:
+            self.cutover_after_stop = stopped
+            self.control.stop()
+            self.notify("Stopping the follower; the cutover begins when it has.")
+            return
+        self.engine_running = True
+        self.control = MigrationControl()
+        self.notify("Cutover: catching up, then validating every row…")
+        self.run_cutover(stopped)
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def run_cutover(self, stopped: dt.datetime) -> None:
+        source = self.config.context.source()
+        try:
+            if not isinstance(source, MongoSource):
+                raise MigrationError("the cutover follows a live MongoDB (--mongo)")
+            report = Cutover(source, CutoverSettings(
+                self.config.postgres_url or "", self.config.run_dir, stopped),
+                [self._engine_sink], self.control, self.mapping).run()
+        except Exception as exc:  # shown to the lead, not swallowed
+            self.post_message(CutoverEnded(None, redact_text(str(exc))))
+            return
+        finally:
+            source.close()
+        self.post_message(CutoverEnded(report))
+
+    def on_cutover_ended(self, message: CutoverEnded) -> None:
+        self.recorded.append(message)
+        self.engine_running = False
+        self.runbook_pane.recheck_step("production.2")
+        if message.report is None:
+            self.notify(message.error or "cutover failed", title="Cutover", severity="error")
+            return
+        out = io.StringIO()
+        print_cutover(message.report, out)
+        self.push_screen(ReportScreen("Cutover", out.getvalue()))
+
     def on_migration_ended(self, message: MigrationEnded) -> None:
         self.recorded.append(message)
         self.engine_running = False
         self.dirty = True
+        if self.cutover_after_stop is not None:
+            stopped, self.cutover_after_stop = self.cutover_after_stop, None
+            self.engine_running = True
+            self.control = MigrationControl()
+            self.run_cutover(stopped)
+            return
         if self.quit_after_stop:
             self.exit(0)
 
@@ -336,7 +401,9 @@ class CockpitApp(App[int]):
 
     @on(RunbookPane.ActionWanted)
     def runbook_action(self, message: RunbookPane.ActionWanted) -> None:
-        if message.item.action == "migrate":
+        if message.item.action == "cutover":
+            self.start_cutover()
+        elif message.item.action == "migrate":
             self.action_start()
             self.runbook_pane.record(message.item.id, True, "migration started from the cockpit")
         else:
@@ -367,11 +434,16 @@ class CockpitApp(App[int]):
         system = self.system_pane.last
         memory = system.memory_percent if system else None
         running = self.engine_running and self.model.state == "running"
+        now = time.monotonic()
+        f = self.model.following
         for alert in self.signs.evaluate(
-                now=time.monotonic(), running=running, last_progress=self.model.last_progress,
+                now=now, running=running, last_progress=self.model.last_progress,
                 documents=self.model.documents, quarantined=self.model.quarantined,
                 memory_percent=memory, checkpoint_age=self.checkpoint_pane.age,
-                postgres_error=self.postgres_pane.error):
+                postgres_error=self.postgres_pane.error,
+                lag=f.lag_seconds if f else None,
+                lag_before=self.model.lag_at(now - self.signs.limits.lag_growing_seconds),
+                history_seconds=f.history_seconds if f else None):
             self.recorded.append(alert)
             self.errors_pane.add_alert(alert)
             self.notify(alert.text, title="Warning sign", severity="warning", timeout=10)

@@ -30,6 +30,13 @@ class MigrationEnded(Message):
         self.outcome = outcome
 
 
+class CutoverEnded(Message):
+    def __init__(self, report: dict | None, error: str | None = None) -> None:
+        super().__init__()
+        self.report = report
+        self.error = error
+
+
 class ValidationEnded(Message):
     def __init__(self, report: dict | None, error: str | None = None) -> None:
         super().__init__()

@@ -48,6 +48,8 @@ class ProgressModel:
     throughput: list[tuple[float, float]] = field(default_factory=list)  # (t, docs/s)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     validation: dict[str, tuple[int, int]] = field(default_factory=dict)  # table -> checked, of
+    following: events.FollowProgress | None = None  # the last word of the follower
+    lag: list[tuple[float, float]] = field(default_factory=list)  # (t, seconds behind)
     _window: list[tuple[float, int]] = field(default_factory=list)
 
     @property
@@ -134,10 +136,20 @@ class ProgressModel:
                 self.state = "finished"
                 self.message = (f"Finished: {event.total_records:,} records, "
                                 f"{event.quarantined:,} quarantined, {event.seconds:.1f}s")
+            case events.FollowProgress():
+                self.state, self.following, self.last_progress = "following", event, now
+                if not self.lag or now - self.lag[-1][0] >= 1.0:
+                    self.lag.append((now, event.lag_seconds))
+                    del self.lag[:-1800]
             case events.MigrationFailed():
                 self.state = "failed"
                 self.message = f"Failed: {event.message}" + (
                     f" — {event.hint}" if event.hint else "")
+
+    def lag_at(self, when: float) -> float | None:
+        """The lag sampled at or just before a moment, if sampled that long ago."""
+        before = [lag for t, lag in self.lag if t <= when]
+        return before[-1] if before else None
 
     def _sample(self, now: float) -> None:
         """Throughput over the last few seconds, one point a second at most."""

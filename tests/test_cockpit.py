@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 from cockpit.alerts import Limits
 from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import MigrationEnded
+from cockpit.panes.progress import ProgressPane
 from cockpit.panes.runbook import RunbookPane
 from cockpit.screens import (
     ConfirmQuitScreen,
@@ -275,3 +276,55 @@ async def test_errors_pane_retries_and_records_leave(pg_url: str, dump: Path, ru
         assert (gone["table"], gone["object_id"]) not in pane.index
         assert sum(pane.counts.values()) == len(records) - 1
         assert pane.table.row_count == len(records) - 1
+
+
+async def test_following_shows_the_lag_live(pg_url: str, mongo_db: tuple[str, str],
+                                            run_dir: Path) -> None:
+    import pymongo
+
+    url, db = mongo_db
+    Generator(scale=0.01, seed=4, dirt_rate=0).write_mongo(url, db)
+    app = CockpitApp(config(pg_url, run_dir, mongo_url=url, database=db, follow=True))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.model.following is not None)
+        with pymongo.MongoClient(url) as client:
+            contact = client[db].crm_Contacts.find_one()
+            client[db].crm_Contacts.update_one({"_id": contact["_id"]},
+                                               {"$set": {"first_name": "Seen live"}})
+        await wait_for(pilot, lambda: app.model.following.events_applied >= 1)
+        await pilot.pause(0.5)
+        assert "Following the source" in str(app.query_one(ProgressPane).phase.render())
+        assert app.model.lag  # sampled for the chart
+        # the cutover from the runbook: writes stopped (ticked), then the action, which
+        # stops the follower, catches up, validates and shows the downtime
+        pane = app.query_one(RunbookPane)
+        await pilot.press("6")
+        pane.group_nodes["production"].expand()
+        pane.step_nodes["production.2"].expand()
+        await pilot.pause(0.1)
+        pane.move_cursor(pane.item_nodes["production.2.1"])
+        await pilot.press("space")
+        pane.move_cursor(pane.item_nodes["production.2.2"])
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReportScreen))
+        assert "Downtime:" in app.screen.text  # type: ignore[attr-defined]
+        await wait_for(pilot, lambda: app.runbook_state.items.get(
+            "production.2.5", {}).get("check", {}).get("ok", False))
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute('SELECT first_name FROM "crm_Contacts" WHERE first_name = '
+                            "'Seen live'").fetchone()
+
+
+def test_warning_signs_of_following() -> None:
+    from cockpit.alerts import WarningSigns
+
+    signs = WarningSigns(Limits())
+    common = dict(now=1000.0, running=False, last_progress=None, documents=0, quarantined=0,
+                  memory_percent=None, checkpoint_age=None, postgres_error=None)
+    assert signs.evaluate(**common, lag=5.0, lag_before=1.0) == []  # under the floor
+    [growing] = signs.evaluate(**common, lag=40.0, lag_before=12.0)
+    assert growing.kind == "lag" and "12s -> 40s" in growing.text
+    [risk] = signs.evaluate(**common, lag=40.0, lag_before=12.0, history_seconds=60.0)
+    assert risk.kind == "history" and "oplog holds 60s" in risk.text
+    assert signs.evaluate(**common, lag=0.0, lag_before=40.0, history_seconds=60.0) == []

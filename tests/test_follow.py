@@ -25,6 +25,7 @@ from devtools.local_servers import EmbeddedPostgres, MongoWireServer
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.migrate.run import Migration, MigrationSettings
+from engine.runbook.checks import RunContext, run_check
 from engine.source.mongo import MongoSource
 from engine.target.checkpoint import STATE_SCHEMA
 from tests.expected import assert_lossless
@@ -272,3 +273,8 @@ def test_cutover_catches_up_validates_and_prints_the_downtime(
     with psycopg.connect(pg_url) as conn:
         recorded = conn.execute(f"SELECT cutover FROM {STATE_SCHEMA}.follow").fetchone()[0]
     assert recorded["status"] == "DONE"
+    # the runbook's production items answer from it
+    ctx = RunContext(pg_url, url, None, db, run_dir)
+    for name in ("follow_started", "follow_caught_up", "cutover_caught_up",
+                 "cutover_validated", "cutover_recorded"):
+        assert run_check(name, ctx).ok, (name, run_check(name, ctx).detail)

@@ -72,8 +72,14 @@ class CheckpointPane(Static, can_focus=True):
         t = Table.grid(padding=(0, 1))
         t.add_column(style="dim")
         t.add_column()
-        t.add_row(".currentTable", str(d.get("currentTable")))
-        t.add_row(".totalRecordsMigrated", f"{d.get('totalRecordsMigrated', 0):,}")
+        follow = d.get("follow")
+        if isinstance(follow, dict):  # after the snapshot: the follower's position
+            for key in ("eventsApplied", "eventsPerSecond", "lagSeconds", "caughtUp"):
+                t.add_row(f".follow.{key}", str(follow.get(key)))
+        else:
+            t.add_row(".currentTable", str(d.get("currentTable")))
+        if not isinstance(follow, dict):
+            t.add_row(".totalRecordsMigrated", f"{d.get('totalRecordsMigrated', 0):,}")
         age = f"{view.age:.0f}s ago" if view.age is not None else "?"
         t.add_row("updated", f"[b red]{age} — STALE[/]" if stale else age)
         for name, info in d.get("tables", {}).items():

@@ -35,6 +35,9 @@ class ProgressPane(Vertical, can_focus=True):
         self.metrics.add_columns(*COLUMNS)
 
     def show(self, model: ProgressModel) -> None:
+        if model.following is not None:
+            self._show_following(model)
+            return
         state = {"running": "▶", "paused": "⏸", "finished": "✓", "failed": "✗"}.get(
             model.state, "·")
         eta = ""
@@ -61,6 +64,23 @@ class ProgressPane(Vertical, can_focus=True):
         chart.update(line_chart([r for _, r in model.throughput][-120:],
                                 max(20, chart.size.width), max(5, chart.size.height),
                                 "throughput (documents/s)"))
+
+    def _show_following(self, model: ProgressModel) -> None:
+        """After the snapshot: the stream, and its lag over time."""
+        f = model.following
+        assert f is not None
+        history = (f" | oplog holds {duration(f.history_seconds)}"
+                   if f.history_seconds is not None else "")
+        self.phase.update(
+            f"📡 Following the source: {f.events_applied:,} changes applied | "
+            f"{f.events_per_second:,.0f}/s | lag {f.lag_seconds:.0f}s"
+            f"{' | caught up' if f.caught_up else ''}{history}"
+            + (f"\n{model.message}" if model.message else ""))
+        self.overall.update(progress=100)
+        chart = self.throughput
+        chart.update(line_chart([lag for _, lag in model.lag][-300:],
+                                max(20, chart.size.width), max(5, chart.size.height),
+                                "lag (seconds behind the source)"))
 
     def add_metrics(self, row: MetricsRow) -> None:
         metrics = self.metrics

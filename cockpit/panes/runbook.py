@@ -120,7 +120,7 @@ class RunbookPane(Tree[object], can_focus=True):
     def action_run(self) -> None:
         item = self._selected()
         if isinstance(item, Item) and item.kind == "action" and item.action in (
-                "migrate", "validate"):
+                "migrate", "validate", "cutover"):
             self.post_message(self.ActionWanted(item))
         elif isinstance(item, Item) and item.kind in ("auto", "action"):
             self.app.notify(f"running: {item.text}")
@@ -147,6 +147,15 @@ class RunbookPane(Tree[object], can_focus=True):
                     after = run_check(item.check, self.context)
                     self.post_message(RunbookItemDone(item.id, after.ok, after.detail,
                                                       quiet=True))
+
+    @work(thread=True, group="runbook", exit_on_error=False)
+    def recheck_step(self, step_id: str) -> None:
+        """The step's automatic items again (after the app ran its action)."""
+        step = next(s for g in self.runbook.groups for s in g.steps if s.id == step_id)
+        for item in step.items:
+            if item.kind == "auto" and item.check:
+                after = run_check(item.check, self.context)
+                self.post_message(RunbookItemDone(item.id, after.ok, after.detail, quiet=True))
 
     def _step_of(self, item_id: str) -> Step:
         return next(s for g in self.runbook.groups for s in g.steps

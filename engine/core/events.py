@@ -173,6 +173,7 @@ class FollowProgress:
     events_per_second: float  # over the last seconds
     lag_seconds: float  # the server's time now against the last applied change's
     caught_up: bool
+    history_seconds: float | None = None  # the oplog's span, when the server shows it
 
 
 Event = (PlanReady | PhaseStarted | TableStarted | BatchCommitted | DocumentQuarantined

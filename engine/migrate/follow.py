@@ -32,6 +32,7 @@ from engine.source.change_stream import (
     StreamPosition,
     cluster_time,
     oldest_oplog_time,
+    oplog_span,
 )
 from engine.source.mongo import MongoSource
 from engine.target.checkpoint import ADVISORY_LOCK_KEY
@@ -41,6 +42,7 @@ from engine.target.session import connect
 
 MAX_BATCH = 1000  # changes a transaction
 MIRROR_EVERY_S = 0.5
+HISTORY_EVERY_S = 30.0  # the oplog's span is asked this often
 ERROR_FILES_EVERY_S = 5.0  # the error logs follow the quarantine this often (and at the end)
 
 
@@ -111,6 +113,7 @@ class Follower:
         applied, idle_since, lag = 0, None, 0.0
         rate_window: list[tuple[float, int]] = []
         files_at, files_behind = time.monotonic(), False
+        history, history_at = oplog_span(self.source), time.monotonic()
         try:
             while not self.control.stopping:
                 while self.control.paused and not self.control.stopping:
@@ -137,7 +140,10 @@ class Follower:
                 if files_behind and now - files_at >= ERROR_FILES_EVERY_S:
                     self.files.errors.rewrite(conn)
                     files_at, files_behind = now, False
-                progress = events.FollowProgress(applied_before + applied, rate, lag, caught_up)
+                if now - history_at >= HISTORY_EVERY_S:
+                    history, history_at = oplog_span(self.source), now
+                progress = events.FollowProgress(applied_before + applied, rate, lag, caught_up,
+                                                 history)
                 self.emit(progress)
                 self._mirror(progress)
                 if (self.until_idle is not None and idle_since is not None

@@ -79,6 +79,7 @@ ACTIONS: dict[str, Callable[[RunContext], CheckResult] | None] = {
     "artifacts": action_artifacts,
     "migrate": None,
     "validate": None,
+    "cutover": None,
     "export_record": None,
 }
 

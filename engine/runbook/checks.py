@@ -17,6 +17,7 @@ import psycopg
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
 from engine.core.run_files import CHECKPOINT_FILE, METRICS_FILE, RunFileError
+from engine.cutover.run import CUTOVER_FILE
 from engine.migrate.report import REPORT_FILE as MIGRATION_REPORT
 from engine.perftest.run import PERFORMANCE_FILE
 from engine.report.final_counts import FINAL_COUNTS_FILE
@@ -25,6 +26,7 @@ from engine.report.staging_report import REPORT_MD
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.spec import open_source
 from engine.target import catalog, checkpoint
+from engine.target.follow_state import load_follow
 from engine.validate.baseline import BASELINE_FILE, read_baseline
 from engine.validate.run import REPORT_FILE, Thresholds
 
@@ -330,6 +332,61 @@ def estimate_in_report(ctx: RunContext) -> CheckResult:
                        f"run cockpit report to put the estimate in {REPORT_MD}")
 
 
+# -- production: following and the cutover ------------------------------------------
+
+
+def follow_started(ctx: RunContext) -> CheckResult:
+    with pg(ctx) as conn:
+        state = load_follow(conn)
+    if state is None:
+        return CheckResult(False, "no stream position on this target: cockpit migrate --follow")
+    return CheckResult(True, f"position taken {state.started_at:%Y-%m-%d %H:%M:%S}; "
+                       f"{state.events_applied:,} changes applied since")
+
+
+def follow_caught_up(ctx: RunContext) -> CheckResult:
+    data = read_json(ctx.run_dir / CHECKPOINT_FILE) or {}
+    f = data.get("follow")
+    if not isinstance(f, dict):
+        return CheckResult(False, "not following (no .follow in migration-checkpoint.json)")
+    ok = bool(f.get("caughtUp")) and (f.get("lagSeconds") or 0) < 60
+    return CheckResult(ok, f"lag {f.get('lagSeconds')}s, {f.get('eventsApplied'):,} changes "
+                       f"applied{', caught up' if f.get('caughtUp') else ''}")
+
+
+def _cutover(ctx: RunContext) -> dict | None:
+    return read_json(ctx.run_dir / CUTOVER_FILE)
+
+
+NO_CUTOVER = f"no {CUTOVER_FILE}: run the cutover (cockpit cutover --writes-stopped)"
+
+
+def cutover_caught_up(ctx: RunContext) -> CheckResult:
+    c = _cutover(ctx)
+    if c is None:
+        return CheckResult(False, NO_CUTOVER)
+    ok = c["followOutcome"] == "idle"
+    return CheckResult(ok, f"{c['changesAppliedAfterStop']:,} change(s) applied after the stop"
+                       + ("; then idle" if ok else f"; {c.get('why', c['followOutcome'])}"))
+
+
+def cutover_validated(ctx: RunContext) -> CheckResult:
+    c = _cutover(ctx)
+    if c is None or "validation" not in c:
+        return CheckResult(False, NO_CUTOVER)
+    v = c["validation"]
+    return CheckResult(v["status"] == "PASS", f"validation {v['status']}, match "
+                       f"{v['matchPercentage']:.2f}%, {v['targetRows']:,} rows")
+
+
+def cutover_recorded(ctx: RunContext) -> CheckResult:
+    c = _cutover(ctx)
+    if c is None or c.get("status") != "DONE":
+        return CheckResult(False, NO_CUTOVER if c is None else f"cutover {c.get('status')}")
+    return CheckResult(True, f"cut over at {c['validatedAt'][:19]}; downtime "
+                       f"{c['downtimeSeconds']:.1f}s")
+
+
 CHECKS: dict[str, Callable[[RunContext], CheckResult]] = {
     "postgres_reachable": postgres_reachable,
     "vector_available": vector_available,
@@ -364,6 +421,11 @@ CHECKS: dict[str, Callable[[RunContext], CheckResult]] = {
     "estimate_calculated": estimate_calculated,
     "window_proposed": window_proposed,
     "estimate_in_report": estimate_in_report,
+    "follow_started": follow_started,
+    "follow_caught_up": follow_caught_up,
+    "cutover_caught_up": cutover_caught_up,
+    "cutover_validated": cutover_validated,
+    "cutover_recorded": cutover_recorded,
 }
 
 

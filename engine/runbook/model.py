@@ -116,9 +116,10 @@ CHECK_NAMES = frozenset({
     "perf_simple_done", "perf_complex_done", "perf_fts_done", "perf_concurrent_done",
     "perf_targets_met", "perf_indexes_verified", "perf_slow_queries",
     "final_counts_documented", "report_written", "production_size_measured",
-    "estimate_calculated", "window_proposed", "estimate_in_report"})
-ACTION_NAMES = frozenset({"artifacts", "baseline", "export_record", "migrate", "perftest",
-                          "report", "schema_deploy", "validate"})
+    "estimate_calculated", "window_proposed", "estimate_in_report", "follow_started",
+    "follow_caught_up", "cutover_caught_up", "cutover_validated", "cutover_recorded"})
+ACTION_NAMES = frozenset({"artifacts", "baseline", "cutover", "export_record", "migrate",
+                          "perftest", "report", "schema_deploy", "validate"})
 
 
 def load_runbook(path: Path, checks: frozenset[str] | set[str] = CHECK_NAMES,
