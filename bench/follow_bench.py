@@ -149,12 +149,14 @@ def measure(load: Load, run: Path, proc: psutil.Process, rate: float,
     elapsed = time.monotonic() - t0
     written = load.written() - written0
     # the changes written in the window, applied: wait until the follower is caught up
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         view = follow_view(run)
         if view and view["caughtUp"] and view["lagSeconds"] == 0:
             break
-        time.sleep(0.2)
+        if view:
+            lags.append(float(view["lagSeconds"]))
+        time.sleep(0.5)
     caught = time.monotonic() - t0
     view = follow_view(run) or start_view
     applied = view["eventsApplied"] - start_view["eventsApplied"]
@@ -192,7 +194,7 @@ def main() -> None:
         rates = [float(r) for r in args.rates.split(",")]
         follower = subprocess.Popen(
             [*cockpit, "migrate", "--mongo", f"{mongo.url}nextcrm", "--postgres", url,
-             "--follow"], cwd=run, env=env, stdout=subprocess.DEVNULL,
+             "--follow"], cwd=run, env=env, stdout=(run / "follower.log").open("w"),
             stderr=subprocess.STDOUT)
         proc = psutil.Process(follower.pid)
         load.start(rates[0])  # the application goes on writing during the snapshot
@@ -204,6 +206,9 @@ def main() -> None:
         print(f"snapshot under {rates[0]:g} writes/s: {snapshot:.1f}s, "
               f"{load.written():,} writes meanwhile")
         results = [measure(load, run, proc, rate, args.seconds) for rate in rates]
+        if any(r["lagMedian"] is None for r in results):
+            raise SystemExit("the follower reported nothing: "
+                             + (run / "follower.log").read_text()[-2000:])
         print("\nrate asked | achieved | applied/s | lag median | p95 | max | follower CPU "
               "| catch-up after stop")
         for r in results:
