@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -240,6 +241,7 @@ def main() -> None:
     finally:
         mongo.close()
         pg.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -278,3 +278,26 @@ def test_cutover_catches_up_validates_and_prints_the_downtime(
     for name in ("follow_started", "follow_caught_up", "cutover_caught_up",
                  "cutover_validated", "cutover_recorded"):
         assert run_check(name, ctx).ok, (name, run_check(name, ctx).detail)
+
+
+def test_a_dropped_collection_stops_following_after_the_changes_before_it(
+        pg_url: str, staged: tuple[str, str, Writes], run_dir: Path) -> None:
+    url, db, _ = staged
+    assert main(["schema", "deploy", "--postgres", pg_url]) == 0
+    proc = follower(f"{url}{db}", pg_url, run_dir, idle=1)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    with pymongo.MongoClient(url) as client:
+        contact = client[db].crm_Contacts.find_one()
+        client[db].crm_Contacts.update_one({"_id": contact["_id"]},
+                                           {"$set": {"first_name": "Before the drop"}})
+        client[db].drop_collection("crm_campaigns")
+        client[db].crm_Contacts.update_one({"_id": contact["_id"]},
+                                           {"$set": {"first_name": "After the drop"}})
+    proc = follower(f"{url}{db}", pg_url, run_dir, idle=1)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    assert "crm_campaigns had a drop at the source" in out and "new snapshot" in out
+    with psycopg.connect(pg_url) as conn:
+        names = {r[0] for r in conn.execute('SELECT first_name FROM "crm_Contacts"')}
+    assert "Before the drop" in names and "After the drop" not in names

@@ -10,19 +10,22 @@ from pathlib import Path
 
 import psutil
 
+TREE_EVERY_S = 5.0
+
 
 class ResourceSampler:
     """Samples the machine and this process with its children (the loader
     workers) every `interval` seconds until stopped. The peaks are the
     thread's own; peaks() reads them under the lock."""
 
-    def __init__(self, folder: Path, interval: float = 0.5) -> None:
+    def __init__(self, folder: Path, interval: float = 1.0) -> None:
         self.folder = folder
         self.interval = interval
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample_loop, name="resources", daemon=True)
         self._procs: dict[int, psutil.Process] = {}
+        self._tree_at = 0.0  # when the children were last listed
         self._peaks = {"cpuPercent": 0.0, "processCpuPercent": 0.0, "memoryPercent": 0.0,
                        "processMemoryBytes": 0, "diskReadBytesPerSecond": 0.0,
                        "diskWriteBytesPerSecond": 0.0, "diskFreeMinBytes": None, "samples": 0}
@@ -44,19 +47,23 @@ class ResourceSampler:
         return peaks
 
     def _sample_loop(self) -> None:
-        # CPU figures are "since the last call": the first sample sets the
-        # baseline, and one more when stopped covers the run's last moments.
+        # CPU figures are "since the last call": the machine's baseline is set
+        # here (a process's, at its first sample), and one more sample when
+        # stopped covers the run's last moments.
         psutil.cpu_percent(None)
-        self._tree_usage()
         while not self._stop.wait(self.interval):
             self._sample()
         self._sample()
 
     def _tree(self) -> list[psutil.Process]:
-        me = psutil.Process()
-        alive = [me, *me.children(recursive=True)]
-        # the same Process objects each time: cpu_percent measures since their last call
-        self._procs = {p.pid: self._procs.get(p.pid, p) for p in alive}
+        # Listing the children walks every process on the machine: every few
+        # seconds is enough (the workers start once). The same Process objects
+        # each time: cpu_percent measures since their last call.
+        if time.monotonic() - self._tree_at >= TREE_EVERY_S or not self._procs:
+            self._tree_at = time.monotonic()
+            me = psutil.Process()
+            alive = [me, *me.children(recursive=True)]
+            self._procs = {p.pid: self._procs.get(p.pid, p) for p in alive}
         return list(self._procs.values())
 
     def _tree_usage(self) -> tuple[float, int]:

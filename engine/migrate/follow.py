@@ -25,6 +25,7 @@ from engine.core.redact import redact_url
 from engine.core.run_files import CHECKPOINT_FILE, write_private
 from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
+from engine.source.base import SourceError
 from engine.source.change_stream import (
     ChangeBatch,
     ChangeStream,
@@ -128,11 +129,13 @@ class Follower:
                     last = batch.changes[-1].cluster_time
                     lag = max(0.0, float(server.time - last.time)) if server else 0.0
                     idle_since = None
-                else:
+                elif batch.stop is None:
                     with conn.transaction():  # a quiet stream's position advances too
                         save_position(conn, batch.token, None, 0)
                     lag = 0.0
                     idle_since = idle_since or now
+                if batch.stop is not None:
+                    raise SourceError(batch.stop)
                 rate_window = [(t, n) for t, n in rate_window if now - t < 10] + [(now, applied)]
                 span = now - rate_window[0][0]
                 rate = (applied - rate_window[0][1]) / span if span > 0 else 0.0

@@ -21,6 +21,8 @@ from engine.source.base import SourceError
 from engine.source.mongo import MongoSource
 
 OPERATIONS = ("insert", "update", "replace", "delete")
+# Changes no document-by-document apply can follow: the follower stops on them.
+STRUCTURAL = ("drop", "rename", "dropDatabase", "invalidate")
 HISTORY_LOST = 286  # ChangeStreamHistoryLost
 
 
@@ -40,12 +42,14 @@ class Change:
     key: object  # the document's _id
     operation: str
     cluster_time: Timestamp
+    token: dict  # the position just after this change
 
 
 @dataclass(frozen=True)
 class ChangeBatch:
     changes: list[Change]
     token: dict | None  # the position after them (the batch's postBatchResumeToken)
+    stop: str | None = None  # a drop or rename came after them: why following stops there
 
 
 def cluster_time(source: MongoSource) -> Timestamp | None:
@@ -92,8 +96,10 @@ class ChangeStream:
         self._open(position)
 
     def _pipeline(self) -> list[dict]:
-        return [{"$match": {"ns.coll": {"$in": self.collections},
-                            "operationType": {"$in": list(OPERATIONS)}}},
+        return [{"$match": {"$or": [
+                    {"ns.coll": {"$in": self.collections},
+                     "operationType": {"$in": list(OPERATIONS)}},
+                    {"operationType": {"$in": list(STRUCTURAL)}}]}},
                 {"$project": {"documentKey": 1, "operationType": 1, "ns": 1,
                               "clusterTime": 1}}]
 
@@ -125,8 +131,16 @@ class ChangeStream:
                 event = self._stream.try_next()  # type: ignore[union-attr]
                 if event is None:
                     break
+                if event["operationType"] in STRUCTURAL:
+                    where = event.get("ns", {}).get("coll") or "the database"
+                    return ChangeBatch(changes, changes[-1].token if changes else None, (
+                        f"{where} had a {event['operationType']} at the source: following "
+                        "stopped just before it, every change until then applied. A dropped "
+                        "or renamed collection needs a new snapshot: cockpit schema deploy "
+                        "--force, then cockpit migrate --follow."))
                 changes.append(Change(event["ns"]["coll"], event["documentKey"]["_id"],
-                                      event["operationType"], event["clusterTime"]))
+                                      event["operationType"], event["clusterTime"],
+                                      event["_id"]))
             token = self._stream.resume_token  # type: ignore[union-attr]
         return ChangeBatch(changes, token)
 
