@@ -122,7 +122,7 @@ class ChangeApplier:
         if isinstance(_id, ObjectId):
             return object_id_to_uuid(_id).bytes
         try:
-            return self.docs._transformer(table).column_value(0, _id, doc)
+            return self.docs.transformer(table).column_value(0, _id, doc)
         except Rejected:
             return None
 

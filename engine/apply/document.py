@@ -70,7 +70,7 @@ class DocumentApplier:
         self.mapping = mapping
         self._transformers: dict[str, TableTransformer] = {}
 
-    def _transformer(self, table: Table) -> TableTransformer:
+    def transformer(self, table: Table) -> TableTransformer:
         if table.name not in self._transformers:
             self._transformers[table.name] = TableTransformer(table, self.mapping.rules)
         return self._transformers[table.name]
@@ -80,7 +80,7 @@ class DocumentApplier:
         Rejected. first_by_id: a unique value goes to the first document by
         _id, as a fresh migration gives it (the holders to displace are
         returned); else the row already in the target keeps it."""
-        row, pairs = self._transformer(table).transform(doc)
+        row, pairs = self.transformer(table).transform(doc)
         displaced = self._check_unique(table, row, first_by_id)
         row, nulled = self._check_references(table, list(row))
         return Checked(row, pairs, nulled, displaced)
