@@ -14,8 +14,9 @@ from pathlib import Path
 
 from engine.core import events
 from engine.core.control import MigrationControl
-from engine.core.mapping import Mapping, nextcrm
+from engine.core.mapping import Mapping
 from engine.core.run_files import write_private
+from engine.core.stage import StageRun
 from engine.migrate.follow import Follower
 from engine.migrate.run import MigrationSettings
 from engine.source.mongo import MongoSource
@@ -35,19 +36,13 @@ class CutoverSettings:
     idle_seconds: float = DEFAULT_IDLE_S
 
 
-class Cutover:
+class Cutover(StageRun):
     def __init__(self, source: MongoSource, settings: CutoverSettings,
                  sinks: Iterable[events.Sink] = (), control: MigrationControl | None = None,
                  mapping: Mapping | None = None) -> None:
+        super().__init__(sinks, control, mapping)
         self.source = source
         self.settings = settings
-        self.sinks = list(sinks)
-        self.control = control or MigrationControl()
-        self.mapping = mapping or nextcrm()
-
-    def emit(self, event: events.Event) -> None:
-        for sink in self.sinks:
-            sink(event)
 
     def run(self) -> dict:
         s = self.settings

@@ -20,9 +20,10 @@ import psycopg
 from engine.apply.changes import ChangeApplier
 from engine.core import events
 from engine.core.control import MigrationControl
-from engine.core.mapping import Mapping, nextcrm
+from engine.core.mapping import Mapping
 from engine.core.redact import redact_url
 from engine.core.run_files import CHECKPOINT_FILE, write_private
+from engine.core.stage import StageRun
 from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
 from engine.source.base import SourceError
@@ -55,24 +56,18 @@ class FollowResult:
     message: str = ""
 
 
-class Follower:
+class Follower(StageRun):
     def __init__(self, source: MongoSource, settings: MigrationSettings,
                  until_idle: float | None = None, sinks: Iterable[events.Sink] = (),
                  control: MigrationControl | None = None, mapping: Mapping | None = None
                  ) -> None:
+        super().__init__(sinks, control, mapping)
         self.source = source
         self.settings = settings
         self.until_idle = until_idle
-        self.sinks = list(sinks)
-        self.control = control or MigrationControl()
-        self.mapping = mapping or nextcrm()
         self.order = {t.collection: i for i, t in enumerate(self.mapping.entity_tables)}
         self._mirrored = 0.0
         self.files = RunFiles(settings.run_dir, redact_url(settings.postgres_url))
-
-    def emit(self, event: events.Event) -> None:
-        for sink in self.sinks:
-            sink(event)
 
     def run(self) -> FollowResult:
         started = time.monotonic()

@@ -20,8 +20,9 @@ from psycopg.types.json import Jsonb
 from engine.apply.document import DocumentApplier
 from engine.core import events
 from engine.core.control import MigrationControl
-from engine.core.mapping import Mapping, nextcrm
+from engine.core.mapping import Mapping
 from engine.core.redact import redact_url
+from engine.core.stage import StageRun
 from engine.migrate.report import add_retry
 from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
@@ -92,24 +93,18 @@ class RetryTally:
                                                  strict=True)))
 
 
-class RetryQuarantined:
+class RetryQuarantined(StageRun):
     def __init__(self, source: Source, settings: MigrationSettings,
                  filters: RetryFilters = RetryFilters(), sinks: Iterable[events.Sink] = (),
                  control: MigrationControl | None = None, mapping: Mapping | None = None
                  ) -> None:
+        super().__init__(sinks, control, mapping)
         self.source = source
         self.settings = settings
         self.filters = filters
-        self.sinks = list(sinks)
-        self.control = control or MigrationControl()
-        self.mapping = mapping or nextcrm()
         self.files = RunFiles(settings.run_dir, redact_url(settings.postgres_url))
         self.order = {name: i for i, name in enumerate(self.mapping.load_order())}
         self.batch_size = settings.batch_size or RETRY_BATCH
-
-    def emit(self, event: events.Event) -> None:
-        for sink in self.sinks:
-            sink(event)
 
     def run(self) -> dict:
         """The retry's summary (also in migration-report.json under "retries");

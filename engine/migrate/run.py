@@ -17,11 +17,12 @@ import psycopg
 
 from engine.core import events
 from engine.core.control import MigrationControl
-from engine.core.mapping import Mapping, Table, nextcrm
+from engine.core.mapping import Mapping, Table
 from engine.core.processes import WorkerPool
 from engine.core.redact import printable, redact_text, redact_url
 from engine.core.resources import ResourceSampler
 from engine.core.run_files import RunFileError, prepare_run_dir
+from engine.core.stage import StageRun
 from engine.migrate.load import Paused, TableLoader, init_worker, load_in_worker
 from engine.migrate.post_load import PostLoad
 from engine.migrate.report import write_migration_report
@@ -70,15 +71,13 @@ class MigrationSettings:
     follow: bool = False  # take the change stream's position before the snapshot
 
 
-class Migration:
+class Migration(StageRun):
     def __init__(self, source: Source, settings: MigrationSettings,
                  sinks: Iterable[events.Sink] = (), control: MigrationControl | None = None,
                  mapping: Mapping | None = None) -> None:
+        super().__init__(sinks, control, mapping)
         self.source = source
         self.settings = settings
-        self.sinks = list(sinks)
-        self.control = control or MigrationControl()
-        self.mapping = mapping or nextcrm()
         self.batch_size = settings.batch_size or self.mapping.rules.batch_size
         self.target = redact_url(settings.postgres_url)
         self.files = RunFiles(settings.run_dir, self.target)
@@ -103,8 +102,7 @@ class Migration:
             with self._warnings_lock:  # the post-load steps emit from their threads
                 if len(self._warnings) < MAX_SESSION_WARNINGS:
                     self._warnings.append(said)
-        for sink in self.sinks:
-            sink(event)
+        super().emit(event)
 
     # -- entry point -------------------------------------------------------
 
