@@ -14,8 +14,9 @@ def tui_parser() -> argparse.ArgumentParser:
     from engine.cli import add_rules_arg, add_run_dir, add_source_args, add_target_args
 
     p = argparse.ArgumentParser(prog="cockpit", description="The migration cockpit (TUI). "
-                                "Headless commands: cockpit {migrate,validate,perftest,report,cutover,"
-                                "estimate,artifacts,schema,baseline,generate,runbook,demo} --help")
+                                "Headless commands: cockpit {migrate,validate,perftest,report,"
+                                "cutover,estimate,artifacts,schema,baseline,generate,runbook,"
+                                "demo} --help")
     # The same source, target, run folder and rules arguments as the headless commands.
     add_source_args(p)
     add_target_args(p)

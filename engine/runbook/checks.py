@@ -17,6 +17,7 @@ import psycopg
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
 from engine.core.run_files import CHECKPOINT_FILE, METRICS_FILE, RunFileError
+from engine.core.units import size
 from engine.cutover.run import CUTOVER_FILE
 from engine.migrate.report import REPORT_FILE as MIGRATION_REPORT
 from engine.perftest.run import PERFORMANCE_FILE
@@ -302,8 +303,9 @@ def production_size_measured(ctx: RunContext) -> CheckResult:
     if e is None:
         return CheckResult(False, NO_ESTIMATE)
     p = e["production"]
-    return CheckResult(True, f"production: {p['documents'] or '?'} documents, "
-                       f"{p['dataBytes'] or '?'} bytes ({p['measuredBy']})")
+    docs = f"{p['documents']:,}" if p["documents"] else "?"
+    data = size(p["dataBytes"]) if p["dataBytes"] else "? bytes"
+    return CheckResult(True, f"production: {docs} documents, {data} ({p['measuredBy']})")
 
 
 def estimate_calculated(ctx: RunContext) -> CheckResult:
