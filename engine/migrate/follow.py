@@ -37,7 +37,7 @@ from engine.source.change_stream import (
     oplog_span,
 )
 from engine.source.mongo import MongoSource
-from engine.target.checkpoint import ADVISORY_LOCK_KEY
+from engine.target.checkpoint import take_run_lock
 from engine.target.follow_state import load_follow, save_position
 from engine.target.quarantine import RETRY_DDL
 from engine.target.session import connect
@@ -72,8 +72,7 @@ class Follower(StageRun):
     def run(self) -> FollowResult:
         started = time.monotonic()
         with connect(self.settings.postgres_url, "follow") as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY]).fetchone()
-            if not got or not got[0]:
+            if not take_run_lock(conn):
                 raise MigrationError("another migration, retry or follower holds this target",
                                      "Stop it first (Ctrl+C in its terminal).")
             state = load_follow(conn)

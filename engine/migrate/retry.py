@@ -28,7 +28,7 @@ from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
 from engine.source.base import Source
 from engine.target import checkpoint
-from engine.target.checkpoint import ADVISORY_LOCK_KEY, STATE_SCHEMA
+from engine.target.checkpoint import STATE_SCHEMA
 from engine.target.quarantine import (
     RETRY_DDL,
     QuarantineEntry,
@@ -111,8 +111,7 @@ class RetryQuarantined(StageRun):
         raises MigrationError when the target cannot be retried now."""
         started = time.monotonic()
         with connect(self.settings.postgres_url, "retry") as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY]).fetchone()
-            if not got or not got[0]:
+            if not checkpoint.take_run_lock(conn):
                 raise MigrationError(
                     "another migration or retry is running against this target",
                     "Wait for it to finish or pause it (Ctrl+C in its terminal); two at once "

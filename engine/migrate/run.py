@@ -32,7 +32,7 @@ from engine.source.change_stream import ChangeStream, StreamPosition, oplog_span
 from engine.source.mongo import MongoSource
 from engine.source.spec import SourceSpec
 from engine.target import catalog, checkpoint, ddl
-from engine.target.checkpoint import ADVISORY_LOCK_KEY, RunState
+from engine.target.checkpoint import RunState
 from engine.target.follow_state import begin_following, load_follow
 from engine.target.session import connect
 
@@ -187,8 +187,7 @@ class Migration(StageRun):
             return None  # a figure for the report only: the run stands without it
 
     def _lock(self, conn: psycopg.Connection) -> None:
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY]).fetchone()
-        if not got or not got[0]:
+        if not checkpoint.take_run_lock(conn):
             raise MigrationError(
                 "another migration is already running against this target",
                 "Wait for it to finish or pause it (Ctrl+C in its terminal); two runs on "

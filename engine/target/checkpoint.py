@@ -6,6 +6,7 @@ mirror for operators (written atomically, deleted on success).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 
 import psycopg
@@ -16,6 +17,7 @@ from engine.target.session import execute_all
 
 STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
 ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": held by the one run working on a target
+LOCK_GRACE_S = 3.0  # how long a refused lock is asked again (see take_run_lock)
 
 STATE_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA};
@@ -113,6 +115,21 @@ class RunState:
             if t.status != "done":
                 return t.table
         return None
+
+
+def take_run_lock(conn: psycopg.Connection, grace_s: float = LOCK_GRACE_S) -> bool:
+    """The one-run-per-target lock, for conn's session. A run that has just
+    ended (a follower stopped for the cutover) lets it go only when its server
+    process exits, a moment after its connection closed: a refusal is asked
+    again for grace_s before it counts."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY]).fetchone()
+        if got and got[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def state_exists(conn: psycopg.Connection) -> bool:
