@@ -195,8 +195,7 @@ async def test_small_terminal_shows_one_pane_at_a_time(pg_url: str, dump: Path,
                                                        run_dir: Path) -> None:
     app = CockpitApp(config(pg_url, run_dir, dump=str(dump)))
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.2)
-        assert app.screen.has_class("compact")
+        await wait_for(pilot, lambda: app.screen.has_class("compact"), timeout=10)
         visible = [p for p in ("progress", "postgres", "runbook")
                    if app.query_one(f"#{p}").display and not app.query_one(
                        f"#{p}").has_class("inactive")]
@@ -227,7 +226,9 @@ async def test_runbook_perftest_action_shows_the_table_and_ticks_its_step(
         await pilot.pause(0.1)
         pane.move_cursor(pane.item_nodes[action.id])
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, PerformanceScreen))
+        # The screen is current a moment before its widgets are mounted.
+        await wait_for(pilot, lambda: isinstance(app.screen, PerformanceScreen)
+                       and bool(app.screen.query("#performance")))
         table = app.screen.query_one("#performance", DataTable)
         assert table.row_count == 8  # seven queries and the concurrent test
         assert "Concurrent (10 users)" in str(table.get_row_at(7)[0])
@@ -293,9 +294,9 @@ async def test_following_shows_the_lag_live(pg_url: str, mongo_db: tuple[str, st
             client[db].crm_Contacts.update_one({"_id": contact["_id"]},
                                                {"$set": {"first_name": "Seen live"}})
         await wait_for(pilot, lambda: app.model.following.events_applied >= 1)
-        await pilot.pause(0.5)
-        assert "Following the source" in str(app.query_one(ProgressPane).phase.render())
-        assert app.model.lag  # sampled for the chart
+        await wait_for(pilot, lambda: "Following the source" in str(
+            app.query_one(ProgressPane).phase.render()))
+        await wait_for(pilot, lambda: bool(app.model.lag))  # sampled for the chart
         # the cutover from the runbook: writes stopped (ticked), then the action, which
         # stops the follower, catches up, validates and shows the downtime
         pane = app.query_one(RunbookPane)
