@@ -7,6 +7,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,15 +51,16 @@ def start_demo(scale: float, seed: int = 42,
                progress: Callable[[str], None] = print) -> DemoEnvironment:
     """Start both servers, seed MongoDB, deploy the schema. Caller closes it."""
     folder = Path(tempfile.mkdtemp(prefix="cockpit-demo-"))
-    progress("Starting embedded PostgreSQL 16 (pgserver)...")
-    pg = EmbeddedPostgres(folder / "pg")
-    try:
+    # Any failure on the way (Ctrl+C and SIGHUP too) stops what was started and
+    # removes the folder; on success the caller's close() does that.
+    with ExitStack() as undo:
+        undo.callback(shutil.rmtree, folder, ignore_errors=True)
+        progress("Starting embedded PostgreSQL 16 (pgserver)...")
+        pg = EmbeddedPostgres(folder / "pg")
+        undo.callback(pg.close)
         progress("Starting the MongoDB wire server (secantusdb, separate process)...")
         mongo = MongoWireServer(str(folder / "mongo"), log_path=folder / "secantusd.log")
-    except BaseException:  # SystemExit from stop_on_hangup too
-        pg.close()
-        raise
-    try:
+        undo.callback(mongo.close)
         gen = Generator(scale=scale, seed=seed)
         total = sum(gen.counts.values())
         progress(f"Seeding {total:,} NextCRM documents (scale {scale})...")
@@ -75,8 +77,5 @@ def start_demo(scale: float, seed: int = 42,
         progress("Deploying the target schema...")
         with psycopg.connect(pg_url, autocommit=True) as conn:
             ddl.deploy(conn, nextcrm())
-    except BaseException:  # SystemExit from stop_on_hangup too
-        mongo.close()
-        pg.close()
-        raise
+        undo.pop_all()
     return DemoEnvironment(pg, mongo, pg_url, mongo.url + DEMO_DB, dataset, folder)

@@ -114,23 +114,39 @@ def server_processes(root: psutil.Process) -> list[psutil.Process]:
                 p.cmdline())]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
-def test_the_demo_stops_its_servers_when_its_terminal_goes(sig: signal.Signals,
-                                                          tmp_path: Path) -> None:
+def processes_in(folder: Path) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if str(folder) in " ".join(p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+@pytest.mark.parametrize(("sig", "at", "scale"), [
+    (signal.SIGHUP, "PostgreSQL:", "0.01"), (signal.SIGTERM, "PostgreSQL:", "0.01"),
+    (signal.SIGHUP, "Seeding", "0.1")])  # while it seeds: both servers up, no schema yet
+def test_the_demo_stops_its_servers_when_its_terminal_goes(sig: signal.Signals, at: str,
+                                                          scale: str, tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "demo", "--headless", "--scale", "0.01",
+        [sys.executable, "-m", "engine", "demo", "--headless", "--scale", scale,
          "--run-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=ENV, cwd=tmp_path)
+        text=True, env={**ENV, "TMPDIR": str(temp)}, cwd=tmp_path)
     try:
         for line in proc.stdout:
-            if line.startswith("PostgreSQL:"):
+            if line.startswith(at):
                 break
         servers = server_processes(psutil.Process(proc.pid))
         assert servers, "the demo started no servers"
+        [folder] = temp.glob("cockpit-demo-*")
+        assert processes_in(folder)  # PostgreSQL runs from there (pg_ctl detaches it)
         proc.send_signal(sig)
         proc.wait(timeout=60)
         gone, alive = psutil.wait_procs(servers, timeout=30)
         assert not alive, [p.cmdline() for p in alive]
+        assert not processes_in(folder)
+        assert not folder.exists()  # its folder (2.5 GB at 1.0) went too
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,0 +1,98 @@
+"""What every command shares: exit codes, the source/target/run-folder
+arguments, and turning a missing or bad one into a clear error and exit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from engine.core.control import MigrationControl
+from engine.core.mapping import Mapping, RulesError, nextcrm_with_rules
+from engine.core.redact import redact_text, remember_secrets_of
+from engine.core.run_files import RunFileError, prepare_run_dir
+from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
+from engine.source.spec import open_source
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
+T = TypeVar("T")
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mongo", default=os.environ.get("STAGING_MONGODB_URL"),
+                   help="source MongoDB URL (default: $STAGING_MONGODB_URL)")
+    p.add_argument("--dump", help="a mongodump folder (the dump root or its database folder)")
+    p.add_argument("--db", help="database name (default: from the URL, or the dump's only one)")
+    p.add_argument("--source-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="how long a live MongoDB may not answer before the run pauses "
+                   f"(default {DEFAULT_TIMEOUT_S:.0f})")
+
+
+def add_rules_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", type=Path, metavar="FILE",
+                   help="the migration's rules (default: the packaged rules.yaml; copy it "
+                   "and change the policies). A run resumes only with the rules it began with.")
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--postgres", default=os.environ.get("STAGING_POSTGRESQL_URL"),
+                   help="target PostgreSQL URL (default: $STAGING_POSTGRESQL_URL)")
+
+
+def add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, default=Path.cwd(),
+                   help="where checkpoint, error logs and reports go (default: here)")
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> int:
+    """Say what went wrong on stderr (redacted); the exit code to return."""
+    print(f"❌ {redact_text(message).strip()}", file=sys.stderr)
+    return code
+
+
+def or_exit(make: Callable[[], T], errors: type[Exception] | tuple[type[Exception], ...],
+            code: int) -> T:
+    """make(), or its error said on stderr (redacted) and the exit code."""
+    try:
+        return make()
+    except errors as exc:
+        raise SystemExit(fail(str(exc), code)) from None
+
+
+def need_postgres(args: argparse.Namespace) -> str:
+    if not args.postgres:
+        raise SystemExit(fail("No target: give --postgres URL or set STAGING_POSTGRESQL_URL",
+                              EXIT_USAGE))
+    remember_secrets_of(args.postgres)  # before anything can print it
+    return args.postgres
+
+
+def need_source(args: argparse.Namespace) -> Source:
+    remember_secrets_of(args.mongo)
+    return or_exit(lambda: open_source(args.mongo, args.dump, args.db, args.source_timeout),
+                   SourceError, EXIT_FAILED)
+
+
+def need_mapping(args: argparse.Namespace) -> Mapping:
+    return or_exit(lambda: nextcrm_with_rules(args.rules), RulesError, EXIT_USAGE)
+
+
+def need_run_dir(args: argparse.Namespace) -> Path:
+    return or_exit(lambda: prepare_run_dir(args.run_dir), RunFileError, EXIT_FAILED)
+
+
+@contextmanager
+def ctrl_c_pauses() -> Iterator[MigrationControl]:
+    """Ctrl+C asks the stage to stop at its next commit (the batch in flight
+    commits or rolls back whole, the position is saved); running again resumes."""
+    control = MigrationControl()
+    previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
+    try:
+        yield control
+    finally:
+        signal.signal(signal.SIGINT, previous)

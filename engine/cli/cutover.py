@@ -1,0 +1,94 @@
+"""`cockpit cutover`: once the application's writes have stopped, catch up,
+validate every row against the frozen source and say the downtime."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+import psycopg
+
+from engine.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_QUARANTINED,
+    EXIT_USAGE,
+    add_run_dir,
+    add_source_args,
+    add_target_args,
+    ctrl_c_pauses,
+    fail,
+    need_postgres,
+    need_run_dir,
+    need_source,
+)
+from engine.cli.migrate import fail_with_hint
+from engine.console import ConsoleRenderer
+from engine.core.run_files import RunFileError
+from engine.migrate.run import MigrationError
+from engine.source.base import SourceError
+from engine.source.mongo import MongoSource
+from engine.target import ddl
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cut = sub.add_parser("cutover", help="production: once application writes to MongoDB have "
+                         "stopped, catch up, validate every row against the frozen source, "
+                         "record the cutover and print the downtime (stop the follower first)")
+    add_source_args(cut)
+    add_target_args(cut)
+    add_run_dir(cut)
+    stopped = cut.add_mutually_exclusive_group()
+    stopped.add_argument("--writes-stopped", action="store_true",
+                         help="the application's writes stopped now")
+    stopped.add_argument("--writes-stopped-at", metavar="'YYYY-MM-DD HH:MM:SS'",
+                         help="when they stopped (local time)")
+    cut.add_argument("--idle", type=float, default=3.0, metavar="SECONDS",
+                     help="how long the stream must stay quiet to count as frozen (default 3)")
+    cut.set_defaults(handler=cmd_cutover)
+
+
+def writes_stopped_at(args: argparse.Namespace) -> dt.datetime | None:
+    """When the lead says the application stopped writing: a flag, or asked."""
+    if args.writes_stopped_at:
+        try:
+            return dt.datetime.fromisoformat(args.writes_stopped_at).astimezone()
+        except ValueError:
+            return None
+    if args.writes_stopped:
+        return dt.datetime.now().astimezone()
+    if sys.stdin.isatty():
+        answer = input("Have the application's writes to MongoDB stopped? [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            return dt.datetime.now().astimezone()
+    return None
+
+
+def cmd_cutover(args: argparse.Namespace) -> int:
+    from engine.console import print_cutover
+    from engine.cutover.run import Cutover, CutoverSettings
+
+    url = need_postgres(args)
+    run_dir = need_run_dir(args)
+    stopped = writes_stopped_at(args)
+    if stopped is None:
+        return fail("Stop the application's writes to MongoDB first, then say so: "
+                    "--writes-stopped (now) or --writes-stopped-at 'YYYY-MM-DD HH:MM:SS'",
+                    EXIT_USAGE)
+    source = need_source(args)
+    try:
+        if not isinstance(source, MongoSource):
+            return fail("cutover follows a live MongoDB (--mongo URL)", EXIT_USAGE)
+        with ctrl_c_pauses() as control:
+            report = Cutover(source, CutoverSettings(url, run_dir, stopped, args.idle),
+                             [ConsoleRenderer(sys.stderr)], control).run()
+    except MigrationError as exc:
+        return fail_with_hint(exc)
+    except (SourceError, psycopg.Error, RunFileError, ddl.SchemaError) as exc:
+        return fail(str(exc))
+    finally:
+        source.close()
+    print_cutover(report)
+    return {"DONE": EXIT_OK, "VALIDATION_FAILED": EXIT_QUARANTINED}.get(report["status"],
+                                                                        EXIT_FAILED)

@@ -1,0 +1,168 @@
+"""`cockpit migrate`: the bulk load, resumed from its checkpoint; with
+--follow, then the source's changes; with --retry-quarantined, the
+quarantined documents again."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import psycopg
+
+from engine.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_QUARANTINED,
+    EXIT_USAGE,
+    add_rules_arg,
+    add_run_dir,
+    add_source_args,
+    add_target_args,
+    ctrl_c_pauses,
+    fail,
+    need_mapping,
+    need_postgres,
+    need_run_dir,
+    need_source,
+)
+from engine.console import ConsoleRenderer
+from engine.core.mapping import Mapping
+from engine.core.run_files import RunFileError
+from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
+from engine.source.base import Source, SourceError
+from engine.source.mongo import MongoSource
+from engine.target import checkpoint
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    migrate = sub.add_parser("migrate", help="migrate (= pnpm migrate:mongo-to-postgres); "
+                             "resumes from the checkpoint if there is one")
+    add_source_args(migrate)
+    add_target_args(migrate)
+    add_run_dir(migrate)
+    add_rules_arg(migrate)
+    migrate.add_argument("--batch-size", type=int, help="documents per batch and checkpoint")
+    follow = migrate.add_argument_group("following a live source until cutover")
+    follow.add_argument("--follow", action="store_true",
+                        help="live MongoDB only: take the change stream's position before the "
+                        "snapshot, then apply every change since, and new ones as they come, "
+                        "until Ctrl+C (which pauses and saves)")
+    follow.add_argument("--until-idle", type=float, metavar="SECONDS",
+                        help="with --follow: stop once caught up and no change came for this "
+                        "long")
+    retry = migrate.add_argument_group(
+        "re-migrating quarantined documents (after fixing them in the source)")
+    retry.add_argument("--retry-quarantined", action="store_true",
+                       help="read the quarantined documents again from the source, as they are "
+                       "now, and migrate those that pass; documents waiting for them follow")
+    retry.add_argument("--collection", action="append", default=[], metavar="NAME",
+                       help="only this collection's (repeatable)")
+    retry.add_argument("--reason", action="append", default=[], metavar="CODE",
+                       help="only those quarantined for this reason (repeatable)")
+    retry.add_argument("--id", action="append", default=[], metavar="OBJECTID",
+                       help="only this document (repeatable)")
+    migrate.set_defaults(handler=cmd_migrate)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.until_idle is not None and not args.follow:
+        return fail("--until-idle goes with --follow", EXIT_USAGE)
+    if (args.collection or args.reason or args.id) and not args.retry_quarantined:
+        return fail("--collection, --reason and --id go with --retry-quarantined", EXIT_USAGE)
+    url = need_postgres(args)
+    mapping = need_mapping(args)
+    run_dir = need_run_dir(args)
+    source = need_source(args)
+    if args.retry_quarantined:
+        return run_retry(source, url, run_dir, mapping, args)
+    if args.follow:
+        return run_follow(source, url, run_dir, mapping, args)
+    return run_migration(source, url, run_dir, args.batch_size, mapping)
+
+
+def run_finished(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return checkpoint.run_finished(conn)
+
+
+def finish_snapshot_first(source: Source, url: str, run_dir: Path, mapping: Mapping,
+                          args: argparse.Namespace, follow: bool = False) -> int | None:
+    """Finish the bulk load (or the rest of a paused one) first; None once the
+    target holds a finished migration, else the exit code of the run that stopped."""
+    if run_finished(url):
+        return None
+    code = run_migration(source, url, run_dir, args.batch_size, mapping, close=False,
+                         follow=follow)
+    return None if run_finished(url) else code  # paused or failed: said above
+
+
+def run_follow(source: Source, url: str, run_dir: Path, mapping: Mapping,
+               args: argparse.Namespace) -> int:
+    from engine.migrate.follow import Follower
+
+    try:
+        if not isinstance(source, MongoSource):
+            return fail("--follow needs a live MongoDB (--mongo URL): a dump has no change "
+                        "stream", EXIT_USAGE)
+        # The snapshot first, its stream position taken before anything is read.
+        if (code := finish_snapshot_first(source, url, run_dir, mapping, args,
+                                          follow=True)) is not None:
+            return code
+        with ctrl_c_pauses() as control:
+            result = Follower(source, MigrationSettings(url, run_dir), args.until_idle,
+                              [ConsoleRenderer()], control, mapping).run()
+    except MigrationError as exc:
+        return fail_with_hint(exc)
+    except (SourceError, psycopg.Error) as exc:
+        return fail(str(exc))
+    finally:
+        source.close()
+    if result.outcome == "history_lost":
+        return EXIT_FAILED  # said, with what to do, by the console renderer
+    print(f"\n{'⏸️  Following paused' if result.outcome == 'stopped' else '✓ Caught up and idle'}"
+          f": {result.events_applied:,} change(s) applied in {result.seconds:.1f}s; the "
+          "position is committed (run cockpit migrate --follow again to go on)")
+    return EXIT_OK
+
+
+def run_retry(source: Source, url: str, run_dir: Path, mapping: Mapping,
+              args: argparse.Namespace) -> int:
+    from engine.migrate.retry import RetryFilters, RetryQuarantined
+
+    filters = RetryFilters(tuple(args.collection), tuple(args.reason), tuple(args.id))
+    try:
+        # A paused run is finished first, then retried.
+        if (code := finish_snapshot_first(source, url, run_dir, mapping, args)) is not None:
+            return code
+        with ctrl_c_pauses() as control:
+            summary = RetryQuarantined(source, MigrationSettings(url, run_dir, args.batch_size),
+                                       filters, [ConsoleRenderer()], control, mapping).run()
+    except MigrationError as exc:
+        return fail_with_hint(exc)
+    except (SourceError, psycopg.Error, RunFileError) as exc:
+        return fail(str(exc))
+    finally:
+        source.close()
+    if not summary["finished"]:
+        return EXIT_OK  # paused: run again to resume
+    return EXIT_OK if summary["quarantineNow"] == 0 else EXIT_QUARANTINED
+
+
+def fail_with_hint(exc: MigrationError) -> int:
+    return fail(f"{exc}" + (f"\n   What to do: {exc.hint}" if exc.hint else ""))
+
+
+def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | None,
+                  mapping: Mapping | None = None, close: bool = True,
+                  follow: bool = False) -> int:
+    try:
+        with ctrl_c_pauses() as control:
+            outcome = Migration(source, MigrationSettings(url, run_dir, batch_size,
+                                                          follow=follow),
+                                [ConsoleRenderer()], control, mapping).run()
+    finally:
+        if close:
+            source.close()
+    return {Outcome.FINISHED: EXIT_OK, Outcome.PAUSED: EXIT_OK,
+            Outcome.FINISHED_WITH_QUARANTINE: EXIT_QUARANTINED,
+            Outcome.FINISHED_SHORT: EXIT_QUARANTINED}.get(outcome, EXIT_FAILED)
