@@ -343,10 +343,13 @@ class CockpitApp(App[int]):
     def on_cutover_ended(self, message: CutoverEnded) -> None:
         self.recorded.append(message)
         self.engine_running = False
+        self.model.follow_stopped()
+        self.dirty = True
         self.runbook_pane.recheck_step("production.2")
         if message.report is None:
             self.notify(message.error or "cutover failed", title="Cutover", severity="error")
             return
+        self.model.cut_over(message.report)
         out = io.StringIO()
         print_cutover(message.report, out)
         self.push_screen(ReportScreen("Cutover", out.getvalue()))
@@ -354,6 +357,7 @@ class CockpitApp(App[int]):
     def on_migration_ended(self, message: MigrationEnded) -> None:
         self.recorded.append(message)
         self.engine_running = False
+        self.model.follow_stopped()
         self.dirty = True
         if self.cutover_after_stop is not None:
             stopped, self.cutover_after_stop = self.cutover_after_stop, None

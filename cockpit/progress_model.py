@@ -37,7 +37,8 @@ class TableProgress:
 class ProgressModel:
     tables: dict[str, TableProgress] = field(default_factory=dict)
     phase: str = "not started"
-    state: str = "idle"  # idle | running | paused | finished | failed
+    # idle | running | paused | finished | failed | following | stopped following | cut over
+    state: str = "idle"
     source: str = ""
     target: str = ""
     message: str = ""
@@ -145,6 +146,22 @@ class ProgressModel:
                 self.state = "failed"
                 self.message = f"Failed: {event.message}" + (
                     f" — {event.hint}" if event.hint else "")
+
+    def follow_stopped(self) -> None:
+        """The follower ended (q, or stopped for the cutover): its position is committed."""
+        if self.state == "following":
+            self.state = "stopped following"
+
+    def cut_over(self, report: dict) -> None:
+        """The cutover's outcome replaces the validation's running count."""
+        if report["status"] == "DONE":
+            self.state = "cut over"
+            self.message = (f"✂️  Cut over: downtime {report['downtimeSeconds']:.1f}s, "
+                            f"validation {report['validation']['status']}; switch the "
+                            "application's DATABASE_URL to PostgreSQL")
+        else:
+            self.message = (f"✗ Cutover not done ({report['status']}): "
+                            + report.get("why", "validation failed"))
 
     def lag_at(self, when: float) -> float | None:
         """The lag sampled at or just before a moment, if sampled that long ago."""

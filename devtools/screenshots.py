@@ -3,7 +3,8 @@
     python -m devtools.screenshots [--out screenshots]
 
 Runs the real cockpit (App.run_test) against embedded PostgreSQL and a
-generated mongodump folder."""
+generated mongodump folder; the following and cutover screens against the
+MongoWireServer (a live source, written to while it is followed)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncio
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import MigrationEnded, ValidationEnded
 from cockpit.panes.runbook import RunbookPane
 from devtools.generate import Generator
-from devtools.local_servers import EmbeddedPostgres
+from devtools.local_servers import EmbeddedPostgres, MongoWireServer
 from engine.cli import main as cli
 from engine.core import events
 
@@ -33,8 +35,25 @@ async def _wait(pilot: Pilot, condition: Callable[[], bool], timeout: float = 12
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError("the cockpit did not reach the state to capture")
+            where = traceback.extract_stack(limit=2)[0]
+            raise TimeoutError(f"the cockpit did not reach the state to capture (line "
+                               f"{where.lineno}: {where.line})")
         await pilot.pause(0.05)
+
+
+def pause_midway(app: CockpitApp, batches: int = 40) -> None:
+    """Pause as p does, from the engine's side after some batches: this small
+    set loads faster than a key press can reach the app on a busy machine."""
+    sink, seen = app._engine_sink, 0
+
+    def pausing(event: events.Event) -> None:
+        nonlocal seen
+        seen += isinstance(event, events.BatchCommitted)
+        if seen == batches:
+            app.control.pause()
+        sink(event)
+
+    app._engine_sink = pausing  # type: ignore[method-assign]
 
 
 async def capture(out: Path, work: Path) -> list[Path]:
@@ -55,12 +74,11 @@ async def capture(out: Path, work: Path) -> list[Path]:
         def shot(name: str) -> None:
             shots.append(Path(app.save_screenshot(f"{name}.svg", path=str(out))))
 
+        pause_midway(app)
         async with app.run_test(size=(160, 48)) as pilot:
             await pilot.pause(1.5)
             shot("01-start")
             await pilot.press("s")
-            await _wait(pilot, lambda: app.model.documents > 0)
-            await pilot.press("p")
             await _wait(pilot, lambda: app.model.state == "paused")
             await pilot.pause(1.0)
             shot("02-paused")
@@ -129,6 +147,51 @@ async def capture(out: Path, work: Path) -> list[Path]:
     return shots
 
 
+async def capture_following(out: Path, work: Path) -> list[Path]:
+    import pymongo
+
+    shots: list[Path] = []
+    with EmbeddedPostgres(work / "pg-follow") as pg, \
+            MongoWireServer(str(work / "mongo")) as mongo:
+        Generator(scale=0.01, seed=4, dirt_rate=0.01).write_mongo(mongo.url, "nextcrm")
+        url = pg.create_database("nextcrm")
+        cli(["schema", "deploy", "--postgres", url])
+        run = work / "run-follow"
+        run.mkdir()
+        app = CockpitApp(CockpitConfig(url, mongo_url=mongo.url + "nextcrm", database="nextcrm",
+                                       run_dir=run, runbook_path=ROOT / "runbook.yaml",
+                                       follow=True))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.press("s")
+            await _wait(pilot, lambda: app.model.following is not None)
+            with pymongo.MongoClient(mongo.url) as client:
+                contacts = client["nextcrm"].crm_Contacts
+                for n, contact in enumerate(contacts.find().limit(20)):
+                    contacts.update_one({"_id": contact["_id"]},
+                                        {"$set": {"first_name": f"Changed {n}"}})
+            await _wait(pilot, lambda: app.model.following.events_applied >= 20)
+            await pilot.pause(2.5)  # a few lag samples for the chart
+            shots.append(Path(app.save_screenshot("13-following.svg", path=str(out))))
+            pane = app.query_one(RunbookPane)
+            await pilot.press("6")
+            pane.group_nodes["production"].expand()
+            pane.step_nodes["production.2"].expand()
+            await pilot.pause(0.1)
+            pane.move_cursor(pane.item_nodes["production.2.1"])  # writes stopped
+            await pilot.press("space")
+            pane.move_cursor(pane.item_nodes["production.2.2"])  # the cutover
+            await pilot.press("enter")
+            await _wait(pilot, lambda: app.runbook_state.items.get(
+                "production.2.5", {}).get("check", {}).get("ok", False))
+            await pilot.pause(0.5)
+            shots.append(Path(app.save_screenshot("14-cutover.svg", path=str(out))))
+    return shots
+
+
+async def capture_all(out: Path, work: Path) -> list[Path]:
+    return [*await capture(out, work), *await capture_following(out, work)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
@@ -138,7 +201,7 @@ def main() -> None:
         old.unlink()
     work = Path(tempfile.mkdtemp(prefix="cockpit-shots-"))
     try:
-        for path in asyncio.run(capture(args.out, work)):
+        for path in asyncio.run(capture_all(args.out, work)):
             print(f"wrote {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -310,6 +310,9 @@ async def test_following_shows_the_lag_live(pg_url: str, mongo_db: tuple[str, st
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ReportScreen))
         assert "Downtime:" in app.screen.text  # type: ignore[attr-defined]
+        await wait_for(pilot, lambda: "Cut over: downtime" in str(
+            app.query_one(ProgressPane).phase.render()))
+        assert "until the cutover" in str(app.query_one(ProgressPane).phase.render())
         await wait_for(pilot, lambda: app.runbook_state.items.get(
             "production.2.5", {}).get("check", {}).get("ok", False))
     with psycopg.connect(pg_url) as conn:

@@ -87,6 +87,7 @@ class CheckpointPane(Static, can_focus=True):
                     info.get("status") != "pending" and info.get("collection") is None):
                 t.add_row(f"  {name}", f"{info.get('status')} {info.get('rows', 0):,} rows, "
                           f"last {str(info.get('lastId') or '')[:40]}")
-        done = sum(1 for i in d.get("tables", {}).values() if i.get("status") == "done")
-        t.add_row("tables done", f"{done}/{len(d.get('tables', {}))}")
+        if tables := d.get("tables"):  # none while following: the snapshot is done
+            done = sum(1 for i in tables.values() if i.get("status") == "done")
+            t.add_row("tables done", f"{done}/{len(tables)}")
         self.update(t)

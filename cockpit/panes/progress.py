@@ -71,8 +71,11 @@ class ProgressPane(Vertical, can_focus=True):
         assert f is not None
         history = (f" | oplog holds {duration(f.history_seconds)}"
                    if f.history_seconds is not None else "")
+        doing = {"following": "📡 Following the source",
+                 "cut over": "✓ Followed the source until the cutover"}.get(
+            model.state, "⏸ Following stopped, its position saved")
         self.phase.update(
-            f"📡 Following the source: {f.events_applied:,} changes applied | "
+            f"{doing}: {f.events_applied:,} changes applied | "
             f"{f.events_per_second:,.0f}/s | lag {f.lag_seconds:.0f}s"
             f"{' | caught up' if f.caught_up else ''}{history}"
             + (f"\n{model.message}" if model.message else ""))
