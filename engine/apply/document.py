@@ -18,10 +18,10 @@ from engine.core.ids import object_id_to_uuid, uuid_to_object_id
 from engine.core.mapping import ForeignKey, Mapping, Table
 from engine.core.transform import Pair, Rejected, TableTransformer
 from engine.target import integrity
-from engine.target.checkpoint import STATE_SCHEMA
+from engine.target.checkpoint import APPLY_INDEXES_DDL, STATE_SCHEMA
 from engine.target.copy import PAIRS_TABLE, copy_rows, insert_pairs, wire_types
 from engine.target.ddl import ident
-from engine.target.quarantine import QuarantineEntry, record_id
+from engine.target.quarantine import RETRY_DDL, QuarantineEntry, record_id
 from engine.target.raw_uuid import copy_uuids_as_bytes
 
 SET_NULL_RULE = "dangling_reference_set_null"  # as the post-load records it
@@ -52,6 +52,13 @@ class Applied:
     restored: int = 0  # references to it that were set NULL, restored
     pairs: int = 0  # junction rows added for it
     nulled: int = 0  # its own references to absent rows, set NULL (and recorded)
+
+
+def prepare_target(conn: psycopg.Connection) -> None:
+    """Before the first document: the quarantine's history columns, and the
+    indexes that find a document's staged pairs and records by id."""
+    conn.execute(RETRY_DDL)
+    conn.execute(APPLY_INDEXES_DDL)
 
 
 def _object_id_text(value: bytes) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 
 from engine.apply.changes import ChangeApplier
+from engine.apply.document import prepare_target
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping
@@ -39,7 +40,6 @@ from engine.source.change_stream import (
 from engine.source.mongo import MongoSource
 from engine.target.checkpoint import take_run_lock
 from engine.target.follow_state import load_follow, save_position
-from engine.target.quarantine import RETRY_DDL
 from engine.target.session import connect
 
 MAX_BATCH = 1000  # changes a transaction
@@ -81,7 +81,7 @@ class Follower(StageRun):
                     "this target's snapshot was taken without --follow: the changes since are "
                     "unknown", "Start over: cockpit schema deploy --force, then cockpit "
                     "migrate --follow.")
-            conn.execute(RETRY_DDL)  # the quarantine's history columns
+            prepare_target(conn)
             self._check_history(state.last_event_time)
             token = state.token or state.start_token
             position = StreamPosition(token, None if token else state.start_time)

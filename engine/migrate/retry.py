@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.types.json import Jsonb
 
-from engine.apply.document import DocumentApplier
+from engine.apply.document import DocumentApplier, prepare_target
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping
@@ -30,7 +30,6 @@ from engine.source.base import Source
 from engine.target import checkpoint
 from engine.target.checkpoint import STATE_SCHEMA
 from engine.target.quarantine import (
-    RETRY_DDL,
     QuarantineEntry,
     leave_quarantine,
     quarantine_entries,
@@ -120,7 +119,7 @@ class RetryQuarantined(StageRun):
                 raise MigrationError("the migration on this target has not finished",
                                      "Run cockpit migrate to finish it, then retry.")
             with conn.transaction():
-                conn.execute(RETRY_DDL)
+                prepare_target(conn)
                 retry_id, filters, tally = self._begin(conn)
             tally, paused = self._work(conn, retry_id, filters, tally)
             still = dict(conn.execute(

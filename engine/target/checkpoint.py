@@ -71,6 +71,21 @@ CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.adjustments (
 """
 
 
+# Re-migrating and following apply one document at a time, looking its staged
+# pairs, its quarantine record and its set-NULL records up by id; the bulk load
+# reads those tables whole, once, and goes without these (created after it).
+APPLY_INDEXES_DDL = f"""
+CREATE INDEX IF NOT EXISTS junction_pairs_left ON {STATE_SCHEMA}.junction_pairs (left_id);
+CREATE INDEX IF NOT EXISTS junction_pairs_right ON {STATE_SCHEMA}.junction_pairs (right_id);
+CREATE INDEX IF NOT EXISTS quarantine_document
+    ON {STATE_SCHEMA}.quarantine (table_name, object_id);
+CREATE INDEX IF NOT EXISTS adjustments_document
+    ON {STATE_SCHEMA}.adjustments (table_name, object_id);
+CREATE INDEX IF NOT EXISTS adjustments_original ON {STATE_SCHEMA}.adjustments (original);
+ANALYZE {STATE_SCHEMA}.junction_pairs, {STATE_SCHEMA}.quarantine, {STATE_SCHEMA}.adjustments;
+"""
+
+
 # object_id(uuid) in SQL: the ObjectId hex of a row id (engine.core.ids, in reverse).
 OBJECT_ID_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION {STATE_SCHEMA}.object_id(u uuid) RETURNS text
