@@ -43,6 +43,18 @@ def test_running_the_engine_loads_no_ui() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_command_line_loads_a_stage_only_for_its_command() -> None:
+    """`cockpit migrate`'s process stays lean: the other stages' modules load
+    when their commands run (each module held costs every gen-2 collection)."""
+    code = ("import sys, engine.cli; print(sorted({m for m in sys.modules if m.split('.')[:2] "
+            "in (['engine', 'perftest'], ['engine', 'report'], ['engine', 'validate'], "
+            "['engine', 'cutover'])}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 def test_the_engines_layers_hold() -> None:
     """The import-linter contracts of pyproject.toml: the layers of engine/, no
     UI in the engine, development tools reached only from the CLI."""

@@ -8,6 +8,7 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -27,11 +28,12 @@ from engine.console import ConsoleRenderer
 from engine.core.mapping import nextcrm
 from engine.core.redact import remember_secrets_of
 from engine.core.run_files import CHECKPOINT_FILE, RunFileError
-from engine.report.estimate import Production, WindowSettings, estimate, write_estimate
-from engine.report.run_record import RunRecord
 from engine.source.base import SourceError
 from engine.source.mongo import MongoSource, mongo_database
 from engine.target import ddl
+
+if TYPE_CHECKING:  # the rehearsal's modules load when their command runs, not for every one
+    from engine.report.estimate import Production
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,6 +105,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         final_counts,
         write_final_counts,
     )
+    from engine.report.run_record import RunRecord
     from engine.report.staging_report import ReportInputs, StagingReport, write_reports
     from engine.runbook.model import RunbookState
 
@@ -137,6 +140,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from engine.console import print_estimate
+    from engine.report.estimate import Production, WindowSettings, estimate, write_estimate
+    from engine.report.run_record import RunRecord
 
     run_dir = need_run_dir(args)
     if args.production_mongo:
@@ -166,6 +171,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def production_from_dbstats(args: argparse.Namespace) -> Production:
+    from engine.report.estimate import Production
+
     remember_secrets_of(args.production_mongo)
     source = or_exit(lambda: MongoSource(args.production_mongo, args.production_db
                                          or mongo_database(args.production_mongo)),
