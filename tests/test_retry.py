@@ -114,8 +114,10 @@ def break_the_source(src: Collections) -> dict[str, tuple[str, ObjectId, dict]]:
             "comment": ("tasksComments", comment["_id"], {"user": banned})}
 
 
-def scenario(src: Collections, pg_url: str, run_dir: Path) -> tuple[dict[str, str], dict]:
-    """Migrate the broken source, then fix it; (fixed ids, the quarantine before)."""
+def scenario(src: Collections, pg_url: str, run_dir: Path
+             ) -> tuple[dict[str, str], dict, dict[str, ObjectId | None]]:
+    """Migrate the broken source, then fix it; (fixed ids, the quarantine
+    before, the accounts that began and stopped watching the user since)."""
     broken = break_the_source(src)
     assert main(["schema", "deploy", "--postgres", pg_url]) == 0
     assert main(["migrate", *src.args(), "--postgres", pg_url, "--run-dir", str(run_dir)]) == 3
@@ -130,11 +132,26 @@ def scenario(src: Collections, pg_url: str, run_dir: Path) -> tuple[dict[str, st
                [banned]) > 0  # nullable references to the user were set NULL
     for collection, _id, fix in broken.values():
         src.update(collection, _id, fix)
-    return {label: str(i) for label, (_, i, _) in broken.items()}, before
+    # While the user waited, accounts changed whom they watch: one began to watch
+    # it, one (if any held it alone) stopped. The load staged their arrays as
+    # they were; the retry must pair the user as the arrays are now.
+    user = broken["banned"][1]
+    mine = set(next(u for u in src.all("Users") if u["_id"] == user).get(
+        "watching_accountsIDs") or [])
+    accounts = [a for a in src.all("crm_Accounts") if a["_id"] not in mine]
+    began = next(a for a in accounts if user not in (a.get("watchers") or []))
+    src.update("crm_Accounts", began["_id"], {"watchers": [*(began.get("watchers") or []),
+                                                            user]})
+    stopped = next((a for a in accounts if user in (a.get("watchers") or [])), None)
+    if stopped:
+        src.update("crm_Accounts", stopped["_id"],
+                   {"watchers": [w for w in stopped["watchers"] if w != user]})
+    watch = {"began": began["_id"], "stopped": stopped["_id"] if stopped else None}
+    return {label: str(i) for label, (_, i, _) in broken.items()}, before, watch
 
 
 def assert_recovered(src: Collections, pg_url: str, run_dir: Path, fixed: dict[str, str],
-                     before: dict, fresh_url: str) -> None:
+                     before: dict, watch: dict[str, ObjectId | None], fresh_url: str) -> None:
     after = quarantine(pg_url)
     for label, oid in fixed.items():
         table = {"banned": "Users", "duplicate": "Users", "lead": "crm_Leads",
@@ -166,6 +183,11 @@ def assert_recovered(src: Collections, pg_url: str, run_dir: Path, fixed: dict[s
         rows = one(pg_url, f'SELECT count(*) FROM "{j}" WHERE "{junction.left_column}" = %s '
                    f'AND "{junction.right_column}" = %s', [left, right])
         assert rows == present, (j, left, right)
+    # and the other side's arrays as they are now, not as the load staged them
+    watching = 'SELECT count(*) FROM "AccountWatchers" WHERE account_id = %s AND user_id = %s'
+    assert one(pg_url, watching, [uuid_of(watch["began"]), uuid_of(banned)]) == 1
+    if watch["stopped"]:
+        assert one(pg_url, watching, [uuid_of(watch["stopped"]), uuid_of(banned)]) == 0
     # the ones not fixed stay, with their reasons
     unfixed = {k: r for k, r in before.items() if k[1] not in fixed.values()
                and r not in ("dangling_reference",)}
@@ -200,7 +222,7 @@ def test_retry_from_live_mongodb(pg_server: EmbeddedPostgres, pg_url: str,
                                  capsys: pytest.CaptureFixture) -> None:
     Generator(scale=0.02, seed=13, dirt_rate=0.01).write_mongo(*mongo_db)
     src = Collections(mongo=mongo_db)
-    fixed, before = scenario(src, pg_url, run_dir)
+    fixed, before, watch = scenario(src, pg_url, run_dir)
     capsys.readouterr()
     assert main(["migrate", *src.args(), "--postgres", pg_url, "--run-dir", str(run_dir),
                  "--retry-quarantined"]) == 3  # the unfixed dirt stays
@@ -208,7 +230,7 @@ def test_retry_from_live_mongodb(pg_server: EmbeddedPostgres, pg_url: str,
     assert "Now migrated:" in out and "Still quarantined:" in out
     fresh = pg_server.create_database(f"fresh_{mongo_db[1]}")
     assert main(["schema", "deploy", "--postgres", fresh]) == 0
-    assert_recovered(src, pg_url, run_dir, fixed, before, fresh)
+    assert_recovered(src, pg_url, run_dir, fixed, before, watch, fresh)
     # a second retry finds nothing new to migrate and changes nothing
     counts = quarantine(pg_url)
     assert main(["migrate", *src.args(), "--postgres", pg_url, "--run-dir", str(run_dir),
@@ -238,7 +260,7 @@ def test_retry_from_a_dump_survives_sigkill(pg_server: EmbeddedPostgres, pg_url:
                                             tmp_path: Path, run_dir: Path) -> None:
     Generator(scale=0.02, seed=13, dirt_rate=0.01).write_dump(tmp_path / "dump")
     src = Collections(dump=tmp_path / "dump" / "nextcrm")
-    fixed, before = scenario(src, pg_url, run_dir)
+    fixed, before, watch = scenario(src, pg_url, run_dir)
     for kill_after in (1, 4):
         proc = retry_process(src, pg_url, run_dir)
         deadline = time.monotonic() + 120
@@ -254,7 +276,7 @@ def test_retry_from_a_dump_survives_sigkill(pg_server: EmbeddedPostgres, pg_url:
     assert "resuming the unfinished retry #1" in out
     fresh = pg_server.create_database(f"fresh_dump_{os.getpid()}")
     assert main(["schema", "deploy", "--postgres", fresh]) == 0
-    assert_recovered(src, pg_url, run_dir, fixed, before, fresh)
+    assert_recovered(src, pg_url, run_dir, fixed, before, watch, fresh)
 
 
 def test_retry_on_an_unfinished_migration_finishes_it_first(

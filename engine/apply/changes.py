@@ -21,7 +21,6 @@ from bson import ObjectId
 from psycopg import sql
 
 from engine.apply.document import Checked, DocumentApplier
-from engine.core.ids import object_id_to_uuid
 from engine.core.mapping import Mapping, Table
 from engine.core.transform import Rejected
 from engine.target import checkpoint, integrity
@@ -54,7 +53,7 @@ class ChangeApplier:
         """The document as it is now: its row, or its quarantine record."""
         own = record_id(doc.get("_id"))
         entry = self._entry(table, own)
-        row_id = self._row_id(table, doc)
+        row_id = self.docs.row_id(table, doc)
         exists = row_id is not None and self._exists(table, row_id)
         try:
             checked = self.docs.checked(table, doc, first_by_id=True)
@@ -83,7 +82,7 @@ class ChangeApplier:
     def delete(self, table: Table, key: object) -> None:
         """The document is gone from the source: so are its row or its record."""
         own = record_id(key)
-        row_id = self._row_id(table, {"_id": key})
+        row_id = self.docs.row_id(table, {"_id": key})
         if row_id is not None and self._exists(table, row_id):
             self._remove(table, row_id, own, None, None)
             checkpoint.add_to_counts(self.conn, table.name, consumed=-1)
@@ -116,15 +115,6 @@ class ChangeApplier:
                 return
 
     # -- rows ----------------------------------------------------------------------
-
-    def _row_id(self, table: Table, doc: dict) -> bytes | None:
-        _id = doc.get("_id")
-        if isinstance(_id, ObjectId):
-            return object_id_to_uuid(_id).bytes
-        try:
-            return self.docs.transformer(table).column_value(0, _id, doc)
-        except Rejected:
-            return None
 
     def _exists(self, table: Table, row_id: bytes) -> bool:
         return self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(

@@ -9,9 +9,11 @@ pairs that were skipped while it was absent, documents waiting for it."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
+from bson import ObjectId
 from psycopg import sql
 
 from engine.core.ids import object_id_to_uuid, uuid_to_object_id
@@ -25,6 +27,8 @@ from engine.target.quarantine import RETRY_DDL, QuarantineEntry, record_id
 from engine.target.raw_uuid import copy_uuids_as_bytes
 
 SET_NULL_RULE = "dangling_reference_set_null"  # as the post-load records it
+# collection, array field, _ids -> the documents whose array names one, as they are now
+Referencing = Callable[[str, str, list[object]], list[dict]]
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,45 @@ class DocumentApplier:
             self.conn.execute(f"DELETE FROM {PAIRS_TABLE} WHERE junction = %s AND side = %s "
                               f"AND {own_column} = %s", [s.junction, side, uuid.UUID(bytes=row_id)])
         insert_pairs(self.conn, pairs)
+
+    def restage_other_sides(self, table: Table, docs: list[dict],
+                            referencing: Referencing) -> None:
+        """The pairs other documents' arrays make with these (absent until now),
+        staged again from those arrays as they are now: the load staged them
+        as they were, and an array may have gained or lost one of these since."""
+        ids = {rid: d.get("_id") for d in docs if (rid := self.row_id(table, d)) is not None}
+        if not ids:
+            return
+        for j in self.mapping.junctions:
+            for s in j.sources:
+                if (j.right_table if s.owner_is_left else j.left_table) != table.name:
+                    continue
+                side, at = f"{s.collection}.{s.field}", 2 if s.owner_is_left else 1
+                self.conn.execute(
+                    f"DELETE FROM {PAIRS_TABLE} WHERE junction = %s AND side = %s AND "
+                    f"{'right_id' if s.owner_is_left else 'left_id'} = ANY(%s)",
+                    [s.junction, side, [uuid.UUID(bytes=r) for r in ids]])
+                owner = self.mapping.table_for_collection(s.collection)
+                fresh: list[Pair] = []
+                for doc in referencing(s.collection, s.field, list(ids.values())):
+                    own = self.row_id(owner, doc)
+                    try:
+                        pairs = self.transformer(owner).pairs(doc, own) if own else []
+                    except Rejected:  # an array the load would refuse stages nothing
+                        continue
+                    fresh += [p for p in pairs if p[0] == s.junction and p[3] == side
+                              and p[at] in ids]
+                insert_pairs(self.conn, fresh)
+
+    def row_id(self, table: Table, doc: dict) -> bytes | None:
+        """The id its row has, or would have; None for an _id the load refuses."""
+        _id = doc.get("_id")
+        if isinstance(_id, ObjectId):
+            return object_id_to_uuid(_id).bytes
+        try:
+            return self.transformer(table).column_value(0, _id, doc)
+        except Rejected:
+            return None
 
     def add_pairs(self, table: Table, row_id: bytes) -> int:
         """Junction rows from both sides' staged arrays that name it, where the

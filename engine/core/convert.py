@@ -56,7 +56,7 @@ class ReferenceUuids:
     references repeat (the same owners, accounts, documents) and a lookup is
     far cheaper than making one. Bounded, emptied when full, so it never pins
     the memory of freed batches (README, Speed). Junction arrays do not use
-    it (see TableTransformer._pairs)."""
+    it (see TableTransformer.pairs)."""
 
     SIZE = 1 << 14
 

@@ -165,12 +165,12 @@ class TableTransformer:
     def transform(self, doc: dict) -> tuple[tuple, list[Pair]]:
         """The row for a document and its junction pairs; raises Rejected."""
         row = self.row(doc)
-        pairs = self._pairs(doc, row[0]) if self.arrays else []
+        pairs = self.pairs(doc, row[0]) if self.arrays else []
         if not self.known.issuperset(doc):  # no set built for the common case
             self._count_unmapped(doc, doc.keys() - self.known)
         return row, pairs
 
-    def _pairs(self, doc: dict, own_id: bytes) -> list[Pair]:
+    def pairs(self, doc: dict, own_id: bytes) -> list[Pair]:
         """Without the reference memo: most array elements name a row no
         earlier document named (junctions pair rows once or twice each), so
         looking them up cost more than it saved and pushed the columns'

@@ -190,6 +190,13 @@ class RetryQuarantined(StageRun):
         left: list[events.QuarantineLeft] = []
         step = RetryTally()
         with conn.transaction():
+            by_table: dict[str, list[dict]] = {}
+            for (collection, _), doc in docs.items():
+                by_table.setdefault(self.mapping.table_for_collection(collection).name,
+                                    []).append(doc)
+            for name, present in by_table.items():
+                applier.restage_other_sides(self.mapping.tables[name], present,
+                                            self.source.referencing)
             for e in batch:
                 step.retried += 1
                 step.waiting_retried += e.seq in waiting

@@ -60,6 +60,11 @@ class Source(Protocol):
 
     def fetch(self, collection: str, ids: list[object]) -> list[dict]: ...
 
+    def referencing(self, collection: str, field: str, ids: list[object]) -> list[dict]:
+        """The documents whose array `field` names any of ids, as they are now
+        (only _id and that field)."""
+        ...
+
     def size(self) -> dict[str, int]:
         """How big the source is, in its own terms: a live database's dbStats
         (dataSize, storageSize, objects) or a dump's bytes (dumpBytes)."""

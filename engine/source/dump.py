@@ -144,6 +144,16 @@ class DumpSource:
                     found.append(doc)
         return found
 
+    def referencing(self, collection: str, field: str, ids: list[object]) -> list[dict]:
+        wanted = {i for i in ids if not isinstance(i, dict | list)}
+        found = []
+        for batch in self.batches(collection, Position(), 1_000):
+            for doc in batch:
+                values = doc.get(field)
+                if isinstance(values, list) and _names_any(values, wanted):
+                    found.append({"_id": doc.get("_id"), field: values})
+        return found
+
     def size(self) -> dict[str, int]:
         return {"dumpBytes": sum(p.stat().st_size for p in self.folder.iterdir()
                                  if p.name.endswith((".bson", ".bson.gz")))}
@@ -161,6 +171,16 @@ class DumpDamaged(Exception):
     def __init__(self, offset: int, what: str) -> None:
         super().__init__(what)
         self.offset, self.what = offset, what
+
+
+def _names_any(values: list, wanted: set) -> bool:
+    for v in values:
+        try:
+            if v in wanted:
+                return True
+        except TypeError:  # unhashable: an embedded document or array names nothing
+            continue
+    return False
 
 
 def _damaged(path: Path, offset: int, what: str) -> str:

@@ -147,6 +147,14 @@ class MongoSource:
                 out.extend(self.db[collection].find({"_id": {"$in": ids[i:i + 10_000]}}))
         return out
 
+    def referencing(self, collection: str, field: str, ids: list[object]) -> list[dict]:
+        out: list[dict] = []
+        with self._answering(f"reading {printable(collection)}"):
+            for i in range(0, len(ids), 10_000):
+                out.extend(self.db[collection].find({field: {"$in": ids[i:i + 10_000]}},
+                                                    {field: 1}))
+        return out
+
     def size(self) -> dict[str, int]:
         with self._answering("asking for dbStats"):
             stats = self.db.command("dbStats")
