@@ -19,6 +19,7 @@ import argparse
 import compileall
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -222,6 +223,7 @@ def main() -> None:
                 loop = loop_seconds()
                 url, run_dir, seconds, use, busy = migrate(pg, dump, f"bench_{i}_{r}")
                 check = validate(url, dump, run_dir)
+                shutil.rmtree(run_dir, ignore_errors=True)  # its run files: every run left them
                 walls.append(seconds)
                 ratios.append(check / seconds)
                 others = [rss for pid, rss in use.peak_rss.items() if pid != use.root]
