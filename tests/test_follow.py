@@ -278,6 +278,10 @@ def test_cutover_catches_up_validates_and_prints_the_downtime(
     for name in ("follow_started", "follow_caught_up", "cutover_caught_up",
                  "cutover_validated", "cutover_recorded"):
         assert run_check(name, ctx).ok, (name, run_check(name, ctx).detail)
+    # and the artifacts keep it
+    assert main(["artifacts", "--run-dir", str(run_dir), "--to", str(run_dir / "backups")]) == 0
+    [saved] = (run_dir / "backups").glob("staging-migration-*/artifacts/cutover-report.json")
+    assert json.loads(saved.read_text()) == report
 
 
 def test_a_dropped_collection_stops_following_after_the_changes_before_it(

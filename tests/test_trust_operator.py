@@ -1,6 +1,7 @@
 """Issue 10, state the operator relies on: the runbook record, the demo's
 servers, the cockpit's memory, progress, and a source that dies mid-run."""
 
+import contextlib
 import json
 import os
 import signal
@@ -147,9 +148,12 @@ def test_the_demo_stops_its_servers_when_its_terminal_goes(sig: signal.Signals, 
         assert not alive, [p.cmdline() for p in alive]
         assert not processes_in(folder)
         assert not folder.exists()  # its folder (2.5 GB at 1.0) went too
-    finally:
+    finally:  # a failed assertion above must not leave servers running either
         if proc.poll() is None:
             proc.kill()
+        for p in processes_in(temp):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
 
 
 def test_a_source_that_dies_mid_run_pauses_with_the_runbooks_advice(

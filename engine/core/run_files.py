@@ -21,6 +21,7 @@ SESSIONS_FILE = "migration-sessions.jsonl"  # one line per invocation of a run: 
 METRICS_FILE = "migration-metrics.csv"  # the cockpit's "Key Metrics to Track" sheet
 RUNBOOK_STATE_FILE = "runbook-state.json"  # ticks, check results, notes, step times
 RUNBOOK_RECORD_FILE = "runbook-record.md"  # cockpit runbook export
+CUTOVER_FILE = "cutover-report.json"  # cockpit cutover: when, and the downtime by part
 
 
 class RunFileError(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping
-from engine.core.run_files import write_private
+from engine.core.run_files import CUTOVER_FILE, write_private
 from engine.core.stage import StageRun
 from engine.migrate.follow import Follower
 from engine.migrate.run import MigrationSettings
@@ -24,7 +24,6 @@ from engine.target.follow_state import record_cutover
 from engine.target.session import connect
 from engine.validate.run import ValidationSettings, Validator
 
-CUTOVER_FILE = "cutover-report.json"
 DEFAULT_IDLE_S = 3.0  # the stream must stay quiet this long to count as frozen
 
 

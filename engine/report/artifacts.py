@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.core.run_files import (
     CHECKPOINT_FILE,
+    CUTOVER_FILE,
     JSONL_FILE,
     LOG_FILE,
     METRICS_FILE,
@@ -28,7 +29,7 @@ from engine.validate.report import REPORT_FILE as VALIDATION_REPORT
 ARTIFACTS = (LOG_FILE, JSONL_FILE, CHECKPOINT_FILE, SESSIONS_FILE, MIGRATION_REPORT,
              VALIDATION_REPORT, PERFORMANCE_FILE, ESTIMATE_FILE, BASELINE_FILE, BASELINE_TEXT,
              FINAL_COUNTS_FILE, REPORT_MD, SUMMARY_MD, METRICS_FILE, RUNBOOK_STATE_FILE,
-             RUNBOOK_RECORD_FILE)
+             RUNBOOK_RECORD_FILE, CUTOVER_FILE)
 
 
 def artifacts_folder(to: Path, day: dt.date) -> Path:

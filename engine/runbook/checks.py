@@ -16,9 +16,8 @@ import psycopg
 
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
-from engine.core.run_files import CHECKPOINT_FILE, METRICS_FILE, RunFileError
+from engine.core.run_files import CHECKPOINT_FILE, CUTOVER_FILE, METRICS_FILE, RunFileError
 from engine.core.units import size
-from engine.cutover.run import CUTOVER_FILE
 from engine.migrate.report import REPORT_FILE as MIGRATION_REPORT
 from engine.perftest.run import PERFORMANCE_FILE
 from engine.report.final_counts import FINAL_COUNTS_FILE
