@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from cockpit.messages import (
     CutoverEnded,
     EngineReported,
     MigrationEnded,
+    ReportEnded,
     ValidationEnded,
 )
 from cockpit.metrics_sheet import MetricsSheet
@@ -51,7 +53,7 @@ from engine.migrate.retry import RetryFilters, RetryQuarantined
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.runbook.checks import CheckResult, RunContext, run_check
 from engine.runbook.model import RunbookState, load_runbook
-from engine.source.base import DEFAULT_TIMEOUT_S
+from engine.source.base import DEFAULT_TIMEOUT_S, Source
 from engine.source.mongo import MongoSource
 from engine.validate.run import ValidationSettings, Validator
 
@@ -240,17 +242,23 @@ class CockpitApp(App[int]):
 
     @work(thread=True, exclusive=True, group="validate", exit_on_error=False)
     def run_validation(self) -> None:
+        self._report_of(lambda source: Validator(source, ValidationSettings(
+            self.config.postgres_url or "", self.config.run_dir,
+            workers=self.config.workers), [self._engine_sink], self.mapping).run(),
+            ValidationEnded)
+
+    def _report_of(self, stage: Callable[[Source], dict], ended: type[ReportEnded]) -> None:
+        """In a worker: a stage that ends in a report, on a source of its own;
+        its report, or its error, is posted for the lead."""
         source = self.config.context.source()
         try:
-            report = Validator(source, ValidationSettings(
-                self.config.postgres_url or "", self.config.run_dir,
-                workers=self.config.workers), [self._engine_sink], self.mapping).run()
+            report = stage(source)
         except Exception as exc:  # shown to the lead, not swallowed
-            self.post_message(ValidationEnded(None, redact_text(str(exc))))
+            self.post_message(ended(None, redact_text(str(exc))))
             return
         finally:
             source.close()
-        self.post_message(ValidationEnded(report))
+        self.post_message(ended(report))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker failures surface: shown, logged, never silent."""
@@ -326,19 +334,14 @@ class CockpitApp(App[int]):
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
     def run_cutover(self, stopped: dt.datetime) -> None:
-        source = self.config.context.source()
-        try:
+        def cutover(source: Source) -> dict:
             if not isinstance(source, MongoSource):
                 raise MigrationError("the cutover follows a live MongoDB (--mongo)")
-            report = Cutover(source, CutoverSettings(
+            return Cutover(source, CutoverSettings(
                 self.config.postgres_url or "", self.config.run_dir, stopped),
                 [self._engine_sink], self.control, self.mapping).run()
-        except Exception as exc:  # shown to the lead, not swallowed
-            self.post_message(CutoverEnded(None, redact_text(str(exc))))
-            return
-        finally:
-            source.close()
-        self.post_message(CutoverEnded(report))
+
+        self._report_of(cutover, CutoverEnded)
 
     def on_cutover_ended(self, message: CutoverEnded) -> None:
         self.recorded.append(message)

@@ -30,18 +30,21 @@ class MigrationEnded(Message):
         self.outcome = outcome
 
 
-class CutoverEnded(Message):
+class ReportEnded(Message):
+    """A stage that ends in a report: the report, or what went wrong (redacted)."""
+
     def __init__(self, report: dict | None, error: str | None = None) -> None:
         super().__init__()
         self.report = report
         self.error = error
 
 
-class ValidationEnded(Message):
-    def __init__(self, report: dict | None, error: str | None = None) -> None:
-        super().__init__()
-        self.report = report
-        self.error = error
+class CutoverEnded(ReportEnded):
+    pass
+
+
+class ValidationEnded(ReportEnded):
+    pass
 
 
 class PostgresSampled(Message):

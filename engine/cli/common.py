@@ -16,6 +16,7 @@ from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping, RulesError, nextcrm_with_rules
 from engine.core.redact import redact_text, remember_secrets_of
 from engine.core.run_files import RunFileError, prepare_run_dir
+from engine.migrate.run import MigrationError
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.spec import open_source
 
@@ -53,6 +54,11 @@ def fail(message: str, code: int = EXIT_FAILED) -> int:
     """Say what went wrong on stderr (redacted); the exit code to return."""
     print(f"❌ {redact_text(message).strip()}", file=sys.stderr)
     return code
+
+
+def fail_with_hint(exc: MigrationError) -> int:
+    """A stage's refusal, with what to do about it."""
+    return fail(f"{exc}" + (f"\n   What to do: {exc.hint}" if exc.hint else ""))
 
 
 def or_exit(make: Callable[[], T], errors: type[Exception] | tuple[type[Exception], ...],

@@ -19,11 +19,11 @@ from engine.cli.common import (
     add_target_args,
     ctrl_c_pauses,
     fail,
+    fail_with_hint,
     need_postgres,
     need_run_dir,
     need_source,
 )
-from engine.cli.migrate import fail_with_hint
 from engine.console import ConsoleRenderer
 from engine.core.run_files import RunFileError
 from engine.migrate.run import MigrationError

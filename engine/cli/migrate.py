@@ -20,6 +20,7 @@ from engine.cli.common import (
     add_target_args,
     ctrl_c_pauses,
     fail,
+    fail_with_hint,
     need_mapping,
     need_postgres,
     need_run_dir,
@@ -146,10 +147,6 @@ def run_retry(source: Source, url: str, run_dir: Path, mapping: Mapping,
     if not summary["finished"]:
         return EXIT_OK  # paused: run again to resume
     return EXIT_OK if summary["quarantineNow"] == 0 else EXIT_QUARANTINED
-
-
-def fail_with_hint(exc: MigrationError) -> int:
-    return fail(f"{exc}" + (f"\n   What to do: {exc.hint}" if exc.hint else ""))
 
 
 def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | None,
