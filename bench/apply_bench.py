@@ -29,8 +29,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from devtools.generate import Generator  # noqa: E402
-from devtools.local_servers import EmbeddedPostgres  # noqa: E402
+from cockpit_lab.generate import Generator  # noqa: E402
+from cockpit_lab.local_servers import EmbeddedPostgres  # noqa: E402
 from engine.apply.changes import ChangeApplier  # noqa: E402
 from engine.apply.document import prepare_target  # noqa: E402
 from engine.cli import main as cli  # noqa: E402

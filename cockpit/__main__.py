@@ -56,7 +56,7 @@ def run_tui(args: argparse.Namespace, autostart: bool) -> int:
 
 
 def run_demo(argv: list[str]) -> int:
-    from devtools.demo import start_demo, stop_on_hangup
+    from cockpit_lab.demo import start_demo, stop_on_hangup
     from engine.cli import build_parser
 
     args = build_parser().parse_args(["demo", *argv])

@@ -12,9 +12,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from engine.core.mapping import nextcrm
+from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.raw_uuid import read_uuids_as_bytes
 from engine.source.base import Position, Source
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.raw_uuid import read_uuids_as_bytes
 from tests.oracle import Reject, expected_pairs, expected_row, object_id, uuid_of
 
 

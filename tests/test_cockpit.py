@@ -24,7 +24,7 @@ from cockpit.screens import (
     RecordScreen,
     ReportScreen,
 )
-from devtools.generate import Generator
+from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.control import MigrationControl

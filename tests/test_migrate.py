@@ -4,15 +4,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devtools.generate import Generator
+from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.run_files import read_jsonl
 from engine.migrate.run import Migration, MigrationSettings, Outcome
+from engine.postgres.catalog import catalog_counts
+from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
-from engine.target.catalog import catalog_counts
-from engine.target.checkpoint import STATE_SCHEMA
 from tests.expected import assert_lossless
 
 
@@ -99,7 +99,7 @@ def test_unknown_and_missing_collections_are_reported(
 
 
 def test_second_concurrent_run_is_refused(pg_url: str, tmp_path: Path, run_dir: Path) -> None:
-    from engine.target.checkpoint import ADVISORY_LOCK_KEY
+    from engine.postgres.checkpoint import ADVISORY_LOCK_KEY
 
     Generator(scale=0.005, seed=1).write_dump(tmp_path / "dump")
     main(["schema", "deploy", "--postgres", pg_url])

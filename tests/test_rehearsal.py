@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devtools.generate import Generator
-from devtools.local_servers import EmbeddedPostgres
+from cockpit_lab.generate import Generator
+from cockpit_lab.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.migrate.run import Migration, MigrationSettings

@@ -22,15 +22,15 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from devtools.generate import Generator
-from devtools.local_servers import EmbeddedPostgres
+from cockpit_lab.generate import Generator
+from cockpit_lab.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.core.run_files import read_jsonl
 from engine.migrate.run import Migration, MigrationSettings
+from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
-from engine.target.checkpoint import STATE_SCHEMA
 from tests.expected import assert_lossless
 from tests.oracle import expected_pairs, uuid_of
 

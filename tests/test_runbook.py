@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.generate import Generator
+from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.runbook.actions import run_action
 from engine.runbook.checks import CHECKS, RunContext, run_check

@@ -6,7 +6,7 @@ import pytest
 
 from engine.cli import main
 from engine.core.mapping import nextcrm
-from engine.target import catalog, ddl
+from engine.postgres import catalog, ddl
 from tests.conftest import SHARED
 
 FACTS = SHARED if SHARED.exists() else Path(__file__).resolve().parents[1] / "engine" / "nextcrm"

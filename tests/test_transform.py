@@ -9,7 +9,7 @@ from bson import Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 from psycopg.types.json import Jsonb
 
-from devtools.generate import Generator
+from cockpit_lab.generate import Generator
 from engine.core.ids import object_id_to_uuid
 from engine.core.mapping import Rules, nextcrm
 from engine.core.transform import Rejected, TableTransformer

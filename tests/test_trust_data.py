@@ -12,15 +12,15 @@ import pymongo
 import pytest
 from bson import MaxKey, Regex, Timestamp
 
-from devtools.generate import Generator
+from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import load_mapping, nextcrm
 from engine.migrate.run import Migration, MigrationSettings, Outcome
+from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.ddl import deploy
 from engine.source.mongo import MongoSource
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.ddl import deploy
 from engine.validate.run import ValidationSettings, Validator
 
 RULES = (Path(__file__).resolve().parents[1] / "engine" / "nextcrm" / "rules.yaml").read_text()

@@ -16,8 +16,8 @@ import pytest
 from cockpit.app import RECORDED, CockpitApp, CockpitConfig
 from cockpit.panes.errors import DOCUMENT_SHOWN
 from cockpit.progress_model import ProgressModel
-from devtools.generate import Generator
-from devtools.local_servers import MongoWireServer
+from cockpit_lab.generate import Generator
+from cockpit_lab.local_servers import MongoWireServer
 from engine.cli import main
 from engine.core import events
 from engine.core.run_files import RUNBOOK_STATE_FILE as STATE_FILE

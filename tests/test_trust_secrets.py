@@ -12,7 +12,7 @@ import pytest
 from bson import Binary
 from psycopg.conninfo import conninfo_to_dict
 
-from devtools.generate import Generator
+from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core.redact import redact_text, redact_url
 

@@ -10,8 +10,8 @@ import bson
 import psycopg
 import pytest
 
-from devtools.generate import Generator
-from devtools.local_servers import EmbeddedPostgres
+from cockpit_lab.generate import Generator
+from cockpit_lab.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core.ids import object_id_to_uuid
 from engine.migrate.run import Migration, MigrationSettings

@@ -23,11 +23,11 @@ from psycopg import sql
 from engine.apply.document import Checked, DocumentApplier
 from engine.core.mapping import Mapping, Table
 from engine.core.transform import Rejected
-from engine.target import checkpoint, integrity
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.copy import PAIRS_TABLE, copy_rows, wire_types
-from engine.target.ddl import ident
-from engine.target.quarantine import (
+from engine.postgres import checkpoint, integrity
+from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.copy import PAIRS_TABLE, copy_rows, wire_types
+from engine.postgres.ddl import ident
+from engine.postgres.quarantine import (
     QuarantineEntry,
     insert_quarantine,
     leave_quarantine,

@@ -19,12 +19,12 @@ from psycopg import sql
 from engine.core.ids import object_id_to_uuid, uuid_to_object_id
 from engine.core.mapping import ForeignKey, Mapping, Table
 from engine.core.transform import Pair, Rejected, TableTransformer
-from engine.target import integrity
-from engine.target.checkpoint import APPLY_INDEXES_DDL, STATE_SCHEMA
-from engine.target.copy import PAIRS_TABLE, copy_rows, insert_pairs, wire_types
-from engine.target.ddl import ident
-from engine.target.quarantine import RETRY_DDL, QuarantineEntry, record_id
-from engine.target.raw_uuid import copy_uuids_as_bytes
+from engine.postgres import integrity
+from engine.postgres.checkpoint import APPLY_INDEXES_DDL, STATE_SCHEMA
+from engine.postgres.copy import PAIRS_TABLE, copy_rows, insert_pairs, wire_types
+from engine.postgres.ddl import ident
+from engine.postgres.quarantine import RETRY_DDL, QuarantineEntry, record_id
+from engine.postgres.raw_uuid import copy_uuids_as_bytes
 
 SET_NULL_RULE = "dangling_reference_set_null"  # as the post-load records it
 # collection, array field, _ids -> the documents whose array names one, as they are now

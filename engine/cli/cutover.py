@@ -27,9 +27,9 @@ from engine.cli.common import (
 from engine.console import ConsoleRenderer
 from engine.core.run_files import RunFileError
 from engine.migrate.run import MigrationError
+from engine.postgres import ddl
 from engine.source.base import SourceError
 from engine.source.mongo import MongoSource
-from engine.target import ddl
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from devtools.generate import GenerateError, Generator
+    from cockpit_lab.generate import GenerateError, Generator
 
     gen = Generator(args.scale, args.seed, args.dirt)
     total = sum(gen.counts.values())
@@ -59,7 +59,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from devtools.demo import DEMO_DB, start_demo, stop_on_hangup
+    from cockpit_lab.demo import DEMO_DB, start_demo, stop_on_hangup
 
     stop_on_hangup()
     env = start_demo(args.scale)

@@ -30,9 +30,9 @@ from engine.console import ConsoleRenderer
 from engine.core.mapping import Mapping
 from engine.core.run_files import RunFileError
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
+from engine.postgres import checkpoint
 from engine.source.base import Source, SourceError
 from engine.source.mongo import MongoSource
-from engine.target import checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -28,9 +28,9 @@ from engine.console import ConsoleRenderer
 from engine.core.mapping import nextcrm
 from engine.core.redact import remember_secrets_of
 from engine.core.run_files import CHECKPOINT_FILE, RunFileError
+from engine.postgres import ddl
 from engine.source.base import SourceError
 from engine.source.mongo import MongoSource, mongo_database
-from engine.target import ddl
 
 if TYPE_CHECKING:  # the rehearsal's modules load when their command runs, not for every one
     from engine.report.estimate import Production

@@ -10,7 +10,7 @@ import psycopg
 from engine.cli.common import EXIT_FAILED, EXIT_OK, add_target_args, fail, need_postgres
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_url
-from engine.target import catalog, ddl
+from engine.postgres import catalog, ddl
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -23,8 +23,8 @@ from engine.cli.common import (
 )
 from engine.console import ConsoleRenderer
 from engine.core.run_files import RunFileError
+from engine.postgres import ddl
 from engine.source.base import SourceError
-from engine.target import ddl
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """One converter per column kind: a document's value -> the value its column
 holds, noting each rule that changed it; a value no rule can carry raises
 Rejected (the document goes to quarantine). UUIDs come out as their 16 bytes
-(see engine.target.raw_uuid)."""
+(see engine.postgres.raw_uuid)."""
 
 from __future__ import annotations
 

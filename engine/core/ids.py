@@ -28,7 +28,7 @@ _UUID = struct.Struct(">6sHQ")  # bytes 0-5, version + 12 bits, variant + 36 bit
 
 def object_id_bytes_to_uuid_bytes(oid: bytes) -> bytes:
     """The UUID's 16 bytes for 12 ObjectId bytes: the loader's hot path
-    carries UUIDs as bytes (see engine.target.raw_uuid), not uuid.UUID objects.
+    carries UUIDs as bytes (see engine.postgres.raw_uuid), not uuid.UUID objects.
     The first 6 bytes pass as they are, the rest is word-sized int work
     (cheaper than one 128-bit int)."""
     head, mid, low = _OBJECT_ID.unpack(oid)

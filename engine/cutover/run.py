@@ -19,9 +19,9 @@ from engine.core.run_files import CUTOVER_FILE, write_private
 from engine.core.stage import StageRun
 from engine.migrate.follow import Follower
 from engine.migrate.run import MigrationSettings
+from engine.postgres.follow_state import record_cutover
+from engine.postgres.session import connect
 from engine.source.mongo import MongoSource
-from engine.target.follow_state import record_cutover
-from engine.target.session import connect
 from engine.validate.run import ValidationSettings, Validator
 
 DEFAULT_IDLE_S = 3.0  # the stream must stay quiet this long to count as frozen

@@ -27,6 +27,9 @@ from engine.core.run_files import CHECKPOINT_FILE, write_private
 from engine.core.stage import StageRun
 from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
+from engine.postgres.checkpoint import take_run_lock
+from engine.postgres.follow_state import load_follow, save_position
+from engine.postgres.session import connect
 from engine.source.base import SourceError
 from engine.source.change_stream import (
     ChangeBatch,
@@ -38,9 +41,6 @@ from engine.source.change_stream import (
     oplog_span,
 )
 from engine.source.mongo import MongoSource
-from engine.target.checkpoint import take_run_lock
-from engine.target.follow_state import load_follow, save_position
-from engine.target.session import connect
 
 MAX_BATCH = 1000  # changes a transaction
 MIRROR_EVERY_S = 0.5

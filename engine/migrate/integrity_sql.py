@@ -10,9 +10,9 @@ import psycopg
 from psycopg import sql
 
 from engine.core.mapping import ForeignKey, Junction, Mapping
-from engine.target import integrity
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.ddl import ident
+from engine.postgres import integrity
+from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.ddl import ident
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ from engine.core.ids import id_json
 from engine.core.mapping import Mapping, Table
 from engine.core.processes import worker_emit
 from engine.core.transform import Rejected, TableTransformer
+from engine.postgres import checkpoint
+from engine.postgres.checkpoint import TableState
+from engine.postgres.copy import copy_isolating_failures, insert_pairs, wire_types
+from engine.postgres.quarantine import insert_quarantine
+from engine.postgres.raw_uuid import copy_uuids_as_bytes
+from engine.postgres.session import connect
 from engine.source.base import Position, Source, SourceUnreachable, with_gc_paused
 from engine.source.spec import SourceSpec
-from engine.target import checkpoint
-from engine.target.checkpoint import TableState
-from engine.target.copy import copy_isolating_failures, insert_pairs, wire_types
-from engine.target.quarantine import insert_quarantine
-from engine.target.raw_uuid import copy_uuids_as_bytes
-from engine.target.session import connect
 
 
 class Paused(Exception):

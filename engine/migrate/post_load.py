@@ -16,11 +16,11 @@ from engine.core.ids import uuid_to_object_id
 from engine.core.mapping import ForeignKey, Junction, Mapping
 from engine.migrate import integrity_sql
 from engine.migrate.run_files import RunFiles
+from engine.postgres import catalog, checkpoint, ddl
+from engine.postgres.checkpoint import RunState
+from engine.postgres.quarantine import insert_quarantine
+from engine.postgres.session import execute_all, run_on_connections, session_settings
 from engine.source.base import Source
-from engine.target import catalog, checkpoint, ddl
-from engine.target.checkpoint import RunState
-from engine.target.quarantine import insert_quarantine
-from engine.target.session import execute_all, run_on_connections, session_settings
 
 PHASE = 4
 TITLE = "Integrity, Indexes and Foreign Keys"

@@ -11,7 +11,7 @@ import psycopg
 
 from engine.core.mapping import Mapping
 from engine.core.run_files import write_private
-from engine.target.checkpoint import STATE_SCHEMA, load_state
+from engine.postgres.checkpoint import STATE_SCHEMA, load_state
 
 REPORT_FILE = "migration-report.json"
 

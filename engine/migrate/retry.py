@@ -26,17 +26,17 @@ from engine.core.stage import StageRun
 from engine.migrate.report import add_retry
 from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
-from engine.source.base import Source
-from engine.target import checkpoint
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.quarantine import (
+from engine.postgres import checkpoint
+from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.quarantine import (
     QuarantineEntry,
     leave_quarantine,
     quarantine_entries,
     record_id,
     stay_quarantined,
 )
-from engine.target.session import connect
+from engine.postgres.session import connect
+from engine.source.base import Source
 
 RETRY_BATCH = 200  # documents a transaction: retries are few, each one several queries
 

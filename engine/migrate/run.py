@@ -27,14 +27,14 @@ from engine.migrate.load import Paused, TableLoader, init_worker, load_in_worker
 from engine.migrate.post_load import PostLoad
 from engine.migrate.report import write_migration_report
 from engine.migrate.run_files import CheckpointFileError, RunFiles
+from engine.postgres import catalog, checkpoint, ddl
+from engine.postgres.checkpoint import RunState
+from engine.postgres.follow_state import begin_following, load_follow
+from engine.postgres.session import connect
 from engine.source.base import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
 from engine.source.change_stream import ChangeStream, StreamPosition, oplog_span
 from engine.source.mongo import MongoSource
 from engine.source.spec import SourceSpec
-from engine.target import catalog, checkpoint, ddl
-from engine.target.checkpoint import RunState
-from engine.target.follow_state import begin_following, load_follow
-from engine.target.session import connect
 
 PHASE_TITLES = {
     1: "Independent Lookup Tables",

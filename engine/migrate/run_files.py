@@ -24,7 +24,7 @@ from engine.core.run_files import (
     read_jsonl,
     write_private,
 )
-from engine.target.checkpoint import STATE_SCHEMA, RunState
+from engine.postgres.checkpoint import STATE_SCHEMA, RunState
 
 MIRROR_EVERY_S = 0.5  # the checkpoint file is rewritten at most this often, unless forced
 

@@ -26,8 +26,8 @@ from engine.core.redact import redact_text, redact_url
 from engine.core.run_files import write_private
 from engine.perftest.plans import explain, table_rows
 from engine.perftest.suite import PerfQuery, SuggestedIndex, Suite, load_suite
-from engine.target.ddl import ident, require_deployed
-from engine.target.session import connect
+from engine.postgres.ddl import ident, require_deployed
+from engine.postgres.session import connect
 
 PERFORMANCE_FILE = "migration-performance.json"
 ENABLE_PG_STAT_STATEMENTS = (

@@ -12,7 +12,7 @@ from psycopg import sql
 
 from engine.core.mapping import Mapping
 from engine.core.run_files import write_private
-from engine.target.ddl import ident
+from engine.postgres.ddl import ident
 
 FINAL_COUNTS_FILE = "staging-migration-final-counts.txt"
 

@@ -12,6 +12,7 @@ from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
 from engine.core.run_files import RunFileError
 from engine.perftest.run import NothingToTest, PerfSettings, PerfTest
+from engine.postgres import ddl
 from engine.report.artifacts import save_artifacts
 from engine.report.final_counts import against_baseline, final_counts, write_final_counts
 from engine.report.run_record import RunRecord
@@ -19,7 +20,6 @@ from engine.report.staging_report import ReportInputs, write_reports
 from engine.runbook.checks import CheckResult, RunContext, pg
 from engine.runbook.model import RunbookState
 from engine.source.base import SourceError
-from engine.target import ddl
 from engine.validate.baseline import take_baseline
 
 

@@ -20,13 +20,13 @@ from engine.core.run_files import CHECKPOINT_FILE, CUTOVER_FILE, METRICS_FILE, R
 from engine.core.units import size
 from engine.migrate.report import REPORT_FILE as MIGRATION_REPORT
 from engine.perftest.run import PERFORMANCE_FILE
+from engine.postgres import catalog, checkpoint
+from engine.postgres.follow_state import load_follow
 from engine.report.final_counts import FINAL_COUNTS_FILE
 from engine.report.run_record import ESTIMATE_FILE, read_json
 from engine.report.staging_report import REPORT_MD
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.spec import open_source
-from engine.target import catalog, checkpoint
-from engine.target.follow_state import load_follow
 from engine.validate.baseline import BASELINE_FILE, read_baseline
 from engine.validate.run import REPORT_FILE, Thresholds
 

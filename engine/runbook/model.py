@@ -94,9 +94,14 @@ class Runbook:
 
 
 def default_runbook_path() -> Path:
-    """./runbook.yaml if there is one, else the one beside the engine's checkout."""
+    """./runbook.yaml if there is one, else the one an install ships beside this
+    module (setup.py copies the repository's into the wheel), else the
+    repository's own (a checkout or an editable install)."""
     here = Path.cwd() / "runbook.yaml"
-    return here if here.exists() else Path(__file__).resolve().parents[1] / "runbook.yaml"
+    if here.exists():
+        return here
+    shipped = Path(__file__).resolve().with_name("runbook.yaml")
+    return shipped if shipped.exists() else Path(__file__).resolve().parents[2] / "runbook.yaml"
 
 
 def _line_of(node: Any) -> str:

@@ -28,11 +28,11 @@ from engine.core import events
 from engine.core.mapping import Mapping, nextcrm
 from engine.core.processes import run_in_workers
 from engine.core.run_files import JSONL_FILE, prepare_run_dir, read_jsonl, write_private
+from engine.postgres import catalog, checkpoint, ddl
+from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.session import connect, run_on_connections
 from engine.source.base import Source
 from engine.source.spec import SourceSpec
-from engine.target import catalog, checkpoint, ddl
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.session import connect, run_on_connections
 from engine.validate.report import REPORT_FILE, build_report
 from engine.validate.setwise import SetwiseChecks
 from engine.validate.table_check import (

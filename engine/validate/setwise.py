@@ -9,9 +9,9 @@ import psycopg
 from psycopg import sql
 
 from engine.core.mapping import ForeignKey, Junction, Mapping, Rules, Table
-from engine.target import integrity
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.ddl import ident
+from engine.postgres import integrity
+from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.ddl import ident
 from engine.validate.table_check import IDS, PAIRS, TableCount, Thresholds
 
 

@@ -25,13 +25,13 @@ from engine.core.mapping import Column, Mapping, Table
 from engine.core.processes import worker_emit
 from engine.core.redact import mask_value
 from engine.core.transform import Pair, Rejected, TableTransformer
+from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.copy import insert_ids, insert_pairs
+from engine.postgres.ddl import ident
+from engine.postgres.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
+from engine.postgres.session import connect
 from engine.source.base import Position, Source, with_gc_paused
 from engine.source.spec import SourceSpec
-from engine.target.checkpoint import STATE_SCHEMA
-from engine.target.copy import insert_ids, insert_pairs
-from engine.target.ddl import ident
-from engine.target.raw_uuid import copy_uuids_as_bytes, read_uuids_as_bytes
-from engine.target.session import connect
 
 # What the source holds, written by the table checks (possibly in worker
 # processes, hence not temporary tables), read by the set-wise checks.
@@ -89,7 +89,7 @@ def _show(value: Any) -> Any:
     """A value as the report shows it."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, bytes):  # a uuid (engine.target.raw_uuid)
+    if isinstance(value, bytes):  # a uuid (engine.postgres.raw_uuid)
         return str(uuid.UUID(bytes=value))
     if isinstance(value, dt.datetime):
         return value.isoformat(timespec="milliseconds")

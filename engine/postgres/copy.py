@@ -11,7 +11,7 @@ from psycopg import sql
 
 from engine.core.mapping import Table
 from engine.core.transform import Pair
-from engine.target.checkpoint import STATE_SCHEMA
+from engine.postgres.checkpoint import STATE_SCHEMA
 
 # Binary wire types per column kind. Enums go as text: their binary input is
 # the label itself.

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psycopg
 
-from devtools.generate import Dataset, Generator
-from devtools.local_servers import EmbeddedPostgres, MongoWireServer
+from cockpit_lab.generate import Dataset, Generator
+from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer
 from engine.core.mapping import nextcrm
-from engine.target import ddl
+from engine.postgres import ddl
 
 DEMO_DB = "nextcrm"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import psycopg
 from bson import Timestamp, json_util
 
-from engine.target.checkpoint import STATE_SCHEMA
+from engine.postgres.checkpoint import STATE_SCHEMA
 
 FOLLOW_DDL = f"""
 CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.follow (

@@ -1,6 +1,6 @@
 """Regenerate the SVG screenshots of every screen and state in screenshots/:
 
-    python -m devtools.screenshots [--out screenshots]
+    python -m cockpit_lab.screenshots [--out screenshots]
 
 Runs the real cockpit (App.run_test) against embedded PostgreSQL and a
 generated mongodump folder; the following and cutover screens against the
@@ -23,8 +23,8 @@ from cockpit.alerts import Limits
 from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import MigrationEnded, ValidationEnded
 from cockpit.panes.runbook import RunbookPane
-from devtools.generate import Generator
-from devtools.local_servers import EmbeddedPostgres, MongoWireServer
+from cockpit_lab.generate import Generator
+from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer
 from engine.cli import main as cli
 from engine.core import events
 

@@ -15,7 +15,7 @@ from bson.json_util import RELAXED_JSON_OPTIONS
 from engine.core import events
 from engine.core.ids import id_json
 from engine.core.redact import NO_SECRETS, SecretFields, mask_document, mask_in_text
-from engine.target.checkpoint import STATE_SCHEMA
+from engine.postgres.checkpoint import STATE_SCHEMA
 
 
 def record_id(_id: object) -> str:

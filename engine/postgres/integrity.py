@@ -9,7 +9,7 @@ import re
 from psycopg import sql
 
 from engine.core.mapping import ForeignKey, Junction
-from engine.target.ddl import ident
+from engine.postgres.ddl import ident
 
 
 def dangling(fk: ForeignKey, alias: str = "t") -> sql.Composed:

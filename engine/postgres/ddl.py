@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 
 from engine.core.mapping import ForeignKey, Index, Mapping, Table
-from engine.target.catalog import (
+from engine.postgres.catalog import (
     CatalogCounts,
     catalog_counts,
     existing_constraints,
@@ -14,8 +14,8 @@ from engine.target.catalog import (
     tables_with_rows,
     vector_available,
 )
-from engine.target.checkpoint import ADVISORY_LOCK_KEY, STATE_SCHEMA
-from engine.target.session import execute_all
+from engine.postgres.checkpoint import ADVISORY_LOCK_KEY, STATE_SCHEMA
+from engine.postgres.session import execute_all
 
 
 class SchemaError(Exception):

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from engine.target.session import execute_all
+from engine.postgres.session import execute_all
 
 STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
 ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": held by the one run working on a target
