@@ -31,8 +31,9 @@ def tui_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_tui(args: argparse.Namespace, autostart: bool) -> int:
+def run_tui(args: argparse.Namespace, autostart: bool, demo: bool = False) -> int:
     from cockpit.app import CockpitApp, CockpitConfig
+    from engine.core import debug_log
     from engine.core.mapping import RulesError
     from engine.core.run_files import RunFileError, prepare_run_dir
     from engine.runbook.model import RunbookError, default_runbook_path
@@ -43,16 +44,19 @@ def run_tui(args: argparse.Namespace, autostart: bool) -> int:
                            rules_path=args.rules,
                            source_timeout=getattr(args, "source_timeout", DEFAULT_TIMEOUT_S),
                            backup_dir=getattr(args, "backup_dir", None),
-                           follow=getattr(args, "follow", False))
+                           follow=getattr(args, "follow", False), demo=demo)
     try:
-        prepare_run_dir(args.run_dir)
+        debug_log.start(prepare_run_dir(args.run_dir), sys.argv[1:])
         app = CockpitApp(config)
     except (RunbookError, RulesError, RunFileError) as exc:
         print(f"❌ {exc}", file=sys.stderr)
         return 1
     if app.runbook_state.warning:
         print(f"⚠  {app.runbook_state.warning}", file=sys.stderr)
-    return app.run() or 0
+    code = app.run() or 0
+    for line in app.exit_lines:  # where the run stands and the command to run next
+        print(line)
+    return code
 
 
 def run_demo(argv: list[str]) -> int:
@@ -65,7 +69,7 @@ def run_demo(argv: list[str]) -> int:
     try:
         ns = argparse.Namespace(postgres=env.postgres_url, mongo=env.mongo_url, dump=None,
                                 db="nextcrm", run_dir=args.run_dir, runbook=None, rules=None)
-        return run_tui(ns, autostart=True)
+        return run_tui(ns, autostart=True, demo=True)
     finally:
         print("Stopping the demo servers.")
         env.close()

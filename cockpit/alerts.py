@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.core.run_files import open_private
+from engine.core.run_files import open_run_file_for_append
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class WarningSigns:
                 self.active.add(kind)
                 raised.append(alert)
                 if self.log_path:
-                    with open_private(self.log_path) as fh:
+                    with open_run_file_for_append(self.log_path) as fh:
                         fh.write(alert.line() + "\n")
             elif not holds:
                 self.active.discard(kind)

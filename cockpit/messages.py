@@ -6,6 +6,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from cockpit.monitors import PostgresStats, SystemSample
+from cockpit.target_state import TargetState
 from engine.core import events
 
 
@@ -65,10 +66,22 @@ class SystemSampled(Message):
         return isinstance(message, SystemSampled)
 
 
-class ConnectionsChecked(Message):
-    def __init__(self, text: str) -> None:
+class ConnectionChecked(Message):
+    """side: source | target; detail: what answered, or the cause and the fix."""
+
+    def __init__(self, side: str, ok: bool, detail: str) -> None:
         super().__init__()
-        self.text = text
+        self.side = side
+        self.ok = ok
+        self.detail = detail
+
+
+class TargetRead(Message):
+    """The target's own checkpoint and quarantine (cockpit.target_state.TargetState)."""
+
+    def __init__(self, state: TargetState) -> None:
+        super().__init__()
+        self.state = state
 
 
 class CheckpointRead(Message):

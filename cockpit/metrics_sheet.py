@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.core.run_files import METRICS_FILE, open_private
+from engine.core.run_files import METRICS_FILE, open_run_file_for_append
 
 COLUMNS = ["Time", "Table", "Records", "Speed (rec/s)", "Errors", "Memory", "Notes"]
 
@@ -39,7 +39,7 @@ class MetricsSheet:
             f"{speed:,.0f}", str(errors),
             f"{memory_bytes / 2**30:.1f}GB" if memory_bytes else "-", notes)
         new = not self.path.exists()
-        with open_private(self.path) as fh:
+        with open_run_file_for_append(self.path) as fh:
             writer = csv.writer(fh)
             if new:
                 writer.writerow(COLUMNS)

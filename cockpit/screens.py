@@ -3,14 +3,14 @@ performance tests' table, a note."""
 
 from __future__ import annotations
 
-import json
-
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static
 
+from cockpit.plain import plain_document, without_emoji
 from engine.core import events
 from engine.perftest.text import metrics_rows, performance_notes
 
@@ -29,18 +29,23 @@ class HelpScreen(ModalScreen[None]):
 
 
 class ConfirmQuitScreen(ModalScreen[bool]):
+    """Every way out asks first; running work pauses safely before the exit."""
+
     BINDINGS = [Binding("escape,n", "cancel", "No"), Binding("y", "confirm", "Yes")]
 
-    def __init__(self, running: bool) -> None:
+    def __init__(self, running: bool, then: str = "") -> None:
         super().__init__()
         self.running = running
+        self.then = then  # what to run next, said again when the cockpit exits
 
     def compose(self) -> ComposeResult:
-        text = ("Quit? The migration pauses safely: the batch in flight commits or rolls "
-                "back, the checkpoint is saved, and `cockpit migrate` resumes it."
+        text = ("Quit? The work in progress pauses safely first: the batch in flight "
+                "commits or rolls back and the checkpoint is saved."
                 if self.running else "Quit the cockpit?")
         with Vertical(id="dialog"):
-            yield Label(text)
+            yield Static(text, id="question")
+            if self.then:
+                yield Static(f"Next: {self.then}", id="then", markup=False)
             with Horizontal(id="buttons"):
                 yield Button("Yes, pause and quit (y)" if self.running else "Quit (y)",
                              variant="warning", id="yes")
@@ -67,14 +72,16 @@ class RecordScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         r = self.record
-        try:
-            document = json.dumps(json.loads(r.document), indent=2, ensure_ascii=False)
-        except ValueError:
-            document = r.document
         with VerticalScroll(id="dialog"):
-            yield Label(f"[b]{r.table}[/b]  ObjectId({r.object_id})  at {r.at}")
-            yield Label(f"[b red]{r.reason_code}[/]: {r.message}")
-            yield Static(document, id="document", markup=False)
+            # Text, not markup: a table name or a message may hold [brackets].
+            yield Static(Text.assemble((r.table, "bold"), f"   ObjectId {r.object_id}   "
+                                       f"quarantined {r.at[:19].replace('T', ' ')} UTC"),
+                         id="title")
+            yield Static(Text.assemble((r.reason_code, "bold red"), f": {r.message}"),
+                         id="reason")
+            yield Static(Text("The document, as the source holds it (Esc closes):",
+                              style="dim"))
+            yield Static(plain_document(r.document), id="document", markup=False)
 
 
 class ReportScreen(ModalScreen[None]):
@@ -88,7 +95,7 @@ class ReportScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
             yield Label(f"[b]{self.title_text}[/b]  (Esc closes)")
-            yield Static(self.text, markup=False)
+            yield Static(without_emoji(self.text), markup=False)
 
 
 class PerformanceScreen(ModalScreen[None]):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from cockpit_lab.generate import Dataset, Generator
+from cockpit_lab.generate import Dataset, Generator, SeedingProgress
 from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer
 from engine.core.mapping import nextcrm
 from engine.postgres import ddl
@@ -64,15 +64,7 @@ def start_demo(scale: float, seed: int = 42,
         gen = Generator(scale=scale, seed=seed)
         total = sum(gen.counts.values())
         progress(f"Seeding {total:,} NextCRM documents (scale {scale})...")
-        seeded = 0
-
-        def seeded_batch(coll: str, done: int, of: int) -> None:
-            nonlocal seeded
-            if done == of:
-                seeded += of
-                progress(f"  seeded {coll} ({of:,}) - {seeded:,}/{total:,}")
-
-        dataset = gen.write_mongo(mongo.url, DEMO_DB, seeded_batch)
+        dataset = gen.write_mongo(mongo.url, DEMO_DB, SeedingProgress(total, progress))
         pg_url = pg.create_database(DEMO_DB)
         progress("Deploying the target schema...")
         with psycopg.connect(pg_url, autocommit=True) as conn:

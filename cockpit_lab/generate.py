@@ -13,6 +13,7 @@ import gzip
 import json
 import random
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import bson
 from bson import ObjectId
 
 from engine.core.mapping import Mapping, nextcrm
+from engine.core.units import duration
 
 # Documents per collection at scale 1.0 (a mid-size CRM; the lookups stay
 # fixed). They add up to the runbook's 125,430.
@@ -53,6 +55,38 @@ COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli",
              "Soylent", "Cyberdyne", "Tyrell", "Wonka"]
 START = dt.datetime(2020, 1, 1)
 SPAN_S = 5 * 365 * 86400
+
+
+class SeedingProgress:
+    """A write's progress callback (collection, done, of): says each collection
+    as it finishes, and every few seconds within a large one, with the
+    documents per second and the time left for the whole set."""
+
+    def __init__(self, total: int, say: Callable[[str], None] = print,
+                 every_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total = total
+        self.say = say
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.said = self.started
+        self.finished = 0  # documents of the collections done
+
+    def __call__(self, collection: str, done: int, of: int) -> None:
+        now = self.clock()
+        if done < of and now - self.said < self.every_s:
+            return
+        self.said = now
+        seeded = self.finished + done
+        if done >= of:
+            self.finished += of
+        took = now - self.started
+        rate = seeded / took if took > 0 else 0.0
+        eta = f", ETA {duration((self.total - seeded) / rate)}" if rate and seeded < self.total \
+            else ""
+        pct = 100 * seeded / self.total if self.total else 100
+        self.say(f"  {collection} {done:,}/{of:,} | {seeded:,}/{self.total:,} documents "
+                 f"({pct:.0f}%), {rate:,.0f}/s{eta}")
 
 
 class GenerateError(Exception):
@@ -215,7 +249,8 @@ class Generator:
             yield self._dirty(coll, self.document(coll, i))
 
     def write_dump(self, folder: Path, database: str = "nextcrm", gz: bool = False,
-                   force: bool = False) -> Dataset:
+                   force: bool = False,
+                   progress: Callable[[str, int, int], None] | None = None) -> Dataset:
         """A mongodump-shaped folder: folder/<database>/<collection>.bson[.gz].
         Refuses to overwrite .bson files already there unless force."""
         out = folder / database
@@ -232,8 +267,12 @@ class Generator:
             name = out / (f"{coll}.bson.gz" if gz else f"{coll}.bson")
             opener: Callable = gzip.open if gz else open
             with opener(name, "wb") as fh:
-                for doc in self.documents(coll):
+                for i, doc in enumerate(self.documents(coll), 1):
                     fh.write(bson.encode(doc))
+                    if progress and i % 5_000 == 0:
+                        progress(coll, i, self.counts[coll])
+            if progress:
+                progress(coll, self.counts[coll], self.counts[coll])
             (out / f"{coll}.metadata.json").write_text(json.dumps({
                 "collectionName": coll, "type": "collection",
                 "indexes": [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]}))

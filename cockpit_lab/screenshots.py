@@ -133,8 +133,17 @@ async def capture(out: Path, work: Path) -> list[Path]:
             await _wait(pilot, lambda: "check" in app.runbook_state.items.get("5.3.4.7", {}))
             await pilot.pause(0.5)
             shot("12-perftest-results")
+        # The cockpit opened again on the migrated target: it reads where the run
+        # stands from the target's own checkpoint, at the sizes leads have.
+        mid = CockpitApp(config)
+        async with mid.run_test(size=(120, 40)) as pilot:
+            await _wait(pilot, lambda: mid.target_known and mid.model.state == "finished")
+            await pilot.pause(1.5)
+            shots.append(Path(mid.save_screenshot("15-terminal-120x40-reopened.svg",
+                                                  path=str(out))))
         small = CockpitApp(config)
         async with small.run_test(size=(80, 24)) as pilot:
+            await _wait(pilot, lambda: small.target_known)
             await pilot.pause(1.5)
             shots.append(Path(small.save_screenshot("10-terminal-80x24.svg", path=str(out))))
             await pilot.press("6")

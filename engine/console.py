@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
 
-from engine.core import events
+from engine.core import debug_log, events
 from engine.core.redact import printable
 from engine.core.units import duration, size, weekday_time
 
 BAR = 20
+PROGRESS_EVERY_S = 5.0  # not a terminal: a progress line this often, as a log would
+log = logging.getLogger(__name__)
 
 
 # What to do when a layer fails, by the report key of the layer.
@@ -112,22 +115,54 @@ def bar(done: int, total: int) -> str:
 
 
 class ConsoleRenderer:
-    """An event sink that writes plain text; a progress line per batch on a TTY."""
+    """An event sink that writes plain text. Progress: on a terminal, one line
+    redrawn at each batch; elsewhere (piped through tee, a log), plain lines
+    every progress_every_s, one per table that moved. Every line goes to the
+    debug log too."""
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None,
+                 progress_every_s: float = PROGRESS_EVERY_S) -> None:
         self.out = out or sys.stdout
         self.tty = self.out.isatty()
+        self.every = progress_every_s
         # table -> (when this run reached it, documents done then): tables
         # load side by side in worker processes.
         self.started: dict[str, tuple[float, int]] = {}
-        self._follow_said = 0.0  # when the last following line was printed (not a TTY)
+        self._pending: dict[str, str] = {}  # not a TTY: the latest progress, by what moved
+        self._said = time.monotonic()  # when progress lines were last printed
 
     def line(self, text: str = "") -> None:
         if self.tty:
             self.out.write("\r\x1b[2K")
         # Names from the source may hold control characters: never sent raw.
-        self.out.write("\n".join(printable(part) for part in text.split("\n")) + "\n")
+        text = "\n".join(printable(part) for part in text.split("\n"))
+        self.out.write(text + "\n")
         self.out.flush()
+        if text.strip():
+            log.info("%s", text.strip())
+
+    def progress(self, key: str, text: str) -> None:
+        """How far something is: redrawn in place on a terminal; elsewhere
+        kept, and printed with the others' every self.every seconds."""
+        if self.tty:
+            self.out.write(f"\r\x1b[2K{printable(text)}")
+            self.out.flush()
+            return
+        self._pending[key] = text
+        if time.monotonic() - self._said >= self.every:
+            self._said = time.monotonic()
+            for pending in self._pending.values():
+                self.line(pending)
+            self._pending.clear()
+
+    def _rate(self, key: str, done: int, total: int) -> tuple[str, float, str]:
+        """(how far, per second since this run reached key, ETA) of done of total."""
+        since, base = self.started.setdefault(key, (time.monotonic(), done))
+        elapsed = time.monotonic() - since
+        rate = (done - base) / elapsed if elapsed > 0 else 0.0
+        eta = duration(max(0.0, (total - done) / rate)) if rate > 0 else "?"
+        pct = f"{min(1.0, done / total) * 100 if total else 100:3.0f}%"
+        return bar(done, total) if self.tty else pct, rate, eta
 
     def __call__(self, event: events.Event) -> None:  # noqa: C901 - one branch per event
         match event:
@@ -156,17 +191,12 @@ class ConsoleRenderer:
                 if event.rows:
                     self.line(f"   🔄 Continuing: {event.table} ({event.rows:,} already)")
             case events.BatchCommitted():
-                if self.tty:
-                    done = event.rows + event.quarantined
-                    since, base = self.started.get(event.table, (time.monotonic(), 0))
-                    elapsed = time.monotonic() - since
-                    rate = (done - base) / elapsed if elapsed > 0 else 0.0
-                    eta = (event.expected - done) / rate if rate > 0 else 0.0
-                    self.out.write(f"\r\x1b[2K   🔄 {event.table} {bar(done, event.expected)} "
-                                   f"({done:,}/{event.expected:,}) | {rate:,.0f} rec/s | "
-                                   f"ETA: {duration(max(0.0, eta))}")
-                    self.out.flush()
+                done = event.rows + event.quarantined
+                shown, rate, eta = self._rate(event.table, done, event.expected)
+                self.progress(event.table, f"   🔄 {event.table} {shown} ({done:,}/"
+                              f"{event.expected:,}) | {rate:,.0f} rec/s | ETA: {eta}")
             case events.TableFinished():
+                self._pending.pop(event.table, None)  # its last progress line is stale now
                 rate = (event.rows + event.quarantined) / event.seconds if event.seconds else 0
                 q = f", {event.quarantined} quarantined" if event.quarantined else ""
                 mark = "⚠" if event.quarantined else "✓"
@@ -202,27 +232,25 @@ class ConsoleRenderer:
             case events.MigrationFinished():
                 self._finished(event)
             case events.RetryProgress():
-                if self.tty:
-                    self.out.write(f"\r\x1b[2K   🔁 retrying {bar(event.done, event.total)} "
-                                   f"({event.done:,}/{event.total:,}) | {event.migrated:,} "
-                                   f"migrated, {event.still_quarantined:,} still quarantined")
-                    self.out.flush()
+                shown, rate, eta = self._rate("retry", event.done, event.total)
+                self.progress("retry", f"   🔁 retrying {shown} ({event.done:,}/{event.total:,})"
+                              f" | {event.migrated:,} migrated, {event.still_quarantined:,} "
+                              f"still quarantined | {rate:,.0f} docs/s | ETA: {eta}")
             case events.FollowProgress():
-                text = (f"   📡 following: {event.events_applied:,} changes applied | "
-                        f"{event.events_per_second:,.0f}/s | lag {event.lag_seconds:.0f}s"
-                        + (" | caught up" if event.caught_up else ""))
-                if self.tty:
-                    self.out.write(f"\r\x1b[2K{text}")
-                    self.out.flush()
-                elif time.monotonic() - self._follow_said >= 5:  # a line now and then
-                    self._follow_said = time.monotonic()
-                    self.line(text)
+                self.progress("follow", f"   📡 following: {event.events_applied:,} changes "
+                              f"applied | {event.events_per_second:,.0f}/s | lag "
+                              f"{event.lag_seconds:.0f}s" + (" | caught up" if event.caught_up
+                                                             else ""))
             case events.RetryFinished():
                 self._retry_finished(event)
             case events.MigrationFailed():
+                # Said while the error is handled: its traceback is logged.
+                log.error("migration failed: %s", event.message, exc_info=True)
                 self.line(f"\n❌ Migration failed: {event.message}")
                 if event.hint:
                     self.line(f"   What to do: {event.hint}")
+                if debug_log.current():
+                    self.line(f"   Details: {debug_log.current()}")
 
     def _retry_finished(self, event: events.RetryFinished) -> None:
         s = event.summary
@@ -250,18 +278,13 @@ class ConsoleRenderer:
                 if s["quarantineNow"] else ""))
 
     def _validation_progress(self, event: events.ValidationProgress) -> None:
-        """A progress line on a TTY; elsewhere a line per table checked."""
-        if event.table not in self.started:
-            self.started[event.table] = (time.monotonic(), 0)
-        if self.tty:
-            since, _ = self.started[event.table]
-            elapsed = time.monotonic() - since
-            rate = event.checked / elapsed if elapsed > 0 else 0.0
-            self.out.write(f"\r\x1b[2K   🔍 validating {printable(event.table)} "
-                           f"{bar(event.checked, event.total)} ({event.checked:,}/"
-                           f"{event.total:,}) | {rate:,.0f} docs/s")
-            self.out.flush()
+        """Progress as the load's, and a line per table checked."""
+        self.started.setdefault(event.table, (time.monotonic(), 0))
+        shown, rate, eta = self._rate(event.table, event.checked, event.total)
+        self.progress(event.table, f"   🔍 validating {event.table} {shown} ({event.checked:,}/"
+                      f"{event.total:,}) | {rate:,.0f} docs/s | ETA: {eta}")
         if event.checked >= event.total:
+            self._pending.pop(event.table, None)
             self.line(f"   ✓ validated {event.table} ({event.checked:,} documents)")
 
     def _finished(self, event: events.MigrationFinished) -> None:

@@ -18,6 +18,14 @@ _counter = itertools.count()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "nextcrm"
 
 
+def shared(path: Path = SHARED) -> Path:
+    """A file or folder of ../shared: CI always has it beside the checkout, so a
+    test that needs it fails without it, never skips."""
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the tests need ../shared beside the checkout")
+    return path
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))

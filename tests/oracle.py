@@ -151,6 +151,12 @@ def column_value(column: Column, value: Any, doc: dict, rules: Rules) -> Any:
         value = {"int": lambda d: int(d), "bool": lambda d: d == "true"}.get(
             column.kind, lambda d: d)(column.default)
     kind = column.kind
+    if kind == "uuid" and column.source_field == "_id":
+        # README: a row id is made from an ObjectId only; a string _id, even
+        # one spelling an ObjectId's hex, is another document.
+        if type(value) is not ObjectId:
+            raise Reject("wrong_type")
+        return uuid_of(value)
     if kind == "uuid":
         return uuid_of(object_id(value))
     if kind == "text":

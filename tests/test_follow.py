@@ -241,7 +241,7 @@ def test_lost_history_is_said_and_never_skipped(failpoint_server: MongoWireServe
     assert follow_row(pg_url) == before  # nothing applied, the position unchanged
 
 
-def test_follow_needs_a_live_source(pg_url: str, tmp_path: Path,
+def test_follow_needs_a_live_source(pg_url: str, tmp_path: Path, run_dir: Path,
                                     capsys: pytest.CaptureFixture) -> None:
     Generator(scale=0.005, seed=2, dirt_rate=0).write_dump(tmp_path / "dump")
     assert main(["migrate", "--dump", str(tmp_path / "dump"), "--postgres", pg_url,

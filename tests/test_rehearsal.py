@@ -59,11 +59,12 @@ def target(pg_server: EmbeddedPostgres, staged: tuple[Path, Path, Generator], tm
 
 
 def rows_now(url: str) -> dict[str, int]:
-    """The target's own counts, asked table by table from the catalog (not the engine)."""
+    """The target's own counts, asked table by table from the catalog (not the engine);
+    NextCRM's tables only (schema deploy keeps Prisma's _prisma_migrations beside them)."""
     with psycopg.connect(url) as conn:
         names = [r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
-            "AND table_type = 'BASE TABLE'")]
+            "AND table_type = 'BASE TABLE' AND table_name = ANY(%s)", [list(nextcrm().tables)])]
         return {n: conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from cockpit.app import RECORDED, CockpitApp, CockpitConfig
 from cockpit.panes.errors import DOCUMENT_SHOWN
+from cockpit.panes.progress import headline
 from cockpit.progress_model import ProgressModel
 from cockpit_lab.generate import Generator
 from cockpit_lab.local_servers import MongoWireServer
@@ -75,6 +76,7 @@ async def test_a_runbook_item_worker_reads_a_copy_of_the_state(
 
     def export(runbook: object, state: RunbookState, out: Path) -> Path:
         seen.append(state)
+        out.write_text("record")  # an action passes only on what it is seen to have done
         return out
 
     monkeypatch.setattr("cockpit.panes.runbook.export_record", export)
@@ -103,10 +105,13 @@ def test_validate_shows_progress(pg_url: str, tmp_path: Path, run_dir: Path,
 
 def test_the_cockpit_shows_validation_progress() -> None:
     model = ProgressModel()
+    model.begin_activity("validating", now=100.0)
     model.apply(events.ValidationProgress("Users", 500, 1000))
     model.apply(events.ValidationProgress("Tasks", 300, 300))
-    assert model.message.startswith("Validating: 800 documents checked")
-    assert "1 table(s) done" in model.message
+    text, pct = headline(model, now=104.0)
+    assert text.startswith("Validating every row: 800/1,300 documents (62%)")
+    assert "200/s" in text and "ETA" in text
+    assert round(pct) == 62
 
 
 def server_processes(root: psutil.Process) -> list[psutil.Process]:

@@ -1,5 +1,6 @@
 """Pane 4: the quarantine, live: counts by reason, alerts, a searchable tail;
-Enter opens a record; r retries it (after a fix in the source), R retries all."""
+Enter opens a record; r retries it (after a fix in the source), R retries all.
+It opens on the target's own quarantine, not on run files of another run."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import dataclasses
 import json
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Input, Static
+from textual.widget import Widget
+from textual.widgets import Input, Static
 
 from cockpit.alerts import Alert
+from cockpit.columns import Column, FittedTable
 from engine.core import events
 from engine.core.run_files import read_jsonl
 
@@ -30,11 +34,20 @@ def _shown(record: events.DocumentQuarantined) -> events.DocumentQuarantined:
     return record
 
 
+COLUMNS = [Column("time", "Time", 5), Column("table", "Table", 2, shrink_to=8),
+           Column("object_id", "ObjectId", 1), Column("reason", "Reason", 3),
+           Column("message", "Message", 4, shrink_to=12)]
+
+
+class QuarantineTable(FittedTable):
+    BINDINGS = [Binding("enter", "select_cursor", "Open record")]
+
+
 class ErrorsPane(Vertical, can_focus=True):
     BORDER_TITLE = "4 Errors"
-    BINDINGS = [Binding("slash", "search", "Search", show=False),
-                Binding("r", "retry_selected", "Retry record", show=False),
-                Binding("R", "retry_all", "Retry all", show=False)]
+    BINDINGS = [Binding("slash", "search", "Search"),
+                Binding("r", "retry_selected", "Retry record"),
+                Binding("R", "retry_all", "Retry all")]
 
     class RecordOpened(Message):
         def __init__(self, record: events.DocumentQuarantined) -> None:
@@ -61,15 +74,19 @@ class ErrorsPane(Vertical, can_focus=True):
         self.search_box = Input(
             placeholder="search table, ObjectId, reason… (Enter applies, Esc clears)",
             id="search")
-        self.table = DataTable(id="quarantine", cursor_type="row", zebra_stripes=True)
+        self.table = QuarantineTable(COLUMNS, id="quarantine", cursor_type="row",
+                                     zebra_stripes=True)
+        self.note = ""  # where the records shown come from, when that needs saying
+
+    @property
+    def main(self) -> Widget:
+        return self.table
 
     def compose(self) -> ComposeResult:
         yield from (self.reasons, self.alert_lines, self.search_box, self.table)
 
     def on_mount(self) -> None:
         self.search_box.display = False
-        self.table.add_columns(
-            "Time", "Table", "ObjectId", "Reason", "Message")
 
     def add(self, record: events.DocumentQuarantined) -> None:
         record = _shown(record)
@@ -105,8 +122,7 @@ class ErrorsPane(Vertical, can_focus=True):
         self.counts[record.reason_code] -= 1
         if not self.counts[record.reason_code]:
             del self.counts[record.reason_code]
-        if str(i) in self.table.rows:
-            self.table.remove_row(str(i))
+        self.table.remove(str(i))
         self._say_counts()
 
     def load(self, path: Path) -> None:
@@ -120,29 +136,39 @@ class ErrorsPane(Vertical, can_focus=True):
             r["table"], r["collection"], r["object_id"], r["reason_code"], r["message"],
             json.dumps(r["document"]), r.get("at", ""))) for r in rows[-TAIL:]])
 
+    def show_target(self, records: list[events.DocumentQuarantined],
+                    counts: dict[str, int], note: str = "") -> None:
+        """The target's own quarantine: its last records, and its counts (all of them)."""
+        self.note = note
+        self.reset([_shown(r) for r in records[-TAIL:]], counts)
+
     def say_retrying(self, text: str) -> None:
         self.reasons.update(text)
 
     def _say_counts(self) -> None:
         total = sum(self.counts.values())
-        self.reasons.update("No quarantined documents." if not total else
-                            f"{total:,} quarantined: " + ", ".join(
-                                f"{k} {v:,}" for k, v in
-                                sorted(self.counts.items(), key=lambda kv: -kv[1])))
+        text = ("No quarantined documents." if not total else
+                f"{total:,} quarantined: " + ", ".join(
+                    f"{k} {v:,}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])))
+        self.reasons.update(text + (f"\n[dim]{self.note}[/]" if self.note else ""))
 
     def add_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
         self.alert_lines.update(
-            "\n".join(f"[b red]⚠ {a.line()}[/]" for a in self.alerts[-3:]))
+            "\n".join(f"[b red]ALERT {a.line()}[/]" for a in self.alerts[-3:]))
 
     def _matches(self, r: events.DocumentQuarantined) -> bool:
         q = self.query_text.lower()
         return not q or any(q in v.lower() for v in (r.table, r.object_id, r.reason_code,
                                                      r.message))
 
+    @staticmethod
+    def _cells(r: events.DocumentQuarantined) -> dict[str, str | Text]:
+        return {"time": r.at[11:19], "table": r.table, "object_id": r.object_id,
+                "reason": r.reason_code, "message": r.message.replace("\n", " ")}
+
     def _add_row(self, index: int, r: events.DocumentQuarantined) -> None:
-        self.table.add_row(r.at[11:19], r.table, r.object_id, r.reason_code, r.message[:80],
-                      key=str(index))
+        self.table.append(str(index), self._cells(r))
 
     def action_search(self) -> None:
         box = self.search_box
@@ -153,10 +179,8 @@ class ErrorsPane(Vertical, can_focus=True):
     def apply_search(self, event: Input.Submitted) -> None:
         self.query_text = event.value.strip()
         table = self.table
-        table.clear()
-        for i, r in enumerate(self.records):
-            if r is not None and self._matches(r):
-                self._add_row(i, r)
+        table.set_rows([(str(i), self._cells(r)) for i, r in enumerate(self.records)
+                        if r is not None and self._matches(r)])
         if self.is_mounted and self.app.focused is self.search_box:
             table.focus()
 
@@ -167,9 +191,10 @@ class ErrorsPane(Vertical, can_focus=True):
             box.value = ""
             box.display = False
             self.apply_search(Input.Submitted(box, ""))
+            self.table.focus()
 
-    @on(DataTable.RowSelected, "#quarantine")
-    def open_record(self, event: DataTable.RowSelected) -> None:
+    @on(QuarantineTable.RowSelected, "#quarantine")
+    def open_record(self, event: QuarantineTable.RowSelected) -> None:
         record = self.records[int(str(event.row_key.value))]
         if record is not None:
             self.post_message(self.RecordOpened(record))

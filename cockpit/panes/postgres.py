@@ -1,4 +1,5 @@
-"""Pane 2: the target's pg_stat_database, connections by state, size."""
+"""Pane 2: the target's pg_stat_database (in plain labels: backends,
+commits, rollbacks, blocks read/hit...), connections by state, size."""
 
 from __future__ import annotations
 
@@ -47,16 +48,17 @@ class PostgresPane(Static, can_focus=True):
         if not s.ok:
             self.update(f"[b red]PostgreSQL unreachable[/]\n{s.error}")
             return
-        t = Table.grid(padding=(0, 2))
-        t.add_column(style="dim")
-        t.add_column(justify="right")
-        rows = [("database", s.database), ("numbackends", f"{s.numbackends}"),
-                ("xact_commit", f"{s.xact_commit:,}"), ("xact_rollback", f"{s.xact_rollback:,}"),
-                ("blks_read", f"{s.blks_read:,}"), ("blks_hit", f"{s.blks_hit:,}"),
-                ("hit ratio", f"{s.hit_ratio:.2f}%"), ("tup_inserted", f"{s.tup_inserted:,}"),
-                ("deadlocks", f"{s.deadlocks}"), ("temp bytes", _size(s.temp_bytes)),
-                ("database size", _size(s.size_bytes)),
-                ("connections", ", ".join(f"{k} {v}" for k, v in sorted(s.connections.items())))]
+        t = Table.grid(padding=(0, 1))
+        t.add_column(style="dim", no_wrap=True, overflow="ellipsis")
+        t.add_column(justify="right", no_wrap=True)  # figures whole; the label gives way
+        rows = [("database", s.database), ("backends", f"{s.numbackends}"),
+                ("commits", f"{s.xact_commit:,}"), ("rollbacks", f"{s.xact_rollback:,}"),
+                ("blocks read", f"{s.blks_read:,}"), ("blocks hit", f"{s.blks_hit:,}"),
+                ("hit ratio", f"{s.hit_ratio:.2f}%"), ("rows inserted", f"{s.tup_inserted:,}"),
+                ("deadlocks", f"{s.deadlocks}"), ("temp files", _size(s.temp_bytes)),
+                ("size", _size(s.size_bytes))]
         for k, v in rows:
             t.add_row(k, v)
+        for state, n in sorted(s.connections.items()):
+            t.add_row(f"conn. {state}", f"{n}")
         self.update(t)

@@ -5,14 +5,19 @@ note; b / e record a step's start / end time."""
 
 from __future__ import annotations
 
-from textual import work
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Tree
+from textual.widget import Widget
+from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
 from cockpit.messages import RunbookItemDone
 from cockpit.screens import NoteScreen, PerformanceScreen, ReportScreen
+from engine.core.redact import redact_text
 from engine.core.run_files import RUNBOOK_RECORD_FILE
 from engine.perftest.run import PERFORMANCE_FILE
 from engine.report.run_record import read_json
@@ -29,11 +34,11 @@ from engine.runbook.model import (
     step_details,
 )
 
-KIND_MARK = {"manual": "·", "auto": "⚙", "action": "▶"}
+# Marks every terminal font has (no emoji): manual, checked by the cockpit, an action.
+KIND_MARK = {"manual": "·", "auto": "○", "action": "▶"}
 
 
 class RunbookPane(Tree[object], can_focus=True):
-    BORDER_TITLE = "6 Runbook"
     BINDINGS = [
         Binding("space", "tick", "Tick"),
         Binding("enter", "run", "Run check/action"),
@@ -59,6 +64,7 @@ class RunbookPane(Tree[object], can_focus=True):
         self.item_nodes: dict[str, TreeNode[object]] = {}
         self.group_nodes: dict[str, TreeNode[object]] = {}
         self.step_nodes: dict[str, TreeNode[object]] = {}
+        self.pending: set[str] = set()  # actions asked for, their result not seen yet
 
     def on_mount(self) -> None:
         self.root.expand()
@@ -89,18 +95,22 @@ class RunbookPane(Tree[object], can_focus=True):
 
     def _item_label(self, i: Item) -> str:
         e = self.state.items.get(i.id, {})
-        box = "[green]☑[/]" if e.get("ticked") else "☐"
+        box = "[green]\\[x][/]" if e.get("ticked") else "\\[ ]"
         check = e.get("check")
         result = ""
         if check:
             result = (f"  [green]PASS[/] {check['detail']}" if check["ok"]
                       else f"  [red]FAIL[/] {check['detail']}")
         note = f"  [dim]note: {e['note']}[/]" if e.get("note") else ""
+        if i.id in self.pending:
+            result = "  [yellow]running…[/]"
         return f"{box} {KIND_MARK[i.kind]} {i.text}{result}{note}"
 
     def refresh_item(self, item_id: str) -> None:
         node = self.item_nodes[item_id]
         node.set_label(self._item_label(node.data))  # type: ignore[arg-type]
+        if node is self.cursor_node and isinstance(self.parent, RunbookBox):
+            self.parent.say_whole_of(node)  # its result, in full below the tree
         group = next(g for g in self.runbook.groups
                      if any(i.id == item_id for s in g.steps for i in s.items))
         self.group_nodes[group.id].set_label(self._group_label(group))
@@ -124,6 +134,7 @@ class RunbookPane(Tree[object], can_focus=True):
             self.post_message(self.ActionWanted(item))
         elif isinstance(item, Item) and item.kind in ("auto", "action"):
             self.app.notify(f"running: {item.text}")
+            self.waiting(item.id)
             self.run_item(item.id, item.kind, item.check or item.action or "", self.state.copy())
         elif self.cursor_node is not None:
             self.cursor_node.toggle()
@@ -132,13 +143,17 @@ class RunbookPane(Tree[object], can_focus=True):
     def run_item(self, item_id: str, kind: str, name: str, state: RunbookState) -> None:
         """An automatic check or an action, in a thread. state: a copy made on
         the UI thread, which alone owns self.state."""
-        if kind == "auto":
-            result = run_check(name, self.context)
-        elif name == "export_record":
-            path = export_record(self.runbook, state, self.context.run_dir / RUNBOOK_RECORD_FILE)
-            result = CheckResult(True, f"written to {path}")
-        else:
-            result = run_action(name, self.context)
+        try:
+            if kind == "auto":
+                result = run_check(name, self.context)
+            elif name == "export_record":
+                path = export_record(self.runbook, state,
+                                     self.context.run_dir / RUNBOOK_RECORD_FILE)
+                result = CheckResult(path.is_file(), f"written to {path}")
+            else:
+                result = run_action(name, self.context)
+        except Exception as exc:  # this group's handler: a FAIL with the cause, never stuck
+            result = CheckResult(False, redact_text(str(exc)).strip())
         self.post_message(RunbookItemDone(item_id, result.ok, result.detail,
                                           name if kind == "action" else ""))
         if kind == "action":  # the step's automatic items answer from what it wrote
@@ -174,7 +189,14 @@ class RunbookPane(Tree[object], can_focus=True):
 
     def record(self, item_id: str, ok: bool, detail: str) -> None:
         """A check's result, kept and shown."""
+        self.pending.discard(item_id)
         self.state.record_check(item_id, ok, detail)
+        self.refresh_item(item_id)
+
+    def waiting(self, item_id: str) -> None:
+        """An action the app runs: shown running, neither PASS nor FAIL, until
+        its result is seen."""
+        self.pending.add(item_id)
         self.refresh_item(item_id)
 
     def _step(self) -> Step | None:
@@ -214,3 +236,31 @@ class RunbookPane(Tree[object], can_focus=True):
 
         current = self.state.items.get(item.id, {}).get("note", "")
         self.app.push_screen(NoteScreen(item.text, current), save)
+
+
+class RunbookBox(Vertical):
+    """Pane 6: the tree, and below it the highlighted line in full (a narrow
+    pane cuts the tree's lines; this one wraps)."""
+
+    BORDER_TITLE = "6 Runbook"
+
+    def __init__(self, tree: RunbookPane, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.runbook_tree = tree
+        self.detail = Static("", id="runbook-detail")
+
+    @property
+    def main(self) -> Widget:
+        return self.runbook_tree
+
+    def compose(self) -> ComposeResult:
+        yield self.runbook_tree
+        yield self.detail
+
+    @on(Tree.NodeHighlighted)
+    def say_whole(self, event: Tree.NodeHighlighted[object]) -> None:
+        self.say_whole_of(event.node)
+
+    def say_whole_of(self, node: TreeNode[object]) -> None:
+        label = node.label
+        self.detail.update(label if isinstance(label, Text) else Text(str(label)))

@@ -1,4 +1,5 @@
-"""Pane 5: CPU, memory, swap, disk where the run files live, our RSS, with history."""
+"""Pane 5: CPU, memory, swap, disk where the run files live (free of its
+total), our RSS, with history; one figure a line, so a narrow pane cuts none."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from pathlib import Path
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, Sparkline, Static
+from textual.widgets import Static
 
 from cockpit.alerts import Limits
 from cockpit.messages import SystemSampled
 from cockpit.monitors import SystemSample, sample_system
+from cockpit.panes.chart import Chart
 
 HISTORY = 120
 
@@ -29,14 +31,15 @@ class SystemPane(Vertical, can_focus=True):
         self.history: dict[str, list[float]] = {"cpu": [], "mem": [], "rss": []}
         # Held, not queried: a sample may still arrive while the app tears down.
         self.figures = Static("sampling…", id="figures")
-        self.sparks = {key: Sparkline([0], id=f"spark-{key}", classes="spark")
-                       for key in self.history}
+        # Percentages on a fixed 0-100 scale: 10% memory draws a tenth of the height.
+        self.charts = {"cpu": Chart("CPU", percent=True, unit="%", id="chart-cpu"),
+                       "mem": Chart("memory", percent=True, unit="%", id="chart-mem"),
+                       "rss": Chart("cockpit RSS", unit="M",
+                                    id="chart-rss")}
 
     def compose(self) -> ComposeResult:
         yield self.figures
-        for key, label in (("cpu", "CPU %"), ("mem", "memory %"), ("rss", "cockpit RSS")):
-            yield Label(label, classes="spark-label")
-            yield self.sparks[key]
+        yield from self.charts.values()
 
     def on_mount(self) -> None:
         self.set_interval(self.interval, self.sample)
@@ -56,14 +59,14 @@ class SystemPane(Vertical, can_focus=True):
         if s.memory_percent > self.limits.memory_percent:
             memory = f"[b red]{memory}[/]"
         self.figures.update(
-            f"CPU {s.cpu_percent:5.1f}%   "
-            f"memory {memory} ({s.memory_used / gib:.1f}/"
-            f"{s.memory_total / gib:.1f} GiB)   swap {s.swap_percent:.0f}%\n"
-            f"disk free (run folder) {s.disk_free / gib:.1f} of {s.disk_total / gib:.0f} GiB   "
-            f"RSS {s.rss / 2**20:.0f} MiB")
+            f"CPU     {s.cpu_percent:.0f}%\n"
+            f"memory  {memory} of {s.memory_total / gib:.1f} GiB\n"
+            f"swap    {s.swap_percent:.0f}%\n"
+            f"disk    {s.disk_free / gib:.0f}/{s.disk_total / gib:.0f} GiB free\n"
+            f"RSS     {s.rss / 2**20:,.0f} MiB")
         for key, value in (("cpu", s.cpu_percent), ("mem", s.memory_percent),
                            ("rss", s.rss / 2**20)):
             values = self.history[key]
             values.append(value)
             del values[:-HISTORY]
-            self.sparks[key].data = list(values)
+            self.charts[key].show(list(values))

@@ -9,6 +9,7 @@ records (or validation failed).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from engine.cli import cutover, dev, migrate, rehearsal, runbook, schema, validate
 from engine.cli.common import (
@@ -17,7 +18,10 @@ from engine.cli.common import (
     add_run_dir,
     add_source_args,
     add_target_args,
+    fail,
+    keep_debug_log,
 )
+from engine.core import debug_log
 
 __all__ = ["add_rules_arg", "add_run_dir", "add_source_args", "add_target_args",
            "build_parser", "main"]
@@ -36,9 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    return args.handler(args)
+    debug_log.begin(argv)  # written once the command claims its run folder
+    try:
+        return args.handler(args)
+    except Exception as exc:  # a defect: one line, the traceback in the debug log
+        keep_debug_log(args)
+        return fail(debug_log.unexpected(exc, f"running cockpit {args.command}"))
+    finally:
+        debug_log.stop()

@@ -4,6 +4,9 @@ arguments, and turning a missing or bad one into a clear error and exit."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import math
 import os
 import signal
 import sys
@@ -12,16 +15,45 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
+
+from engine.core import debug_log
 from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping, RulesError, nextcrm_with_rules
 from engine.core.redact import redact_text, remember_secrets_of
 from engine.core.run_files import RunFileError, prepare_run_dir
 from engine.migrate.run import MigrationError
+from engine.postgres.errors import PostgresProblem, check_connects, explain
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.spec import open_source
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_target: list[str] = []  # the command's PostgreSQL URL, once need_postgres saw it
+
+
+def positive_seconds(text: str) -> float:
+    """An argument type: a duration in seconds, a positive finite number
+    (0, negative, nan or inf are refused while parsing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} seconds: give a positive number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argument type: a whole number of 1 or more (a count, a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number of 1 or more")
+    return value
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +61,8 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                    help="source MongoDB URL (default: $STAGING_MONGODB_URL)")
     p.add_argument("--dump", help="a mongodump folder (the dump root or its database folder)")
     p.add_argument("--db", help="database name (default: from the URL, or the dump's only one)")
-    p.add_argument("--source-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    p.add_argument("--source-timeout", type=positive_seconds, default=DEFAULT_TIMEOUT_S,
+                   metavar="SECONDS",
                    help="how long a live MongoDB may not answer before the run pauses "
                    f"(default {DEFAULT_TIMEOUT_S:.0f})")
 
@@ -50,8 +83,17 @@ def add_run_dir(p: argparse.ArgumentParser) -> None:
                    help="where checkpoint, error logs and reports go (default: here)")
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> int:
-    """Say what went wrong on stderr (redacted); the exit code to return."""
+def fail(message: str, code: int = EXIT_FAILED, rerun: str = "") -> int:
+    """Say what went wrong on stderr (redacted), and in the debug log with the
+    traceback of the error being handled; the exit code to return. Called
+    while a PostgreSQL error is handled, its cause and fix are said instead
+    of the driver's words when they are known (engine.postgres.errors), with
+    rerun: the command that goes on once it is fixed."""
+    handled = sys.exc_info()[1]
+    if isinstance(handled, psycopg.Error):
+        problem = explain(handled, _target[-1] if _target else None, rerun)
+        message = str(problem) if problem else message
+    log.error("%s", message, exc_info=handled is not None)
     print(f"❌ {redact_text(message).strip()}", file=sys.stderr)
     return code
 
@@ -75,6 +117,12 @@ def need_postgres(args: argparse.Namespace) -> str:
         raise SystemExit(fail("No target: give --postgres URL or set STAGING_POSTGRESQL_URL",
                               EXIT_USAGE))
     remember_secrets_of(args.postgres)  # before anything can print it
+    _target[:] = [args.postgres]
+    try:  # a wrong password or host is told now, by its cause, before any work
+        check_connects(args.postgres, DEFAULT_TIMEOUT_S)
+    except PostgresProblem as exc:
+        keep_debug_log(args)
+        raise SystemExit(fail(str(exc))) from None
     return args.postgres
 
 
@@ -89,7 +137,18 @@ def need_mapping(args: argparse.Namespace) -> Mapping:
 
 
 def need_run_dir(args: argparse.Namespace) -> Path:
-    return or_exit(lambda: prepare_run_dir(args.run_dir), RunFileError, EXIT_FAILED)
+    """The run folder, ready; the command's debug log is written there from now on."""
+    folder = or_exit(lambda: prepare_run_dir(args.run_dir), RunFileError, EXIT_FAILED)
+    or_exit(lambda: debug_log.keep_in(folder), RunFileError, EXIT_FAILED)
+    return folder
+
+
+def keep_debug_log(args: argparse.Namespace) -> None:
+    """A command failing before it claimed its run folder keeps its debug log
+    there all the same (if it has one and it can be written)."""
+    if getattr(args, "run_dir", None) is not None:
+        with contextlib.suppress(RunFileError):
+            debug_log.keep_in(prepare_run_dir(args.run_dir))
 
 
 @contextmanager

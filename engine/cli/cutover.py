@@ -14,12 +14,14 @@ from engine.cli.common import (
     EXIT_OK,
     EXIT_QUARANTINED,
     EXIT_USAGE,
+    add_rules_arg,
     add_run_dir,
     add_source_args,
     add_target_args,
     ctrl_c_pauses,
     fail,
     fail_with_hint,
+    need_mapping,
     need_postgres,
     need_run_dir,
     need_source,
@@ -31,6 +33,8 @@ from engine.postgres import ddl
 from engine.source.base import SourceError
 from engine.source.mongo import MongoSource
 
+TIME_FORMAT = "'YYYY-MM-DD HH:MM:SS'"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     cut = sub.add_parser("cutover", help="production: once application writes to MongoDB have "
@@ -39,23 +43,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_source_args(cut)
     add_target_args(cut)
     add_run_dir(cut)
+    add_rules_arg(cut)
     stopped = cut.add_mutually_exclusive_group()
     stopped.add_argument("--writes-stopped", action="store_true",
                          help="the application's writes stopped now")
-    stopped.add_argument("--writes-stopped-at", metavar="'YYYY-MM-DD HH:MM:SS'",
+    stopped.add_argument("--writes-stopped-at", metavar=TIME_FORMAT, type=local_time,
                          help="when they stopped (local time)")
+    # The defaults are engine.cutover.run's (not imported here: see test_import_hygiene).
     cut.add_argument("--idle", type=float, default=3.0, metavar="SECONDS",
                      help="how long the stream must stay quiet to count as frozen (default 3)")
+    cut.add_argument("--max-wait", type=float, default=300.0, metavar="SECONDS",
+                     help="give up if the stream is still not quiet after this long: the "
+                     "application's writes have not stopped (default 300)")
     cut.set_defaults(handler=cmd_cutover)
+
+
+def local_time(text: str) -> dt.datetime:
+    """--writes-stopped-at's value: a local time (or one with its offset)."""
+    try:
+        return dt.datetime.fromisoformat(text.strip()).astimezone()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: give it as {TIME_FORMAT} (local time), for instance "
+            f"'{dt.datetime.now():%Y-%m-%d %H:%M:%S}'") from None
 
 
 def writes_stopped_at(args: argparse.Namespace) -> dt.datetime | None:
     """When the lead says the application stopped writing: a flag, or asked."""
     if args.writes_stopped_at:
-        try:
-            return dt.datetime.fromisoformat(args.writes_stopped_at).astimezone()
-        except ValueError:
-            return None
+        return args.writes_stopped_at
     if args.writes_stopped:
         return dt.datetime.now().astimezone()
     if sys.stdin.isatty():
@@ -71,18 +87,20 @@ def cmd_cutover(args: argparse.Namespace) -> int:
 
     url = need_postgres(args)
     run_dir = need_run_dir(args)
+    mapping = need_mapping(args)
     stopped = writes_stopped_at(args)
     if stopped is None:
         return fail("Stop the application's writes to MongoDB first, then say so: "
-                    "--writes-stopped (now) or --writes-stopped-at 'YYYY-MM-DD HH:MM:SS'",
+                    f"--writes-stopped (now) or --writes-stopped-at {TIME_FORMAT}",
                     EXIT_USAGE)
     source = need_source(args)
     try:
         if not isinstance(source, MongoSource):
             return fail("cutover follows a live MongoDB (--mongo URL)", EXIT_USAGE)
         with ctrl_c_pauses() as control:
-            report = Cutover(source, CutoverSettings(url, run_dir, stopped, args.idle),
-                             [ConsoleRenderer(sys.stderr)], control).run()
+            report = Cutover(source, CutoverSettings(url, run_dir, stopped, args.idle,
+                                                     args.max_wait),
+                             [ConsoleRenderer(sys.stderr)], control, mapping).run()
     except MigrationError as exc:
         return fail_with_hint(exc)
     except (SourceError, psycopg.Error, RunFileError, ddl.SchemaError) as exc:

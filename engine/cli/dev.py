@@ -37,20 +37,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from cockpit_lab.generate import GenerateError, Generator
+    from cockpit_lab.generate import GenerateError, Generator, SeedingProgress
 
     gen = Generator(args.scale, args.seed, args.dirt)
     total = sum(gen.counts.values())
+    progress = SeedingProgress(total)  # a rate and an ETA while it writes
     try:
         if args.out:
             db = args.db or "nextcrm"
             print(f"Writing {total:,} documents (scale {args.scale}) to {args.out / db}")
-            dataset = gen.write_dump(args.out, db, gz=args.gzip, force=args.force)
+            dataset = gen.write_dump(args.out, db, gz=args.gzip, force=args.force,
+                                     progress=progress)
         else:
             db = args.db or mongo_database(args.mongo) or "nextcrm"
             print(f"Writing {total:,} documents (scale {args.scale}) to database {db!r} at "
                   f"{redact_url(args.mongo)}")
-            dataset = gen.write_mongo(args.mongo, db, force=args.force)
+            dataset = gen.write_mongo(args.mongo, db, progress, force=args.force)
     except (GenerateError, SourceError) as exc:
         return fail(str(exc))
     print(f"✓ {dataset.total:,} documents in {len(dataset.counts)} collections")

@@ -25,9 +25,12 @@ from engine.cli.common import (
     need_postgres,
     need_run_dir,
     need_source,
+    positive_int,
+    positive_seconds,
 )
 from engine.console import ConsoleRenderer
 from engine.core.mapping import Mapping
+from engine.core.redact import printable
 from engine.core.run_files import RunFileError
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.postgres import checkpoint
@@ -42,13 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_target_args(migrate)
     add_run_dir(migrate)
     add_rules_arg(migrate)
-    migrate.add_argument("--batch-size", type=int, help="documents per batch and checkpoint")
+    migrate.add_argument("--batch-size", type=positive_int,
+                         help="documents per batch and checkpoint")
     follow = migrate.add_argument_group("following a live source until cutover")
     follow.add_argument("--follow", action="store_true",
                         help="live MongoDB only: take the change stream's position before the "
                         "snapshot, then apply every change since, and new ones as they come, "
                         "until Ctrl+C (which pauses and saves)")
-    follow.add_argument("--until-idle", type=float, metavar="SECONDS",
+    follow.add_argument("--until-idle", type=positive_seconds, metavar="SECONDS",
                         help="with --follow: stop once caught up and no change came for this "
                         "long")
     retry = migrate.add_argument_group(
@@ -65,13 +69,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     migrate.set_defaults(handler=cmd_migrate)
 
 
+# Characters MongoDB refuses in a database name (a dump's folder is named after it).
+_NOT_IN_DATABASE_NAMES = ' ./\\$"\x00'
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     if args.until_idle is not None and not args.follow:
         return fail("--until-idle goes with --follow", EXIT_USAGE)
     if (args.collection or args.reason or args.id) and not args.retry_quarantined:
         return fail("--collection, --reason and --id go with --retry-quarantined", EXIT_USAGE)
+    if args.follow and args.retry_quarantined:
+        return fail("--follow and --retry-quarantined are two runs: retry first (cockpit "
+                    "migrate --retry-quarantined), then follow (cockpit migrate --follow); a "
+                    "follower retries on its own each document that changes", EXIT_USAGE)
+    if args.db is not None and (not args.db or any(c in args.db
+                                                   for c in _NOT_IN_DATABASE_NAMES)):
+        return fail(f"--db {printable(args.db)!r} cannot be a MongoDB database name: it may "
+                    "not be empty nor hold a space or any of . / \\ $ \"", EXIT_USAGE)
+    mapping = need_mapping(args)  # a local file: its faults before any server is asked
     url = need_postgres(args)
-    mapping = need_mapping(args)
     run_dir = need_run_dir(args)
     source = need_source(args)
     if args.retry_quarantined:
@@ -99,12 +115,15 @@ def finish_snapshot_first(source: Source, url: str, run_dir: Path, mapping: Mapp
 
 def run_follow(source: Source, url: str, run_dir: Path, mapping: Mapping,
                args: argparse.Namespace) -> int:
-    from engine.migrate.follow import Follower
+    from engine.migrate.follow import Follower, history_lost_already
 
     try:
         if not isinstance(source, MongoSource):
             return fail("--follow needs a live MongoDB (--mongo URL): a dump has no change "
                         "stream", EXIT_USAGE)
+        # A paused snapshot whose changes since are gone is not worth finishing.
+        if (lost := history_lost_already(source, url, mapping.collections)) is not None:
+            return fail(lost)
         # The snapshot first, its stream position taken before anything is read.
         if (code := finish_snapshot_first(source, url, run_dir, mapping, args,
                                           follow=True)) is not None:
@@ -115,10 +134,10 @@ def run_follow(source: Source, url: str, run_dir: Path, mapping: Mapping,
     except MigrationError as exc:
         return fail_with_hint(exc)
     except (SourceError, psycopg.Error) as exc:
-        return fail(str(exc))
+        return fail(str(exc), rerun="cockpit migrate --follow")
     finally:
         source.close()
-    if result.outcome == "history_lost":
+    if result.outcome in ("history_lost", "source_lost"):
         return EXIT_FAILED  # said, with what to do, by the console renderer
     print(f"\n{'⏸️  Following paused' if result.outcome == 'stopped' else '✓ Caught up and idle'}"
           f": {result.events_applied:,} change(s) applied in {result.seconds:.1f}s; the "
@@ -141,7 +160,7 @@ def run_retry(source: Source, url: str, run_dir: Path, mapping: Mapping,
     except MigrationError as exc:
         return fail_with_hint(exc)
     except (SourceError, psycopg.Error, RunFileError) as exc:
-        return fail(str(exc))
+        return fail(str(exc), rerun="cockpit migrate --retry-quarantined")
     finally:
         source.close()
     if not summary["finished"]:

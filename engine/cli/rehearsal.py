@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ from engine.cli.common import (
     need_postgres,
     need_run_dir,
     or_exit,
+    positive_int,
 )
 from engine.console import ConsoleRenderer
 from engine.core.mapping import nextcrm
@@ -42,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "exit 0 when every target is met, 3 when one is not")
     add_target_args(perf)
     add_run_dir(perf)
-    perf.add_argument("--runs", type=int, help="measured runs per query (default 30)")
+    perf.add_argument("--runs", type=positive_int, help="measured runs per query (default 30)")
     perf.add_argument("--create-suggested-indexes", action="store_true",
                       help="create the indexes the tests find missing, then test again")
     perf.add_argument("--status", help="Test 2's account status filter (default: 'ACTIVE' "
@@ -64,13 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     est.add_argument("--production-mongo", metavar="URL",
                      help="production MongoDB, asked for dbStats only (read-only)")
     est.add_argument("--production-db", help="its database (default: the one in the URL)")
-    est.add_argument("--production-size-gb", type=float, help="production data size, by hand")
-    est.add_argument("--production-documents", type=int, help="production documents, by hand")
-    est.add_argument("--safety-factor", type=float, default=1.5, help="default 1.5 (runbook)")
+    # Bounds and defaults are engine.report.estimate's, read when a value is given
+    # (the module is not imported here: see test_import_hygiene).
+    est.add_argument("--production-size-gb", type=_estimate_bound(float, "PRODUCTION_GB_RANGE",
+                                                                   above_low=True),
+                     help="production data size, by hand")
+    est.add_argument("--production-documents",
+                     type=_estimate_bound(int, "PRODUCTION_DOCUMENTS_RANGE", above_low=True),
+                     help="production documents, by hand")
+    est.add_argument("--safety-factor", type=_estimate_bound(float, "SAFETY_RANGE"),
+                     help="default 1.5 (runbook)")
     est.add_argument("--start", help="maintenance window start, 'YYYY-MM-DD HH:MM' (local time)")
-    est.add_argument("--rollback-margin-hours", type=float, default=1.0,
+    est.add_argument("--rollback-margin-hours", type=_estimate_bound(float, "HOURS_RANGE"),
                      help="time kept after validation to decide on a rollback (default 1)")
-    est.add_argument("--testing-hours", type=float, default=6.0,
+    est.add_argument("--testing-hours", type=_estimate_bound(float, "HOURS_RANGE"),
                      help="full testing before go-live (default 6, as the runbook)")
     est.set_defaults(handler=cmd_estimate)
 
@@ -80,6 +90,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     art.add_argument("--to", type=Path, required=True, metavar="DIR",
                      help="where the dated folder goes (e.g. /backups)")
     art.set_defaults(handler=cmd_artifacts)
+
+
+def _estimate_bound(kind: type[int] | type[float], bounds: str, above_low: bool = False
+                    ) -> Callable[[str], float]:
+    """An argument type: a finite number of kind within engine.report.estimate's
+    bounds (above the low one when above_low); anything else is refused while
+    parsing, saying what is allowed."""
+    def parse(text: str) -> float:
+        from engine.report import estimate
+
+        low, high = getattr(estimate, bounds)
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or not low <= value <= high or (above_low and value == low):
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: give a number "
+                + (f"above {low:g}" if above_low else f"from {low:g}") + f" up to {high:,.0f}")
+        return value
+    return parse
+
+
+def _say_warnings(warnings: list[str]) -> None:
+    """What reading the run files skipped (a damaged line), on stderr."""
+    for w in warnings:
+        print(f"⚠  {w}", file=sys.stderr)
 
 
 def cmd_perftest(args: argparse.Namespace) -> int:
@@ -114,6 +152,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     mapping = nextcrm()
     try:
         record = RunRecord.read(run_dir)
+        _say_warnings(record.warnings)
         migration = record.need_migration()
         with psycopg.connect(url, autocommit=True) as conn:
             ddl.require_deployed(conn, mapping)
@@ -140,7 +179,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from engine.console import print_estimate
-    from engine.report.estimate import Production, WindowSettings, estimate, write_estimate
+    from engine.report.estimate import (
+        DEFAULT_ROLLBACK_MARGIN_H,
+        DEFAULT_SAFETY,
+        DEFAULT_TESTING_H,
+        EstimateError,
+        Production,
+        WindowSettings,
+        estimate,
+        write_estimate,
+    )
     from engine.report.run_record import RunRecord
 
     run_dir = need_run_dir(args)
@@ -157,13 +205,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.start:
         try:
             start = dt.datetime.fromisoformat(args.start).astimezone()
-        except ValueError:
+        except (ValueError, OverflowError):
             return fail(f"--start {args.start!r}: give it as 'YYYY-MM-DD HH:MM'", EXIT_USAGE)
+    def given(value: float | None, default: float) -> float:
+        return default if value is None else value
+    window = WindowSettings(start, given(args.rollback_margin_hours, DEFAULT_ROLLBACK_MARGIN_H),
+                            given(args.testing_hours, DEFAULT_TESTING_H))
     try:
-        result = estimate(RunRecord.read(run_dir), production, args.safety_factor,
-                          WindowSettings(start, args.rollback_margin_hours, args.testing_hours))
+        record = RunRecord.read(run_dir)
+        _say_warnings(record.warnings)
+        result = estimate(record, production, given(args.safety_factor, DEFAULT_SAFETY), window)
         path = write_estimate(run_dir, result)
-    except RunFileError as exc:
+    except (RunFileError, EstimateError) as exc:
         return fail(str(exc))
     print_estimate(result)
     print(f"📊 Saved: {path} (cockpit report puts it in the staging report)")
@@ -181,7 +234,11 @@ def production_from_dbstats(args: argparse.Namespace) -> Production:
         sizes = or_exit(source.size, SourceError, EXIT_FAILED)
     finally:
         source.close()
-    return Production(sizes["objects"], sizes["dataSize"], f"dbStats of {source.description}")
+    if not sizes["objects"]:
+        raise SystemExit(fail(f"{source.description} holds no documents (dbStats): nothing to "
+                              "estimate from; check --production-db"))
+    return Production(sizes["objects"], sizes["dataSize"] or None,
+                      f"dbStats of {source.description}")
 
 
 def cmd_artifacts(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from engine.cli.common import EXIT_OK, add_run_dir, fail
-from engine.core.run_files import RUNBOOK_RECORD_FILE
+from engine.core.run_files import RUNBOOK_RECORD_FILE, RunFileError, refuse_links
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +36,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     except RunbookError as exc:
         return fail(str(exc))
     out = args.out or Path.cwd() / RUNBOOK_RECORD_FILE
-    state = RunbookState.load(args.run_dir)
-    if state.warning:
-        print(f"⚠  {state.warning}", file=sys.stderr)
-    export_record(runbook, state, out)
+    try:
+        refuse_links(args.run_dir)  # no run file read or written through a planted link
+        state = RunbookState.load(args.run_dir)
+        if state.warning:
+            print(f"⚠  {state.warning}", file=sys.stderr)
+        export_record(runbook, state, out)
+    except RunFileError as exc:  # a link where a run file goes, a full disk
+        return fail(str(exc))
     print(f"✓ runbook record written to {out}")
     return EXIT_OK

@@ -10,7 +10,7 @@ import psycopg
 from engine.cli.common import EXIT_FAILED, EXIT_OK, add_target_args, fail, need_postgres
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_url
-from engine.postgres import catalog, ddl
+from engine.postgres import catalog, ddl, schema_diff
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="with --force: also drop the objects of yours that depend on "
                         "NextCRM's tables or types (views, foreign keys, columns); without "
                         "it --force refuses and names them")
+    deploy.add_argument("--no-prisma-baseline", dest="prisma_baseline", action="store_false",
+                        help="do not record upstream's 0_init as applied in _prisma_migrations "
+                        "(recorded by default, as prisma migrate resolve --applied 0_init "
+                        "does, so the application's prisma migrate deploy has nothing to do)")
     deploy.set_defaults(handler=cmd_deploy)
 
 
@@ -35,14 +39,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             counts = ddl.deploy(conn, mapping, force=args.force,
-                                drop_dependents=args.drop_dependents)
+                                drop_dependents=args.drop_dependents,
+                                prisma_baseline=args.prisma_baseline,
+                                say=lambda text: print(f"  {text}"))
+            differences = schema_diff.compare(conn, mapping)
     except ddl.SchemaError as exc:
         return fail(str(exc))
     except psycopg.Error as exc:
         return fail(f"PostgreSQL: {exc}")
     expected = (len(mapping.tables), len(mapping.indexes), len(mapping.foreign_keys))
     print_schema_verification(counts, *expected)
+    refused = [d for d in differences if d.refuses_load]
+    for d in refused:
+        print(f"  ✗ {d.message}")
     ok = (counts.tables, counts.secondary_indexes, counts.foreign_keys) == expected
+    if refused:
+        # Existing tables are kept as they are (CREATE TABLE IF NOT EXISTS).
+        return fail("NextCRM's existing objects differ from the mapping (above); a migration "
+                    "would refuse this target. --force recreates NextCRM's tables (their "
+                    "rows are lost), or change them to match.")
     return EXIT_OK if ok else EXIT_FAILED
 
 

@@ -15,7 +15,7 @@ from bson import ObjectId
 from bson.datetime_ms import DatetimeMS
 from psycopg.types.json import Jsonb
 
-from engine.core.ids import object_id_bytes_to_uuid_bytes
+from engine.core.ids import object_id_bytes_to_uuid_bytes, row_id_of
 from engine.core.mapping import Column, Rules
 
 INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
@@ -43,6 +43,16 @@ def as_object_id(value: Any, note: Note) -> ObjectId:
         note("hex_string_to_objectid")
         return ObjectId(value)
     raise Rejected("wrong_type", f"expected an ObjectId, got {type(value).__name__} {value!r:.60}")
+
+
+def to_row_id(value: Any, note: Note) -> bytes:
+    """A document's own _id as its row id: an ObjectId only, never a string
+    that spells one (engine.core.ids: that string is another document)."""
+    row_id = row_id_of(value)
+    if row_id is None:
+        raise Rejected("wrong_type", f"_id must be an ObjectId (the row id is made from it), "
+                       f"got {type(value).__name__} {value!r:.60}")
+    return row_id
 
 
 def to_uuid(value: Any, note: Note) -> bytes:
@@ -240,7 +250,7 @@ def converter_for(column: Column, rules: Rules, reference_uuid: Converter = to_u
         return enum_of(column)
     text = to_text_with(rules.nul_characters)
     return {
-        "uuid": to_uuid if column.source_field == "_id" else reference_uuid,
+        "uuid": to_row_id if column.source_field == "_id" else reference_uuid,
         "text": text, "int": to_int, "bool": to_bool,
         "timestamp": to_timestamp_within(rules), "jsonb": to_json_with(rules.non_finite_json),
         "text[]": array_of(text), "uuid[]": array_of(reference_uuid),

@@ -9,6 +9,15 @@ bytes in order, so sorting UUIDs in PostgreSQL sorts by ObjectId too:
     bits 64-65   variant (0b10)
     bits 66-101  ObjectId bits 60-95
     bits 102-127 zero
+
+A row id is made from an ObjectId only. MongoDB tells the string
+"64f284d5e09c8f3477e27a66" and ObjectId("64f284d5e09c8f3477e27a66") apart: two
+documents may hold them, so a string _id that spells an ObjectId's hex must
+never take that ObjectId's row (its insert would overwrite the row, its delete
+remove it). A document whose _id is not an ObjectId has no row id
+(row_id_of gives None): the transform quarantines it, and a change to it
+touches no row. A 24-hex string in a *reference* still names the ObjectId
+(engine.core.convert): that is how references are written, never an identity.
 """
 
 from __future__ import annotations
@@ -43,6 +52,15 @@ def object_id_to_uuid(oid: ObjectId | str | bytes) -> uuid.UUID:
     if len(raw) != 12:
         raise ValueError(f"an ObjectId has 12 bytes, got {len(raw)}")
     return uuid.UUID(bytes=object_id_bytes_to_uuid_bytes(raw))
+
+
+def row_id_of(_id: object) -> bytes | None:
+    """The row id (UUID bytes) of a document's _id: only an ObjectId has one,
+    so no other _id (a string, even 24 hex digits; a number) can equal an
+    ObjectId's row."""
+    if type(_id) is not ObjectId:
+        return None
+    return object_id_bytes_to_uuid_bytes(_id.binary)
 
 
 def uuid_to_object_id(value: uuid.UUID | str | bytes) -> ObjectId:

@@ -8,16 +8,17 @@ all read this one description.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from engine.core.redact import SecretFields
+from engine.core.rules import Rules, RulesError, load_rules
+
+__all__ = ["Column", "ForeignKey", "Index", "Junction", "JunctionSource", "Mapping", "Rules",
+           "RulesError", "Table", "load_mapping", "nextcrm", "nextcrm_with_rules"]
 
 # Column kinds the transformer and the COPY writer know.
 KINDS = {
@@ -110,58 +111,6 @@ class Table:
 
 
 @dataclass(frozen=True)
-class Rules:
-    """The policies of rules.yaml (or the operator's --rules file)."""
-
-    nul_characters: str = "strip"
-    non_finite_json: str = "null"
-    dangling_overrides: dict[str, str] = field(default_factory=dict)
-    batch_size: int = 5000
-    # "collection.field" whose values are secrets: masked in every log, report
-    # and view (the target's row keeps the real value).
-    sensitive_fields: frozenset[str] = frozenset()
-    # Dates that PostgreSQL holds but a CRM should not (None: no bound), and
-    # what to do with them: "count" keeps and counts them, "quarantine" sets
-    # the document aside.
-    plausible_from: dt.datetime | None = None
-    plausible_until: dt.datetime | None = None
-    implausible_dates: str = "count"
-    source: str = "built-in defaults"  # the file they were read from
-    digest: str = ""  # sha256 of that file's text: a resumed run must use the same rules
-
-    def dangling_policy(self, fk: ForeignKey, column: Column) -> str:
-        key = f"{fk.table}.{fk.column}"
-        if key in self.dangling_overrides:
-            return self.dangling_overrides[key]
-        return "quarantine" if column.not_null else "set_null"
-
-    def sensitive(self, collection: str | None, field_name: str) -> bool:
-        return f"{collection}.{field_name}" in self.sensitive_fields
-
-    def as_report(self) -> dict:
-        """The rules in force, as the reports record them."""
-        return {
-            "file": self.source, "sha256": self.digest,
-            "text": {"nul_characters": self.nul_characters},
-            "json": {"non_finite_numbers": self.non_finite_json},
-            "dangling_references": {"overrides": dict(self.dangling_overrides)},
-            "sensitive_fields": sorted(self.sensitive_fields),
-            "dates": {"plausible_from": _date_text(self.plausible_from),
-                      "plausible_until": _date_text(self.plausible_until),
-                      "implausible": self.implausible_dates},
-            "batch_size": self.batch_size,
-        }
-
-
-def _date_text(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-class RulesError(ValueError):
-    """A rules file that cannot be used (the message names the file and the key)."""
-
-
-@dataclass(frozen=True)
 class Mapping:
     enums: dict[str, tuple[str, ...]]
     tables: dict[str, Table]
@@ -207,16 +156,13 @@ class Mapping:
 
     def secrets_of(self, collection: str) -> SecretFields:
         """Which fields of the collection's documents are masked wherever shown."""
-        prefix = f"{collection}."
-        sensitive = frozenset(f.removeprefix(prefix) for f in self.rules.sensitive_fields
-                              if f.startswith(prefix))
         try:
             table = self.table_for_collection(collection)
         except KeyError:
-            return SecretFields(sensitive)
+            return self.rules.secrets_of(collection, frozenset())
         mapped = {c.source_field for c in table.columns if c.source_field}
         mapped |= {s.field for s in table.junction_sources}
-        return SecretFields(sensitive, frozenset(mapped))
+        return self.rules.secrets_of(collection, frozenset(mapped))
 
     def phase_of(self, table: str) -> int:
         """1: lookup tables (no references), 2: core entities, 3: junctions."""
@@ -296,75 +242,14 @@ def load_mapping(folder: Path | None = None, rules_path: Path | None = None) -> 
                           r["unique"] == "Y")
                     for r in _read_tsv(folder, "pg_indexes.tsv"))
 
-    rules = load_rules(rules_path or folder / "rules.yaml")
+    # The rules are checked against the mapping: overrides name its foreign
+    # keys (set_null only on a nullable column), sensitive fields its collections.
+    not_null = {f"{t.name}.{c.name}": c.not_null for t in tables.values() for c in t.columns}
+    rules = load_rules(rules_path or folder / "rules.yaml",
+                       {f"{fk.table}.{fk.column}": not_null[f"{fk.table}.{fk.column}"]
+                        for fk in fks},
+                       frozenset(t.collection for t in tables.values() if t.collection))
     return Mapping(enums, tables, fks, indexes, tuple(junctions), rules)
-
-
-_POLICIES = {"nul_characters": ("strip", "quarantine"),
-             "non_finite_numbers": ("null", "quarantine"),
-             "implausible": ("count", "quarantine"), "dangling": ("set_null", "quarantine")}
-
-
-def load_rules(path: Path) -> Rules:
-    """rules.yaml (or the operator's copy), checked: a wrong key or policy is
-    an error naming the file, never a silent default."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text) or {}
-    except OSError as exc:
-        raise RulesError(f"cannot read the rules file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise RulesError(f"{path}: expected a mapping of rule sections at the top")
-
-    def section(name: str) -> dict:
-        value = raw.get(name) or {}
-        if not isinstance(value, dict):
-            raise RulesError(f"{path}: {name} must be a mapping")
-        return value
-
-    def policy(value: object, kind: str, where: str) -> str:
-        value = str(value)
-        if value not in _POLICIES[kind]:
-            raise RulesError(f"{path}: {where} is {value!r}; choose one of "
-                             f"{', '.join(_POLICIES[kind])}")
-        return value
-
-    def date(value: object, where: str) -> dt.datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, dt.datetime):
-            return value.replace(tzinfo=None)
-        if isinstance(value, dt.date):
-            return dt.datetime(value.year, value.month, value.day)
-        raise RulesError(f"{path}: {where} must be a date (YYYY-MM-DD) or null")
-
-    dates = section("dates")
-    overrides = dict(section("dangling_references").get("overrides") or {})
-    for key, value in overrides.items():
-        policy(value, "dangling", f"dangling_references.overrides.{key}")
-    sensitive = raw.get("sensitive_fields") or []
-    if not isinstance(sensitive, list) or not all(
-            isinstance(s, str) and "." in s for s in sensitive):
-        raise RulesError(f"{path}: sensitive_fields must be a list of collection.field names")
-    try:
-        batch_size = int(raw.get("batch_size", 5000))
-    except (TypeError, ValueError):
-        raise RulesError(f"{path}: batch_size must be a whole number") from None
-    return Rules(
-        nul_characters=policy(section("text").get("nul_characters", "strip"), "nul_characters",
-                              "text.nul_characters"),
-        non_finite_json=policy(section("json").get("non_finite_numbers", "null"),
-                               "non_finite_numbers", "json.non_finite_numbers"),
-        dangling_overrides=overrides,
-        batch_size=batch_size,
-        sensitive_fields=frozenset(sensitive),
-        plausible_from=date(dates.get("plausible_from"), "dates.plausible_from"),
-        plausible_until=date(dates.get("plausible_until"), "dates.plausible_until"),
-        implausible_dates=policy(dates.get("implausible", "count"), "implausible",
-                                 "dates.implausible"),
-        source=str(path), digest=hashlib.sha256(text.encode()).hexdigest())
 
 
 @cache

@@ -10,6 +10,7 @@ message, a path) is cleaned too.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 MASK = "***"
 # libpq options that hold a secret (sslpassword unlocks a client key).
 SECRET_OPTIONS = frozenset({"password", "sslpassword"})
+# Environment variables a driver takes a password from (libpq: PGPASSWORD).
+SECRET_ENVIRONMENT = ("PGPASSWORD",)
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
 _PASSWORD_PARAM = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)")
@@ -80,7 +83,10 @@ def _redact_conninfo(conninfo: str) -> str:
 
 
 def remember_secrets_of(location: str | None) -> None:
-    """Learn the passwords of a connection string before anything can print it."""
+    """Learn the passwords of a connection string before anything can print
+    it, and those the drivers would take from the environment."""
+    for name in SECRET_ENVIRONMENT:
+        _remember(os.environ.get(name, ""))
     if location:
         redact_url(location)
 
@@ -121,7 +127,7 @@ def mask_value(value: object) -> str:
 
 
 # Field names that say they hold a secret (split into words: mfaSecret, api_key).
-_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "key", "apikey",
+_SECRET_WORDS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token", "key", "apikey",
                            "credential", "credentials", "private", "auth", "otp"})
 
 

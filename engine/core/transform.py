@@ -23,7 +23,7 @@ from engine.core.convert import (
 )
 from engine.core.ids import object_id_bytes_to_uuid_bytes
 from engine.core.mapping import Rules, Table
-from engine.core.redact import looks_secret, mask_value
+from engine.core.redact import mask_document, mask_value
 
 __all__ = ["Pair", "Rejected", "TableStats", "TableTransformer"]
 
@@ -80,6 +80,7 @@ class TableTransformer:
                         self._noter(s.field)) for s in table.junction_sources]
         self.known = {src for src, *_ in self.columns} | {
             s.field for s in table.junction_sources}
+        self.secrets = rules.secrets_of(table.collection, frozenset(self.known))
         self.row = self._compile_row()
 
     def _noter(self, name: str) -> Note:
@@ -195,9 +196,13 @@ class TableTransformer:
         return pairs
 
     def _count_unmapped(self, doc: dict, extra: set[str]) -> None:
+        # Masked as the error files and the quarantine mask a document: the
+        # rules' sensitive fields, names that say secret, at any depth.
+        shown = mask_document({k: doc[k] for k in extra}, self.secrets)
         for k in sorted(extra):
             self.stats.unmapped[k] += 1
             examples = self.stats.unmapped_examples.setdefault(k, [])
             if len(examples) < 3:
-                value = mask_value(doc[k]) if looks_secret(k) else f"{doc[k]!r:.60}"
+                value = shown[k] if self.secrets.hides(k) and doc[k] is not None \
+                    else f"{shown[k]!r:.60}"
                 examples.append(f"{doc.get('_id')}: {value}")

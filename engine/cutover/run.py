@@ -12,19 +12,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping
 from engine.core.run_files import CUTOVER_FILE, write_private
 from engine.core.stage import StageRun
+from engine.cutover.still_writing import StillArriving
 from engine.migrate.follow import Follower
-from engine.migrate.run import MigrationSettings
-from engine.postgres.follow_state import record_cutover
+from engine.migrate.run import MigrationError, MigrationSettings
+from engine.postgres.checkpoint import load_state
+from engine.postgres.follow_state import load_follow, record_cutover
+from engine.postgres.run_guard import Stage, refusal
 from engine.postgres.session import connect
 from engine.source.mongo import MongoSource
 from engine.validate.run import ValidationSettings, Validator
 
 DEFAULT_IDLE_S = 3.0  # the stream must stay quiet this long to count as frozen
+DEFAULT_MAX_WAIT_S = 300.0  # a stream still moving after this long: the writes go on
+CLOCK_SLACK_S = 5.0  # between this machine's clock and MongoDB's
+TIME_FORMAT = "'YYYY-MM-DD HH:MM:SS'"
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class CutoverSettings:
     run_dir: Path
     writes_stopped_at: dt.datetime  # when the application's writes to MongoDB stopped
     idle_seconds: float = DEFAULT_IDLE_S
+    max_wait_seconds: float = DEFAULT_MAX_WAIT_S  # catching up: then the cutover gives up
+    say_every_seconds: float = 10.0  # how often a stream still moving is said
 
 
 class Cutover(StageRun):
@@ -46,18 +56,28 @@ class Cutover(StageRun):
     def run(self) -> dict:
         s = self.settings
         begun = time.monotonic()
+        with connect(s.postgres_url, "cutover") as conn:
+            self._refuse_unless_ready(conn)
         self.emit(events.Notice("info", f"writes stopped at {s.writes_stopped_at:%H:%M:%S}; "
                                 "catching up until the stream is idle for "
                                 f"{s.idle_seconds:g}s"))
+        watch = StillArriving(self.emit, s.say_every_seconds, s.idle_seconds,
+                              s.max_wait_seconds)
         followed = Follower(self.source, MigrationSettings(s.postgres_url, s.run_dir),
-                            s.idle_seconds, self.sinks, self.control, self.mapping).run()
+                            s.idle_seconds, [*self.sinks, watch], self.control, self.mapping,
+                            max_seconds=s.max_wait_seconds).run()
         caught_up = time.monotonic()
         report: dict = {"writesStoppedAt": s.writes_stopped_at.isoformat(),
                         "followOutcome": followed.outcome,
                         "changesAppliedAfterStop": followed.events_applied}
         if followed.outcome != "idle":
             report["status"] = "NOT_DONE"
-            report["why"] = followed.message or "following was stopped before it caught up"
+            report["why"] = (watch.gave_up() if followed.outcome == "timed_out" else
+                             followed.message or "following was stopped before it caught up")
+            if followed.outcome == "source_lost":
+                report["why"] += (" For the cutover: run cockpit cutover again, with "
+                                  "--writes-stopped-at "
+                                  f"'{s.writes_stopped_at:%Y-%m-%d %H:%M:%S}'.")
             return self._write(report)
         self.emit(events.Notice("info", "caught up; validating every row against the frozen "
                                 "source"))
@@ -86,6 +106,38 @@ class Cutover(StageRun):
             with connect(s.postgres_url, "cutover") as conn:
                 record_cutover(conn, report)
         return self._write(report)
+
+    def _refuse_unless_ready(self, conn: psycopg.Connection) -> None:
+        """The run's source and rules, a complete snapshot taken with
+        --follow, no cutover yet; and a writes-stopped time that can be true:
+        not ahead, not before the run began or a change already applied."""
+        if refused := refusal(conn, Stage.CUTOVER, self.source.description,
+                              self.mapping.rules.digest):
+            raise MigrationError(*refused)
+        stopped = self.settings.writes_stopped_at
+        fix = (f"Give the time the application's writes to MongoDB really stopped: "
+               f"--writes-stopped-at {TIME_FORMAT} (local time), or --writes-stopped if "
+               "they have stopped now.")
+        now = dt.datetime.now().astimezone()
+        if stopped > now + dt.timedelta(seconds=CLOCK_SLACK_S):
+            raise MigrationError(f"the writes stopped at {stopped:%Y-%m-%d %H:%M:%S}, which is "
+                                 f"ahead of now ({now:%H:%M:%S}): the downtime would be "
+                                 "negative", fix)
+        state, follow = load_state(conn), load_follow(conn)
+        assert state is not None and follow is not None  # the guard refuses otherwise
+        if stopped < state.started_at:
+            raise MigrationError(f"the writes stopped at {stopped:%Y-%m-%d %H:%M:%S}, before "
+                                 "this run's snapshot began "
+                                 f"({state.started_at.astimezone():%Y-%m-%d %H:%M:%S}): the "
+                                 "follower has applied changes made after that", fix)
+        last = follow.last_event_time
+        if last is not None and stopped < last.as_datetime() - dt.timedelta(
+                seconds=CLOCK_SLACK_S):
+            raise MigrationError(f"the writes stopped at {stopped:%Y-%m-%d %H:%M:%S}, but the "
+                                 "follower has already applied a change made at "
+                                 f"{last.as_datetime().astimezone():%Y-%m-%d %H:%M:%S} "
+                                 "(MongoDB's clock): the application was still writing then",
+                                 fix)
 
     def _write(self, report: dict) -> dict:
         report["reportPath"] = str(self.settings.run_dir / CUTOVER_FILE)

@@ -27,10 +27,11 @@ from engine.core.run_files import CHECKPOINT_FILE, write_private
 from engine.core.stage import StageRun
 from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
-from engine.postgres.checkpoint import take_run_lock
-from engine.postgres.follow_state import load_follow, save_position
+from engine.postgres.checkpoint import lock_holder, run_finished, take_run_lock
+from engine.postgres.follow_state import FollowState, load_follow, save_position
+from engine.postgres.run_guard import Stage, refusal
 from engine.postgres.session import connect
-from engine.source.base import SourceError
+from engine.source.base import SourceError, SourceUnreachable
 from engine.source.change_stream import (
     ChangeBatch,
     ChangeStream,
@@ -50,62 +51,117 @@ ERROR_FILES_EVERY_S = 5.0  # the error logs follow the quarantine this often (an
 
 @dataclass(frozen=True)
 class FollowResult:
-    outcome: str  # stopped | idle | history_lost
+    outcome: str  # stopped | idle | history_lost | source_lost | timed_out
     events_applied: int  # by this invocation
     seconds: float
     message: str = ""
 
 
+def history_gap(source: MongoSource, state: FollowState) -> str | None:
+    """Why the server may no longer hold every change since the committed
+    position, or None. A position with a resume token is the server's to
+    check (it refuses one it no longer holds: ChangeStreamHistoryLost), but
+    one with a start time only is not: a stream started before the oldest
+    entry begins at that entry, silently. So the oldest change the server
+    holds must not be newer than the last one applied, or than the start."""
+    since = state.last_event_time
+    if since is None and state.token is None and state.start_token is None:
+        since = state.start_time
+    oldest = oldest_oplog_time(source)
+    if since is None or oldest is None or oldest <= since:
+        return None
+    return (f"MongoDB's oplog now begins at {_clock(oldest)}, after the last committed "
+            f"position ({_clock(since)}): the changes between are gone, and following cannot "
+            "go on without a gap; nothing was applied. Take a new snapshot: cockpit schema "
+            "deploy --force, then cockpit migrate --follow (with a larger oplog, "
+            "replSetResizeOplog, if the snapshot was long or paused).")
+
+
+def history_lost_already(source: MongoSource, url: str, collections: list[str]) -> str | None:
+    """Before a paused --follow snapshot is resumed: why its changes since
+    are gone already (then finishing it is wasted), or None."""
+    with connect(url, "follow", tuned=False) as conn:
+        state = None if run_finished(conn) else load_follow(conn)
+    if state is None:
+        return None  # no paused --follow snapshot: the follower checks for itself
+    if (gap := history_gap(source, state)) is not None:
+        return gap
+    try:  # a resume token the server no longer holds: it says so when asked
+        ChangeStream(source, collections, _position(state)).close()
+    except HistoryLost as exc:
+        return str(exc)
+    return None
+
+
+def _position(state: FollowState) -> StreamPosition:
+    token = state.token or state.start_token
+    return StreamPosition(token, None if token else state.start_time)
+
+
+def _clock(ts: object) -> str:
+    return f"{ts.as_datetime().astimezone():%Y-%m-%d %H:%M:%S}"  # type: ignore[attr-defined]
+
+
 class Follower(StageRun):
     def __init__(self, source: MongoSource, settings: MigrationSettings,
                  until_idle: float | None = None, sinks: Iterable[events.Sink] = (),
-                 control: MigrationControl | None = None, mapping: Mapping | None = None
-                 ) -> None:
+                 control: MigrationControl | None = None, mapping: Mapping | None = None,
+                 max_seconds: float | None = None) -> None:
         super().__init__(sinks, control, mapping)
         self.source = source
         self.settings = settings
         self.until_idle = until_idle
+        self.max_seconds = max_seconds  # the cutover's bound: then outcome "timed_out"
         self.order = {t.collection: i for i, t in enumerate(self.mapping.entity_tables)}
         self._mirrored = 0.0
+        self._applied = 0  # by this invocation
         self.files = RunFiles(settings.run_dir, redact_url(settings.postgres_url))
 
     def run(self) -> FollowResult:
         started = time.monotonic()
         with connect(self.settings.postgres_url, "follow") as conn:
-            if not take_run_lock(conn):
-                raise MigrationError("another migration, retry or follower holds this target",
+            if not take_run_lock(conn, say=lambda text: self.emit(events.Notice("info", text))):
+                holder = lock_holder(conn)
+                raise MigrationError("another migration, retry or follower holds this target"
+                                     + (f": {holder}" if holder else ""),
                                      "Stop it first (Ctrl+C in its terminal).")
+            if refused := refusal(conn, Stage.FOLLOW, self.source.description,
+                                  self.mapping.rules.digest):
+                raise MigrationError(*refused)
             state = load_follow(conn)
-            if state is None:
-                raise MigrationError(
-                    "this target's snapshot was taken without --follow: the changes since are "
-                    "unknown", "Start over: cockpit schema deploy --force, then cockpit "
-                    "migrate --follow.")
+            assert state is not None  # the guard refuses a snapshot taken without --follow
             prepare_target(conn)
-            self._check_history(state.last_event_time)
-            token = state.token or state.start_token
-            position = StreamPosition(token, None if token else state.start_time)
             try:
-                return self._follow(conn, position, state.events_applied, started)
+                return self._follow(conn, state, started)
             except HistoryLost as exc:
-                self.emit(events.Notice("error", str(exc)))
-                return FollowResult("history_lost", 0, time.monotonic() - started, str(exc))
+                return self._ended("history_lost", str(exc), state, started)
+            except SourceUnreachable as exc:
+                return self._ended("source_lost", (
+                    f"{exc}. Following stopped: every change applied until then is committed "
+                    "with its position. When MongoDB answers again (mongosh "
+                    "\"$STAGING_MONGODB_URL\" --eval \"db.adminCommand('ping')\"), run cockpit "
+                    "migrate --follow again: it goes on from that position."), state, started)
 
-    def _check_history(self, last: object) -> None:
-        """Our own guard beside the server's: the oldest change it still holds
-        must not be newer than the last one applied."""
-        oldest = oldest_oplog_time(self.source)
-        if last is not None and oldest is not None and oldest > last:
-            raise HistoryLost(
-                "MongoDB's oplog begins after the last change applied: the changes between "
-                "are gone. Take a new snapshot: cockpit schema deploy --force, then cockpit "
-                "migrate --follow.")
+    def _ended(self, outcome: str, message: str, state: FollowState,
+               started: float) -> FollowResult:
+        """Following could not go on: said, and the checkpoint file says so
+        too (never "caught up" when the source did not answer)."""
+        self.emit(events.Notice("error", message))
+        self._mirror(events.FollowProgress(state.events_applied + self._applied, 0.0, 0.0,
+                                           False), stopped=message)
+        return FollowResult(outcome, self._applied, time.monotonic() - started, message)
 
-    def _follow(self, conn: psycopg.Connection, position: StreamPosition, applied_before: int,
+    def _check_history(self, state: FollowState) -> None:
+        """Our own guard beside the server's, before anything is applied."""
+        if (gap := history_gap(self.source, state)) is not None:
+            raise HistoryLost(gap)
+
+    def _follow(self, conn: psycopg.Connection, state: FollowState,
                 started: float) -> FollowResult:
-        stream = ChangeStream(self.source, self.mapping.collections, position)
+        applied_before = state.events_applied
+        stream = ChangeStream(self.source, self.mapping.collections, _position(state))
         applier = ChangeApplier(conn, self.mapping, self.source.fetch)
-        applied, idle_since, lag = 0, None, 0.0
+        applied, idle_since, lag, checked = 0, None, 0.0, False
         rate_window: list[tuple[float, int]] = []
         files_at, files_behind = time.monotonic(), False
         history, history_at = oplog_span(self.source), time.monotonic()
@@ -114,10 +170,16 @@ class Follower(StageRun):
                 while self.control.paused and not self.control.stopping:
                     time.sleep(0.2)
                 batch = stream.next_batch(MAX_BATCH)
+                if not checked:
+                    # Once the stream has read from the position, and before any
+                    # change is applied: the history since it must be whole.
+                    self._check_history(state)
+                    checked = True
                 now = time.monotonic()
                 if batch.changes:
                     self._apply(conn, applier, batch)
                     applied += len(batch.changes)
+                    self._applied = applied
                     files_behind = True
                     server = cluster_time(self.source)
                     last = batch.changes[-1].cluster_time
@@ -146,6 +208,8 @@ class Follower(StageRun):
                 if (self.until_idle is not None and idle_since is not None
                         and now - idle_since >= self.until_idle):
                     return FollowResult("idle", applied, time.monotonic() - started)
+                if self.max_seconds is not None and now - started >= self.max_seconds:
+                    return FollowResult("timed_out", applied, time.monotonic() - started)
         finally:
             stream.close()
             self.files.errors.rewrite(conn)  # the run files say the quarantine as it stands
@@ -178,15 +242,19 @@ class Follower(StageRun):
             save_position(conn, batch.token, batch.changes[-1].cluster_time,
                           len(batch.changes))
 
-    def _mirror(self, p: events.FollowProgress) -> None:
-        """migration-checkpoint.json's .follow, for operators (twice a second at most)."""
-        if time.monotonic() - self._mirrored < MIRROR_EVERY_S:
+    def _mirror(self, p: events.FollowProgress, stopped: str | None = None) -> None:
+        """migration-checkpoint.json's .follow, for operators (twice a second at
+        most; at once when following stopped, with why: never "caught up" then)."""
+        if stopped is None and time.monotonic() - self._mirrored < MIRROR_EVERY_S:
             return
         self._mirrored = time.monotonic()
+        follow = {"eventsApplied": p.events_applied,
+                  "eventsPerSecond": round(p.events_per_second, 1),
+                  "lagSeconds": round(p.lag_seconds, 1) if stopped is None else None,
+                  "caughtUp": p.caught_up and stopped is None,
+                  "updatedAt": dt.datetime.now(dt.UTC).isoformat()}
+        if stopped is not None:
+            follow["stopped"] = stopped
         write_private(self.settings.run_dir / CHECKPOINT_FILE, json.dumps({
             "target": redact_url(self.settings.postgres_url),
-            "source": self.source.description,
-            "follow": {"eventsApplied": p.events_applied,
-                       "eventsPerSecond": round(p.events_per_second, 1),
-                       "lagSeconds": round(p.lag_seconds, 1), "caughtUp": p.caught_up,
-                       "updatedAt": dt.datetime.now(dt.UTC).isoformat()}}, indent=2))
+            "source": self.source.description, "follow": follow}, indent=2))

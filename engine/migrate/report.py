@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 
 from engine.core.mapping import Mapping
-from engine.core.run_files import write_private
+from engine.core.run_files import MIGRATION_REPORT_FILE, write_private
 from engine.postgres.checkpoint import STATE_SCHEMA, load_state
 
-REPORT_FILE = "migration-report.json"
+REPORT_FILE = MIGRATION_REPORT_FILE  # every run file's name: engine.core.run_files
 
 
 def write_migration_report(conn: psycopg.Connection, mapping: Mapping, run_dir: Path,

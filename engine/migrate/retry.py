@@ -11,6 +11,7 @@ the rerun resumes the unfinished retry and ends in the same state."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from engine.postgres.quarantine import (
     record_id,
     stay_quarantined,
 )
+from engine.postgres.run_guard import Stage, refusal
 from engine.postgres.session import connect
 from engine.source.base import Source
 
@@ -59,10 +61,37 @@ class RetryFilters:
         return {"collections": list(self.collections), "reasons": list(self.reasons),
                 "ids": list(self.ids)}
 
+    def unmatched(self, entries: list[QuarantineEntry]) -> str | None:
+        """What to say when the filters match no quarantined document: each
+        value that matches none, and what the quarantine holds; None when
+        one matches (or no filter is given)."""
+        if not (self.collections or self.reasons or self.ids) or any(
+                self.matches(e) for e in entries):
+            return None
+        if not entries:
+            return "the filters match nothing: the quarantine is empty"
+        said = [f"{flag} {', '.join(missing)} matches no quarantined document"
+                for flag, wanted, held in (
+                    ("--collection", self.collections, {e.collection for e in entries}),
+                    ("--reason", self.reasons, {e.reason_code for e in entries}),
+                    ("--id", self.ids, {e.object_id for e in entries}))
+                if (missing := [w for w in wanted if w not in held])]
+        if not said:
+            said = ["each filter matches some quarantined document, but none matches all "
+                    "of them (filters of different kinds combine: a collection AND a reason)"]
+        return ("the filters match nothing to retry: " + "; ".join(said)
+                + f". The quarantine holds {len(entries):,} document(s): by collection "
+                + _counted(e.collection for e in entries) + "; by reason "
+                + _counted(e.reason_code for e in entries) + ".")
+
     @classmethod
     def of(cls, data: dict) -> RetryFilters:
         return cls(tuple(data.get("collections", ())), tuple(data.get("reasons", ())),
                    tuple(data.get("ids", ())))
+
+
+def _counted(values: Iterable[str]) -> str:
+    return ", ".join(f"{v} ({n:,})" for v, n in Counter(values).most_common())
 
 
 @dataclass
@@ -110,14 +139,19 @@ class RetryQuarantined(StageRun):
         raises MigrationError when the target cannot be retried now."""
         started = time.monotonic()
         with connect(self.settings.postgres_url, "retry") as conn:
-            if not checkpoint.take_run_lock(conn):
+            if not checkpoint.take_run_lock(
+                    conn, say=lambda text: self.emit(events.Notice("info", text))):
+                holder = checkpoint.lock_holder(conn)
                 raise MigrationError(
-                    "another migration or retry is running against this target",
+                    "another migration, retry or follower holds this target"
+                    + (f": {holder}" if holder else ""),
                     "Wait for it to finish or pause it (Ctrl+C in its terminal); two at once "
                     "on one target are refused.")
-            if not checkpoint.run_finished(conn):
-                raise MigrationError("the migration on this target has not finished",
-                                     "Run cockpit migrate to finish it, then retry.")
+            # The run's own source (a document another source lacks is not
+            # "deleted at source"), its rules, a finished snapshot, no cutover.
+            if refused := refusal(conn, Stage.RETRY, self.source.description,
+                                  self.mapping.rules.digest):
+                raise MigrationError(*refused)
             with conn.transaction():
                 prepare_target(conn)
                 retry_id, filters, tally = self._begin(conn)
@@ -153,6 +187,8 @@ class RetryQuarantined(StageRun):
             else:
                 self.emit(events.Notice("info", f"resuming the unfinished retry #{row[0]}"))
             return row[0], filters, RetryTally.of(row[2])
+        if nothing := self.filters.unmatched(quarantine_entries(conn)):
+            self.emit(events.Notice("warning", nothing))
         new = conn.execute(f"INSERT INTO {STATE_SCHEMA}.retries (filters) VALUES (%s) "
                            "RETURNING id", [Jsonb(self.filters.as_json())]).fetchone()
         assert new is not None

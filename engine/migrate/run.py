@@ -23,17 +23,16 @@ from engine.core.redact import printable, redact_text, redact_url
 from engine.core.resources import ResourceSampler
 from engine.core.run_files import RunFileError, prepare_run_dir
 from engine.core.stage import StageRun
+from engine.migrate import snapshot, target_prep
 from engine.migrate.load import Paused, TableLoader, init_worker, load_in_worker
 from engine.migrate.post_load import PostLoad
 from engine.migrate.report import write_migration_report
 from engine.migrate.run_files import CheckpointFileError, RunFiles
-from engine.postgres import catalog, checkpoint, ddl
+from engine.postgres import checkpoint, ddl, run_guard
 from engine.postgres.checkpoint import RunState
-from engine.postgres.follow_state import begin_following, load_follow
+from engine.postgres.follow_state import load_follow
 from engine.postgres.session import connect
 from engine.source.base import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
-from engine.source.change_stream import ChangeStream, StreamPosition, oplog_span
-from engine.source.mongo import MongoSource
 from engine.source.spec import SourceSpec
 
 PHASE_TITLES = {
@@ -44,7 +43,6 @@ PHASE_TITLES = {
 
 
 MAX_SESSION_WARNINGS = 50
-SNAPSHOT_RATE = 20_000  # documents/s, a cautious figure for the oplog check (README, Speed)
 
 
 class Outcome(enum.Enum):
@@ -112,8 +110,19 @@ class Migration(StageRun):
         self._began = dt.datetime.now(dt.UTC)
         with ResourceSampler(self.settings.run_dir) as self._sampler:
             outcome = self._run_guarded()
+            if outcome is Outcome.FAILED and self.state is not None:
+                self._say_what_is_off()
             self._record_session(outcome)
         return outcome
+
+    def _say_what_is_off(self) -> None:
+        """After a failure: what the load took off stays off until the run
+        finishes; say exactly what, and how it comes back."""
+        off = target_prep.off_after_failure(self.settings.postgres_url, self.mapping)
+        if off:
+            self.emit(events.Notice("warning", f"{off}: this run's load took them off. Run "
+                                    "cockpit migrate again to resume: it restores them after "
+                                    "the load (or start over: cockpit schema deploy --force)."))
 
     def _record_session(self, outcome: Outcome) -> None:
         if self._session_recorded or self.state is None or self._sampler is None:
@@ -148,10 +157,13 @@ class Migration(StageRun):
                                                     self.mapping)))
                 conn = stack.enter_context(connect(self.settings.postgres_url, ""))
                 self._lock(conn)
+                if refused := run_guard.refusal(conn, run_guard.Stage.MIGRATE,
+                                                self.source.description, self.mapping.rules.digest):
+                    raise MigrationError(*refused)  # not this run's source or rules; cut over
                 return self._run(conn, started)
         except Paused:
             return self._stopped()
-        except MigrationError as exc:
+        except (MigrationError, target_prep.TargetRefused) as exc:
             self.emit(events.MigrationFailed(exc.message, exc.hint))
         except CheckpointFileError as exc:
             self.emit(events.MigrationFailed(str(exc)))
@@ -212,7 +224,11 @@ class Migration(StageRun):
             if file_state is not None:
                 self.emit(events.Notice("warning", f"{self.files.checkpoint_path.name} belongs "
                                         "to no run on this target; starting a new run"))
-            self.state = self._start_new_run(conn)
+            # The pre-flight, before anything of the target changes; then the
+            # checkpoint, with indexes, foreign keys and autovacuum off.
+            target_prep.check_schema(conn, self.mapping, resumed=False, emit=self.emit)
+            self.state = target_prep.start_new_run(conn, self.source, self.mapping,
+                                                   self.settings.follow, self.emit)
         elif self.state.source != self.source.description:
             raise MigrationError(
                 f"the checkpoint on this target is for source {self.state.source}, "
@@ -231,6 +247,8 @@ class Migration(StageRun):
                 "began are unknown",
                 "Finish it with cockpit migrate, or start over to follow: cockpit schema "
                 "deploy --force, then cockpit migrate --follow.")
+        else:
+            target_prep.check_schema(conn, self.mapping, resumed=True, emit=self.emit)
         # The files hold exactly this run's quarantine (none yet, for a new one).
         self.files.errors.rewrite(conn)
         self._plan(resumed)
@@ -249,13 +267,13 @@ class Migration(StageRun):
                 self._load_tables(conn, [t for t in self.mapping.entity_tables
                                          if self.mapping.phase_of(t.name) == phase])
         phases["load"] = time.monotonic() - started - sum(phases.values())
-        short = self._check_counts(conn)
+        short = self._check_counts()
         PostLoad(self.settings.postgres_url, self.workers, self.mapping, self.source,
                  self.state, self.files, self.control, self.emit, self._wait_while_paused).run(conn)
         phases["postLoad"] = time.monotonic() - started - sum(phases.values())
 
         with conn.transaction():
-            ddl.hold_autovacuum(conn, self.mapping, held=False)
+            target_prep.give_back(conn, self.mapping)
             checkpoint.finish_run(conn)
         self.state = checkpoint.load_state(conn)
         assert self.state is not None
@@ -276,57 +294,6 @@ class Migration(StageRun):
         if short:
             return Outcome.FINISHED_SHORT
         return Outcome.FINISHED_WITH_QUARANTINE if quarantined else Outcome.FINISHED
-
-    def _start_new_run(self, conn: psycopg.Connection) -> RunState:
-        full = catalog.tables_with_rows(conn, list(self.mapping.tables))
-        if full:
-            raise MigrationError(
-                f"the target already holds rows ({', '.join(full[:5])}) and no checkpoint",
-                "Migrate into an empty schema: cockpit schema deploy --force drops and "
-                "recreates it.")
-        present = set(self.source.collection_names())
-        plan = [(t.name, t.collection,
-                 self.source.count(t.collection) if t.collection in present else 0)
-                for t in self.mapping.entity_tables]
-        plan += [(j.table, None, 0) for j in self.mapping.junctions]
-        position = self._stream_position(sum(n for *_, n in plan))
-        with conn.transaction():
-            checkpoint.create_state(conn, self.source.description, plan,
-                                    self.mapping.rules.digest)
-            if position is not None:
-                begin_following(conn, position.token, position.operation_time)
-            conn.execute(checkpoint.OBJECT_ID_FUNCTION)
-            # Secondary indexes and FKs come back after the load (faster, and
-            # dangling references are then fixed set-wise first).
-            ddl.drop_constraints(conn, self.mapping)
-            ddl.hold_autovacuum(conn, self.mapping, held=True)
-        state = checkpoint.load_state(conn)
-        assert state is not None
-        return state
-
-    def _stream_position(self, documents: int) -> StreamPosition | None:
-        """Following: where the change stream stands before the first document
-        is read, and whether the oplog's history may outlast the snapshot."""
-        if not self.settings.follow:
-            return None
-        if not isinstance(self.source, MongoSource):
-            raise MigrationError("--follow needs a live MongoDB (--mongo): a dump has no "
-                                 "change stream")
-        stream = ChangeStream(self.source, self.mapping.collections)
-        try:
-            position = stream.position()
-        finally:
-            stream.close()
-        span = oplog_span(self.source)
-        estimate = documents / SNAPSHOT_RATE
-        if span is not None and estimate > span / 2:
-            self.emit(events.Notice("warning", (
-                f"the oplog holds {span:,.0f} s of history now; the snapshot of {documents:,} "
-                f"documents is estimated at {estimate:,.0f} s. If writes go on meanwhile the "
-                "history since the stream's start may be pruned before following begins "
-                "(said plainly if so: it never continues with a gap). A larger oplog "
-                "(replSetResizeOplog) or a quieter hour makes room.")))
-        return position
 
     def _plan(self, resumed: bool) -> None:
         assert self.state is not None
@@ -404,38 +371,13 @@ class Migration(StageRun):
         if not self.control.wait_while_paused():
             raise Paused
 
-    def _check_counts(self, conn: psycopg.Connection) -> dict[str, dict[str, int]]:
-        """Every table's documents read (loaded or quarantined) against what
-        the source holds now: table -> {read, inSource, planned} for those that
-        do not add up, each said loudly. The plan's count may be an estimate,
-        so a difference is counted again exactly before it is called one."""
+    def _check_counts(self) -> dict[str, dict[str, int]]:
         assert self.state is not None
         if self.settings.follow:  # the source changes under the snapshot: the stream applies it
             self.emit(events.Notice("info", "documents written during the snapshot are "
                                     "applied from the change stream next"))
             return {}
-        present = set(self.source.collection_names())
-        short: dict[str, dict[str, int]] = {}
-        for ts in self.state.tables.values():
-            if not ts.collection or ts.collection not in present:
-                continue
-            if ts.consumed == ts.expected:
-                continue
-            exact = self.source.exact_count(ts.collection)
-            if exact == ts.consumed:
-                self.emit(events.Notice("info", f"{ts.table}: {ts.consumed:,} documents read "
-                                        f"and in the source; the plan estimated {ts.expected:,}"))
-                continue
-            short[ts.table] = {"read": ts.consumed, "inSource": exact, "planned": ts.expected}
-            gap = exact - ts.consumed
-            self.emit(events.Notice("error", (
-                f"{ts.table}: {ts.consumed:,} documents read, but {ts.collection} holds "
-                f"{exact:,} ({abs(gap):,} {'not read' if gap > 0 else 'more read than exist'}; "
-                f"the plan counted {ts.expected:,}). The source changed during the run, or a "
-                "reader missed documents: run cockpit validate to list them.")))
-        return short
-
-    # -- after the load ----------------------------------------------------------
+        return snapshot.check_counts(self.source, self.state, self.emit)
 
     # -- checkpoint file and pause -----------------------------------------------
 

@@ -9,10 +9,11 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import psycopg
+from pydantic import NonNegativeFloat, NonNegativeInt
 
 from engine.core import events
 from engine.core.run_files import (
@@ -20,13 +21,51 @@ from engine.core.run_files import (
     JSONL_FILE,
     LOG_FILE,
     SESSIONS_FILE,
-    open_private,
+    DamagedRunFile,
+    open_run_file_for_append,
     read_jsonl,
+    read_run_file,
     write_private,
 )
+from engine.core.shapes import FileShape, IsoTime, line_check
 from engine.postgres.checkpoint import STATE_SCHEMA, RunState
 
 MIRROR_EVERY_S = 0.5  # the checkpoint file is rewritten at most this often, unless forced
+
+
+class ResourcePeaks(FileShape):
+    """A session's resource peaks (engine.core.resources), as the report reads them."""
+
+    cpuPercent: NonNegativeFloat
+    processCpuPercent: NonNegativeFloat
+    memoryPercent: NonNegativeFloat
+    processMemoryBytes: NonNegativeInt
+    diskReadBytesPerSecond: NonNegativeFloat
+    diskWriteBytesPerSecond: NonNegativeFloat
+    diskFreeMinBytes: NonNegativeInt | None
+    samples: NonNegativeInt
+    memoryTotalBytes: NonNegativeInt
+    cpuCount: NonNegativeInt
+
+
+class SessionRecord(FileShape):
+    """One line of migration-sessions.jsonl: what the migration report sums."""
+
+    runStartedAt: IsoTime
+    startedAt: IsoTime
+    endedAt: IsoTime
+    seconds: NonNegativeFloat
+    outcome: str
+    phaseSeconds: dict[str, NonNegativeFloat]
+    warnings: list[str] = []
+    resources: ResourcePeaks
+
+
+def read_sessions(path: Path, warn: Callable[[str], None]) -> list[dict]:
+    """Every well-formed line of migration-sessions.jsonl. A damaged line (a
+    torn write, a hand edit) is skipped and said to warn with its file and
+    line: it costs its session's figures, never the run's verdict."""
+    return read_jsonl(path, warn, line_check(SessionRecord))
 
 
 class RunFiles:
@@ -34,11 +73,14 @@ class RunFiles:
     state while it is mirrored: the parallel post-load steps change it while
     another thread may be writing the file."""
 
-    def __init__(self, run_dir: Path, target: str) -> None:
+    def __init__(self, run_dir: Path, target: str,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.checkpoint_path = run_dir / CHECKPOINT_FILE
         self.errors = ErrorLog(run_dir)
         self.sessions_path = run_dir / SESSIONS_FILE
         self.target = target  # redacted
+        self.warnings: list[str] = []  # what reading the files skipped, also said to warn
+        self._warn = warn
         self.lock = threading.Lock()
         self._written = 0.0
 
@@ -60,13 +102,19 @@ class RunFiles:
 
     def add_session(self, record: dict) -> None:
         """One invocation of the run (started, ended, outcome, phases, resources)."""
-        with open_private(self.sessions_path) as fh:
+        with open_run_file_for_append(self.sessions_path) as fh:
             fh.write(json.dumps(record, default=str) + "\n")
 
     def sessions(self, run_started_at: str) -> list[dict]:
-        """This run's sessions (the file may hold an earlier run's too)."""
-        return [s for s in read_jsonl(self.sessions_path)
-                if s.get("runStartedAt") == run_started_at]
+        """This run's sessions (the file may hold an earlier run's too); a
+        damaged line is skipped with a warning."""
+        return [s for s in read_sessions(self.sessions_path, self.warn)
+                if s["runStartedAt"] == run_started_at]
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        if self._warn is not None:
+            self._warn(text)
 
     def finished(self) -> None:
         """The run is done: the checkpoint file goes (PostgreSQL keeps the record)."""
@@ -83,7 +131,7 @@ class ErrorLog:
     def rewrite(self, conn: psycopg.Connection) -> int:
         """Make both files hold exactly the quarantine table."""
         for path in (self.log_path, self.jsonl_path):
-            open_private(path, "w").close()
+            write_private(path, "")
         rows = conn.execute(
             f"SELECT table_name, collection, object_id, reason_code, message, document, at "
             f"FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
@@ -99,7 +147,8 @@ class ErrorLog:
         records = list(records)
         if not records:
             return
-        with open_private(self.log_path) as log, open_private(self.jsonl_path) as jsonl:
+        with open_run_file_for_append(self.log_path) as log, \
+                open_run_file_for_append(self.jsonl_path) as jsonl:
             for r in records:
                 when = dt.datetime.fromisoformat(r.at).astimezone(dt.UTC).strftime(
                     "%Y-%m-%d %H:%M:%S")
@@ -116,14 +165,15 @@ class CheckpointFileError(Exception):
 
 
 def read_checkpoint_file(path: Path) -> dict | None:
-    if not path.exists():
+    text = read_run_file(path)
+    if text is None:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return data
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, DamagedRunFile) as exc:  # not JSON, not UTF-8
         raise CheckpointFileError(
             f"Invalid checkpoint file {path} ({exc}).\n"
             "Recovery (runbook Appendix A, 'Checkpoint File Corrupted'):\n"
@@ -138,6 +188,7 @@ def _write_checkpoint_file(path: Path, state: RunState, target: str) -> None:
     """Atomically (temp file + rename): a reader never sees half a file."""
     data = {
         "currentTable": state.current_table,
+        "runningTables": state.running_tables,  # begun, not done (several load at once)
         "totalRecordsMigrated": state.total_records,
         "source": state.source,
         "target": target,

@@ -23,13 +23,13 @@ from psycopg import sql
 from engine.core import events
 from engine.core.mapping import Mapping, nextcrm
 from engine.core.redact import redact_text, redact_url
-from engine.core.run_files import write_private
+from engine.core.run_files import PERFORMANCE_FILE, write_private
 from engine.perftest.plans import explain, table_rows
 from engine.perftest.suite import PerfQuery, SuggestedIndex, Suite, load_suite
+from engine.postgres import checkpoint
 from engine.postgres.ddl import ident, require_deployed
 from engine.postgres.session import connect
 
-PERFORMANCE_FILE = "migration-performance.json"
 ENABLE_PG_STAT_STATEMENTS = (
     "pg_stat_statements is not enabled on this server: add it to shared_preload_libraries "
     "in postgresql.conf (shared_preload_libraries = 'pg_stat_statements'), restart "
@@ -47,7 +47,27 @@ class PerfSettings:
 
 
 class NothingToTest(Exception):
-    """The target holds no accounts: there is nothing to measure yet."""
+    """The target is not ready to measure: its migration is not complete, or
+    it holds no accounts."""
+
+
+def require_complete_migration(conn: psycopg.Connection) -> None:
+    """A migration this tool began and has not finished (paused, failed, or
+    post-load not run) leaves tables empty and indexes not yet built: timings
+    on it would say nothing of the migrated target (and the "missing" indexes
+    are the ones the post-load builds). A target with no run of ours is
+    measured as it is."""
+    state = checkpoint.load_state(conn)
+    if state is None or checkpoint.run_finished(conn):
+        return
+    done = sum(t.status == "done" for t in state.tables.values())
+    where = (f"stopped at {state.current_table}" if state.current_table
+             else "its post-load (indexes, foreign keys, junctions) has not run")
+    raise NothingToTest(
+        f"the migration on this target is not complete: {done} of {len(state.tables)} "
+        f"tables done, {where}. Measuring it now would time a half-built target.\n"
+        "   What to do: run cockpit migrate with the same source and target (it resumes "
+        "from the checkpoint), then cockpit perftest.")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -78,6 +98,7 @@ class PerfTest:
         started = time.monotonic()
         with connect(self.settings.postgres_url, "perftest", tuned=False) as conn:
             require_deployed(conn, self.mapping)
+            require_complete_migration(conn)
             tables = list(self.mapping.tables)
             conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(ident(t) for t in tables)))
             self.say(f"ANALYZE ran on the {len(tables)} tables first (a freshly loaded "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -18,6 +19,7 @@ from engine.postgres.session import execute_all
 STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
 ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": held by the one run working on a target
 LOCK_GRACE_S = 3.0  # how long a refused lock is asked again (see take_run_lock)
+DEAD_CLIENT_WAIT_S = 60.0  # how long a holder running a statement is waited for
 
 STATE_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA};
@@ -119,30 +121,83 @@ class RunState:
     steps_done: list[str]
     tables: dict[str, TableState]
     rules_digest: str | None = None  # the rules the run started with
+    finished_at: dt.datetime | None = None  # the snapshot and its post-load complete
 
     @property
     def total_records(self) -> int:
         return sum(t.rows for t in self.tables.values())
 
     @property
+    def running_tables(self) -> list[str]:
+        """Tables begun and not done: loading now, or where a paused run resumes."""
+        return sorted(t.table for t in self.tables.values() if t.status == "running")
+
+    @property
     def current_table(self) -> str | None:
-        for t in self.tables.values():
-            if t.status != "done":
-                return t.table
-        return None
+        """A table begun and not done, else one not begun. Rows come back in no
+        set order, so a pending table must not hide the one actually loading."""
+        if running := self.running_tables:
+            return running[0]
+        return next((t.table for t in self.tables.values() if t.status != "done"), None)
 
 
-def take_run_lock(conn: psycopg.Connection, grace_s: float = LOCK_GRACE_S) -> bool:
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding the run lock, as pg_stat_activity shows it."""
+
+    pid: int
+    application: str
+    state: str  # active: running a statement; idle...: waiting for its client
+    since: dt.datetime | None  # when its statement began, or it went idle
+    query: str
+
+    def __str__(self) -> str:
+        since = f" since {self.since.astimezone():%H:%M:%S}" if self.since else ""
+        what = (f"running {self.query[:80]!r}" if self.state == "active"
+                else f"{self.state}, its client connected")
+        return f"PostgreSQL session {self.pid} ({self.application or 'no name'}), {what}{since}"
+
+
+def lock_holder(conn: psycopg.Connection) -> LockHolder | None:
+    """Who holds the run lock, if this role may see it (pg_locks splits the
+    bigint key in two halves)."""
+    row = conn.execute(
+        "SELECT a.pid, a.application_name, a.state, coalesce(a.query_start, a.state_change), "
+        "a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 1 LIMIT 1",
+        [ADVISORY_LOCK_KEY >> 32, ADVISORY_LOCK_KEY & 0xFFFFFFFF]).fetchone()
+    return LockHolder(row[0], row[1] or "", row[2] or "unknown", row[3], row[4] or "") \
+        if row else None
+
+
+def take_run_lock(conn: psycopg.Connection, grace_s: float = LOCK_GRACE_S,
+                  say: Callable[[str], None] | None = None,
+                  dead_client_wait_s: float = DEAD_CLIENT_WAIT_S) -> bool:
     """The one-run-per-target lock, for conn's session. A run that has just
     ended (a follower stopped for the cutover) lets it go only when its server
     process exits, a moment after its connection closed: a refusal is asked
-    again for grace_s before it counts."""
-    deadline = time.monotonic() + grace_s
+    again for grace_s before it counts. A holder running a statement may be
+    a killed run's session whose statement goes on without its client (our
+    sessions notice that within a second, see session.notice_a_dead_client;
+    an older version's do not): it is waited for, said once, up to
+    dead_client_wait_s. A holder waiting for its client has a live one: refused."""
+    started = time.monotonic()
+    said = False
     while True:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY]).fetchone()
         if got and got[0]:
             return True
-        if time.monotonic() >= deadline:
+        waited = time.monotonic() - started
+        holder = lock_holder(conn)
+        if holder is not None and holder.state == "active" and waited < dead_client_wait_s:
+            if say is not None and not said:
+                say(f"this target's run lock is held by {holder}: a run killed mid-statement "
+                    "leaves its statement running until the server notices its client is "
+                    f"gone; waiting for it to end (up to {dead_client_wait_s:.0f}s)")
+                said = True
+        elif waited >= grace_s:
             return False
         time.sleep(0.1)
 
@@ -177,8 +232,8 @@ def load_state(conn: psycopg.Connection) -> RunState | None:
     if not state_exists(conn):
         return None
     # rules_digest through to_jsonb: a run begun by an older version has no such column.
-    run = conn.execute(f"SELECT source, started_at, steps_done, to_jsonb(r)->>'rules_digest' "
-                       f"FROM {STATE_SCHEMA}.run r").fetchone()
+    run = conn.execute(f"SELECT source, started_at, steps_done, to_jsonb(r)->>'rules_digest', "
+                       f"finished_at FROM {STATE_SCHEMA}.run r").fetchone()
     if run is None:
         return None
     tables = {}
@@ -186,7 +241,7 @@ def load_state(conn: psycopg.Connection) -> RunState | None:
             f"SELECT table_name, collection, status, consumed, last_id, rows, quarantined, "
             f"expected, changes, unmapped, updated_at FROM {STATE_SCHEMA}.tables"):
         tables[r[0]] = TableState(*r)
-    return RunState(run[0], run[1], list(run[2]), tables, run[3])
+    return RunState(run[0], run[1], list(run[2]), tables, run[3], run[4])
 
 
 def save_table(conn: psycopg.Connection, t: TableState) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 from psycopg import sql
 
 from engine.core.mapping import ForeignKey, Index, Mapping, Table
+from engine.postgres import dependents, prisma
 from engine.postgres.catalog import (
     CatalogCounts,
     catalog_counts,
@@ -15,6 +18,7 @@ from engine.postgres.catalog import (
     vector_available,
 )
 from engine.postgres.checkpoint import ADVISORY_LOCK_KEY, STATE_SCHEMA
+from engine.postgres.schema_diff import ON_UPDATE
 from engine.postgres.session import execute_all
 
 
@@ -58,9 +62,10 @@ def add_foreign_key(fk: ForeignKey, not_valid: bool = False) -> sql.Composed:
     by validate_foreign_key (which can run beside other tables' checks)."""
     return sql.SQL(
         "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) "
-        "ON DELETE {} ON UPDATE CASCADE{}").format(
+        "ON DELETE {} ON UPDATE {}{}").format(
         ident(fk.table), ident(fk.name), ident(fk.column), ident(fk.ref_table),
-        ident(fk.ref_column), sql.SQL(fk.on_delete), sql.SQL(" NOT VALID" if not_valid else ""))
+        ident(fk.ref_column), sql.SQL(fk.on_delete), sql.SQL(ON_UPDATE),
+        sql.SQL(" NOT VALID" if not_valid else ""))
 
 
 def validate_foreign_key(fk: ForeignKey) -> sql.Composed:
@@ -87,25 +92,6 @@ def require_deployed(conn: psycopg.Connection, mapping: Mapping) -> None:
             "NextCRM tables exist). Run: cockpit schema deploy --postgres URL")
 
 
-def objects_in_the_way(conn: psycopg.Connection, mapping: Mapping) -> list[str]:
-    """What dropping NextCRM's tables and enum types would take with it that
-    is not theirs (views, other tables' foreign keys or columns, functions...),
-    as PostgreSQL's own dependency check names them. Asked by dropping them
-    without CASCADE in a savepoint that is always rolled back."""
-    class _Undo(Exception):
-        pass
-
-    try:
-        with conn.transaction():
-            _drop(conn, mapping, cascade=False)
-            raise _Undo
-    except _Undo:
-        return []
-    except psycopg.errors.DependentObjectsStillExist as exc:
-        detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
-        return [line.strip() for line in detail.splitlines() if line.strip()]
-
-
 def _drop(conn: psycopg.Connection, mapping: Mapping, cascade: bool) -> None:
     how = sql.SQL(" CASCADE" if cascade else "")
     present = existing_tables(conn, mapping)
@@ -120,26 +106,42 @@ def _drop(conn: psycopg.Connection, mapping: Mapping, cascade: bool) -> None:
         conn.execute(sql.SQL("DROP TYPE {}{}").format(sql.SQL(", ").join(map(ident, types)), how))
 
 
-def drop_all(conn: psycopg.Connection, mapping: Mapping, drop_dependents: bool = False) -> None:
-    """Drop NextCRM's tables and enum types and the engine's state. Refuses
-    (SchemaError naming them) when objects of the operator's depend on them,
-    unless drop_dependents: then those go too."""
-    in_the_way = objects_in_the_way(conn, mapping)
-    if in_the_way and not drop_dependents:
+def drop_all(conn: psycopg.Connection, mapping: Mapping,
+             drop_dependents: bool = False) -> list[str]:
+    """Drop NextCRM's tables and enum types and the engine's state; in the
+    caller's transaction. Refuses (SchemaError naming each) when objects of
+    the operator's depend on them, unless drop_dependents: then exactly those
+    go too, and are returned. Never drops an object it did not name."""
+    found = dependents.find(conn, mapping)
+    if found.named and not drop_dependents:
         raise SchemaError(
             "dropping the NextCRM schema would also drop objects that are not NextCRM's:\n"
-            + "".join(f"  - {line}\n" for line in in_the_way)
+            + "".join(f"  - {name}\n" for name in found.named)
             + "Nothing was changed. Move or drop them yourself, or add --drop-dependents "
             "to drop them with the schema.")
-    _drop(conn, mapping, cascade=drop_dependents)
+    before = dependents.objects(conn) if found.named else {}
+    _drop(conn, mapping, cascade=bool(found.named))
+    if found.named:
+        try:
+            dependents.check_nothing_unnamed(conn, before, found)
+        except dependents.UnnamedDrop as exc:
+            raise SchemaError(
+                "dropping the NextCRM schema would also drop objects that were not named: "
+                f"{', '.join(exc.objects)}. Nothing was changed. Move or drop them "
+                "yourself, then deploy again.") from None
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident(STATE_SCHEMA)))
+    return found.named
 
 
 def deploy(conn: psycopg.Connection, mapping: Mapping, *, force: bool = False,
-           with_constraints: bool = True, drop_dependents: bool = False) -> CatalogCounts:
+           with_constraints: bool = True, drop_dependents: bool = False,
+           prisma_baseline: bool = True,
+           say: Callable[[str], None] = lambda _: None) -> CatalogCounts:
     """Create the schema (idempotent). Refuses a target holding rows unless
     force, a target a migration is working on, and (with force) dropping
-    objects that are not NextCRM's unless drop_dependents.
+    objects that are not NextCRM's unless drop_dependents. prisma_baseline:
+    record 0_init as applied in `_prisma_migrations` (engine/postgres/prisma.py).
+    say: what was done beside the schema (dependents dropped, the baseline).
 
     with_constraints=False leaves out secondary indexes and foreign keys: the
     loader adds them after the bulk load.
@@ -163,7 +165,8 @@ def deploy(conn: psycopg.Connection, mapping: Mapping, *, force: bool = False,
                 "nothing was changed. Use --force to drop and recreate the schema "
                 "(all its rows are lost), or point --postgres at an empty database.")
         if force:
-            drop_all(conn, mapping, drop_dependents)
+            for name in drop_all(conn, mapping, drop_dependents):
+                say(f"dropped with the schema (--drop-dependents): {name}")
         if vector_available(conn):
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         have_types = {r[0] for r in conn.execute(
@@ -176,6 +179,11 @@ def deploy(conn: psycopg.Connection, mapping: Mapping, *, force: bool = False,
             conn.execute(create_table(mapping.tables[name]))
         if with_constraints:
             create_constraints(conn, mapping)
+        if prisma_baseline:
+            say("_prisma_migrations: " + (
+                "0_init recorded as applied (as prisma migrate resolve --applied 0_init "
+                "does), so the application's prisma migrate deploy has nothing to do"
+                if prisma.record_baseline(conn) else "0_init already recorded, kept"))
     return catalog_counts(conn, mapping)
 
 

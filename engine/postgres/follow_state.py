@@ -81,7 +81,9 @@ def save_position(conn: psycopg.Connection, token: dict | None,
                  [json_util.dumps(token) if token else None, _pair(last_event_time), applied])
 
 
-def record_cutover(conn: psycopg.Connection, cutover: dict) -> None:
+def record_cutover(conn: psycopg.Connection, cutover: dict) -> bool:
+    """The cutover, once: False if one was recorded already (the first stands)."""
     from psycopg.types.json import Jsonb
 
-    conn.execute(f"UPDATE {STATE_SCHEMA}.follow SET cutover = %s", [Jsonb(cutover)])
+    return conn.execute(f"UPDATE {STATE_SCHEMA}.follow SET cutover = %s WHERE cutover IS NULL",
+                        [Jsonb(cutover)]).rowcount == 1

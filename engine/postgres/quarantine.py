@@ -106,6 +106,23 @@ def quarantine_entries(conn: psycopg.Connection) -> list[QuarantineEntry]:
     return [QuarantineEntry(*r) for r in rows]
 
 
+def quarantine_tail(conn: psycopg.Connection, last: int) -> list[QuarantineEntry]:
+    """The last `last` entries, oldest first: what a viewer can browse."""
+    rows = conn.execute(
+        # The retry columns through to_jsonb: a target never retried has none (a reader
+        # adds no columns).
+        f"SELECT * FROM (SELECT seq, table_name, collection, object_id, reason_code, message, "
+        f"document, at, to_jsonb(q)->>'first_reason', (to_jsonb(q)->>'retried_in')::int "
+        f"FROM {STATE_SCHEMA}.quarantine q ORDER BY seq DESC LIMIT %s) t ORDER BY seq", [last])
+    return [QuarantineEntry(*r) for r in rows]
+
+
+def quarantine_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Entries by reason code, all of them."""
+    return dict(conn.execute(f"SELECT reason_code, count(*) FROM {STATE_SCHEMA}.quarantine "
+                             "GROUP BY reason_code").fetchall())
+
+
 def _history(conn: psycopg.Connection, e: QuarantineEntry, retry_id: int | None,
              outcome: str, reason: str | None, message: str | None) -> None:
     conn.execute(

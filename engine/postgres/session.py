@@ -26,6 +26,7 @@ def run_on_connections(url: str, tasks: Sequence[Callable[[psycopg.Connection], 
         for _ in range(max(1, min(connections, len(tasks)))):
             conn = psycopg.connect(url, autocommit=True, application_name=application_name)
             opened.append(conn)
+            notice_a_dead_client(conn)
             setup(conn)
             idle.put(conn)
 
@@ -53,9 +54,19 @@ def connect(url: str, role: str, tuned: bool = True) -> psycopg.Connection:
     migration-cockpit and its role); tuned: with the loading session settings."""
     conn = psycopg.connect(url, autocommit=True,
                            application_name=f"migration-cockpit {role}".strip())
+    notice_a_dead_client(conn)
     if tuned:
         session_settings(conn)
     return conn
+
+
+def notice_a_dead_client(conn: psycopg.Connection) -> None:
+    """A statement of ours goes on after its client is killed (SIGKILL, OOM)
+    until it ends, holding its locks (the run lock among them): with this,
+    the server checks the client's socket every second while one runs and
+    ends the session once it is gone (PostgreSQL 14+; older ones go without)."""
+    if conn.info.server_version >= 140000:
+        conn.execute("SET client_connection_check_interval = '1s'")
 
 
 def session_settings(conn: psycopg.Connection) -> None:

@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.core.run_files import RunFileError, write_private
-from engine.report.run_record import ESTIMATE_FILE, RunRecord
+from engine.core.run_files import ESTIMATE_FILE, write_private
+
+if TYPE_CHECKING:
+    from engine.report.run_record import RunRecord
 
 RUNBOOK_STAGING_SECONDS = 4 * 3600 + 23 * 60  # the runbook's staging run: 4h 23m
 DEFAULT_SAFETY = 1.5
 DEFAULT_ROLLBACK_MARGIN_H = 1.0  # runbook: completion Sunday 10 PM, rollback deadline 11 PM
 DEFAULT_TESTING_H = 6.0  # runbook: full testing Monday 12:00 AM - 6:00 AM
+# Bounds of the inputs (the command line refuses values outside them): past
+# these an estimate says nothing, and a window would end beyond the calendar.
+# (low, high); a size must be above its low, the others may equal it.
+PRODUCTION_GB_RANGE = (0.0, 1_000_000.0)  # up to 1 PB
+PRODUCTION_DOCUMENTS_RANGE = (0, 10**12)
+SAFETY_RANGE = (1.0, 10.0)
+HOURS_RANGE = (0.0, 168.0)  # rollback margin, testing: up to a week each
+MAX_RATIO = 1_000_000.0  # production this many times staging: rehearse on a larger copy
+
+
+class EstimateError(ValueError):
+    """The inputs cannot give an estimate (the message says which and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +64,10 @@ def _staging(record: RunRecord) -> dict:
         "every row"
     return {
         "documents": m["documentsRead"],
-        "dataBytes": size.get("dataSize", size.get("dumpBytes")),
-        "dataMeasure": "dataSize (dbStats)" if "dataSize" in size else
-        "bytes of the dump's .bson files" if "dumpBytes" in size else None,
+        "dataBytes": size["dataSize"] if size.get("dataSize") is not None
+        else size.get("dumpBytes"),
+        "dataMeasure": "dataSize (dbStats)" if size.get("dataSize") is not None else
+        "bytes of the dump's .bson files" if size.get("dumpBytes") is not None else None,
         "migrationSeconds": m.get("workingSeconds", m["durationSeconds"]),
         "phaseSeconds": phases,
         "validationSeconds": validation["durationSeconds"] if every_row else None,
@@ -58,18 +75,38 @@ def _staging(record: RunRecord) -> dict:
     }
 
 
+def _check_inputs(production: Production, safety: float, window: WindowSettings | None) -> None:
+    """The command line refuses these already; a caller of this function too."""
+    def within(value: float | None, low: float, high: float, what: str) -> None:
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            raise EstimateError(f"{what} {value!r}: give a number from {low:g} to {high:g}")
+    within(production.documents, 1, PRODUCTION_DOCUMENTS_RANGE[1], "production documents")
+    within(production.data_bytes, 1, PRODUCTION_GB_RANGE[1] * 2**30, "production bytes")
+    within(safety, *SAFETY_RANGE, "safety factor")
+    if window is not None:
+        within(window.rollback_margin_h, *HOURS_RANGE, "rollback margin hours")
+        within(window.testing_h, *HOURS_RANGE, "testing hours")
+
+
 def estimate(record: RunRecord, production: Production, safety: float = DEFAULT_SAFETY,
              window: WindowSettings | None = None) -> dict:
+    _check_inputs(production, safety, window)
     staging = _staging(record)
     by_size = (production.data_bytes / staging["dataBytes"]
                if production.data_bytes and staging["dataBytes"] else None)
     by_docs = (production.documents / staging["documents"]
                if production.documents and staging["documents"] else None)
     if by_size is None and by_docs is None:
-        raise RunFileError("no production size to compare: give --production-mongo URL, "
-                           "--production-size-gb or --production-documents")
+        raise EstimateError("no production size to compare: give --production-mongo URL, "
+                            "--production-size-gb or --production-documents")
     ratio = by_size if by_size is not None else by_docs
     assert ratio is not None
+    if ratio > MAX_RATIO:
+        raise EstimateError(
+            f"production is {ratio:,.0f} times this staging run (by "
+            f"{'data size' if by_size is not None else 'documents'}): scaled that far, the "
+            "staging figures say nothing of production. Rehearse on a larger copy of "
+            "production, or check the size given.")
     ratio_basis = "data size" if by_size is not None else "documents"
     formula_s = staging["migrationSeconds"] * ratio * safety
     runbook_s = RUNBOOK_STAGING_SECONDS * ratio * safety
@@ -141,10 +178,16 @@ def maintenance_window(settings: WindowSettings, migration_s: float,
                        validation_s: float) -> dict:
     assert settings.start is not None
     start = settings.start
-    completion = start + dt.timedelta(seconds=migration_s)
-    validated = completion + dt.timedelta(seconds=validation_s)
-    rollback = validated + dt.timedelta(hours=settings.rollback_margin_h)
-    go_live = rollback + dt.timedelta(hours=settings.testing_h)
+    try:
+        completion = start + dt.timedelta(seconds=migration_s)
+        validated = completion + dt.timedelta(seconds=validation_s)
+        rollback = validated + dt.timedelta(hours=settings.rollback_margin_h)
+        go_live = rollback + dt.timedelta(hours=settings.testing_h)
+    except OverflowError:
+        raise EstimateError(
+            f"the window from {start:%Y-%m-%d %H:%M} would end past the year 9999 "
+            f"({hours(migration_s + validation_s):,.0f} hours of migration and validation): "
+            "check the production size given, or rehearse on a larger copy") from None
     return {"start": start.isoformat(), "estimatedCompletion": completion.isoformat(),
             "validated": validated.isoformat(), "rollbackDeadline": rollback.isoformat(),
             "fullTesting": [rollback.isoformat(), go_live.isoformat()],

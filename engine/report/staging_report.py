@@ -11,20 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core.mapping import Mapping
-from engine.core.run_files import write_private
-from engine.core.units import duration, size, weekday_time
-from engine.perftest.text import metrics_rows
+from engine.core.run_files import REPORT_MD_FILE, RUNBOOK_STATE_FILE, SUMMARY_MD_FILE, write_private
+from engine.core.units import duration, size
 from engine.report.final_counts import CountLine
 from engine.report.run_record import RunRecord
+from engine.report.schemas import check_shape
+from engine.report.sections import (
+    performance_section,
+    recommendations_section,
+    resources_section,
+    step_span,
+    step_span_text,
+    todo,
+)
 
-REPORT_MD = "staging-migration-report.md"
-SUMMARY_MD = "staging-migration-summary.md"
+REPORT_MD = REPORT_MD_FILE  # every run file's name: engine.core.run_files
+SUMMARY_MD = SUMMARY_MD_FILE
 NOTE = ("Figures come from the run's files and the target; fields marked [to fill in] are "
         "for a person.")
-
-
-def todo(what: str) -> str:
-    return f"[to fill in: {what}]"
 
 
 @dataclass(frozen=True)
@@ -36,21 +40,9 @@ class ReportInputs:
     target_bytes: int
     steps: dict[str, dict]  # the runbook's recorded step times (runbook-state.json)
 
-
-def _span(steps: dict[str, dict], prefix: str) -> tuple[dt.datetime, dt.datetime] | None:
-    starts = [dt.datetime.fromisoformat(s["started"]) for k, s in steps.items()
-              if k.startswith(prefix) and s.get("started")]
-    ends = [dt.datetime.fromisoformat(s["finished"]) for k, s in steps.items()
-            if k.startswith(prefix) and s.get("finished")]
-    return (min(starts), max(ends)) if starts and ends and max(ends) >= min(starts) else None
-
-
-def _span_text(steps: dict[str, dict], prefix: str, group: str) -> str:
-    span = _span(steps, prefix)
-    if span is None:
-        return (f"not recorded (mark the {group} steps' start and end in the cockpit's runbook "
-                "pane: b / e)")
-    return f"{duration((span[1] - span[0]).total_seconds())} (runbook steps {prefix}*)"
+    def __post_init__(self) -> None:
+        check_shape(RUNBOOK_STATE_FILE, {"steps": self.steps},
+                    str(self.record.run_dir / RUNBOOK_STATE_FILE))
 
 
 def _pct(part: float, whole: float) -> str:
@@ -59,9 +51,11 @@ def _pct(part: float, whole: float) -> str:
 
 def _source_size(m: dict) -> str:
     s = (m.get("sizes") or {}).get("source") or {}
-    if "dataSize" in s:
-        return f"MongoDB {size(s['dataSize'])} data ({size(s['storageSize'])} storage)"
-    if "dumpBytes" in s:
+    if s.get("dataSize") is not None:
+        storage = s.get("storageSize")
+        return f"MongoDB {size(s['dataSize'])} data" + (
+            f" ({size(storage)} storage)" if storage is not None else "")
+    if s.get("dumpBytes") is not None:
         return f"mongodump {size(s['dumpBytes'])}"
     return "MongoDB size not recorded"
 
@@ -96,30 +90,13 @@ class StagingReport:
     def _quarantine_by_reason(self) -> dict[str, list[dict]]:
         by: dict[str, list[dict]] = defaultdict(list)
         for r in self.i.record.quarantine:
-            by[r.get("reason_code") or r.get("reason") or "unknown"].append(r)
+            by[r["reason_code"]].append(r)
         return dict(sorted(by.items(), key=lambda kv: -len(kv[1])))
 
     def _validation_line(self, key: str) -> str:
         if self.v is None:
             return "not validated yet (cockpit validate)"
         return self.v[key]["status"]
-
-    def _resources(self) -> list[str]:
-        r = self.m.get("resources")
-        if not r:
-            return ["- Not recorded for this run (a migration by an older version)"]
-        return [
-            f"- Peak CPU: {r['cpuPercent']:.0f}% of the machine ({r['cpuCount']} cores); "
-            f"the migration's own processes {r['processCpuPercent']:.0f}% of one core",
-            f"- Peak Memory: {size(r['processMemoryBytes'])} in the migration's processes; "
-            f"machine {r['memoryPercent']:.0f}% of {size(r['memoryTotalBytes'])}",
-            f"- Peak Disk I/O: {size(r['diskReadBytesPerSecond'])}/s read, "
-            f"{size(r['diskWriteBytesPerSecond'])}/s written (whole machine)",
-            "- Disk free at least: " + (size(r["diskFreeMinBytes"]) if r["diskFreeMinBytes"]
-                                        is not None else "not measured"),
-            f"- Network: {todo('not measured by the tool')}",
-            f"- Sampled {r['samples']} times over {len(self.i.record.sessions) or 1} session(s)",
-        ]
 
     # -- sections -------------------------------------------------------------
 
@@ -128,7 +105,7 @@ class StagingReport:
         validation = duration(self.v["durationSeconds"]) if self.v else "not validated yet"
         testing = (f"performance tests {duration(self.p['durationSeconds'])}" if self.p
                    else "performance tests not run (cockpit perftest)")
-        app = _span(steps, "5.3.2") or _span(steps, "5.3.3")
+        app = step_span(steps, "5.3.2") or step_span(steps, "5.3.3")
         testing += ("; application testing and UAT " + duration((app[1] - app[0]).total_seconds())
                     if app else f"; application testing and UAT {todo('duration')}")
         elapsed = self._elapsed()
@@ -137,7 +114,7 @@ class StagingReport:
             migration += (f" working, over {self.m['sessions']} sessions "
                           f"({self.m['pauses']} pause(s))")
         return [
-            f"- Setup Duration: {_span_text(steps, '5.1.', '5.1')}",
+            f"- Setup Duration: {step_span_text(steps, '5.1.', '5.1')}",
             f"- Migration Duration: {migration}",
             f"- Validation Duration: {validation}",
             f"- Testing Duration: {testing}",
@@ -202,14 +179,13 @@ class StagingReport:
         n = 0
         for reason, records in self._quarantine_by_reason().items():
             n += 1
-            first = min((r.get("at", "") for r in records), default="")
-            collections = Counter(r.get("collection", "?") for r in records)
-            examples = ", ".join(f"{r.get('collection')} {r.get('object_id')}"
-                                 for r in records[:3])
+            first = min(r["at"] for r in records)
+            collections = Counter(r["collection"] for r in records)
+            examples = ", ".join(f"{r['collection']} {r['object_id']}" for r in records[:3])
             out += [
                 f"### Issue {n}: {len(records):,} document(s) quarantined: {reason}",
-                f"- **When:** first at {first[:19]}" if first else "- **When:** n/a",
-                f"- **What:** {records[0].get('message', '')[:300]}",
+                f"- **When:** first at {first[:19]}",
+                f"- **What:** {records[0]['message'][:300]}",
                 f"- **Impact:** {len(records):,} document(s) not migrated, in "
                 + ", ".join(f"{c} ({k})" for c, k in collections.most_common()),
                 f"- **Examples:** {examples}",
@@ -245,68 +221,6 @@ class StagingReport:
                     f"- **What:** {self.m['countMismatches']}", ""]
         return out or ["No document was quarantined, no reference set NULL, no pause.", ""]
 
-    def _performance(self) -> list[str]:
-        if self.p is None:
-            return ["Not measured yet: run cockpit perftest.", ""]
-        rows = metrics_rows(self.p)
-        out = ["### Query Performance", "",
-               "| Query Type | Target | Actual | Status | Notes |",
-               "|------------|--------|--------|--------|-------|"]
-        out += ["| " + " | ".join(r) + " |" for r in rows]
-        used = sorted({i for t in self.p["tests"] for i in t["plan"]["indexesUsed"]})
-        seq = [f"{s['table']} ({t['name']})" for t in self.p["tests"]
-               for s in t["plan"]["seqScansOnBigTables"]]
-        missing = [s for t in self.p["tests"] for s in t["suggestions"] if s["statement"]]
-        out += ["", "### Index Usage",
-                f"- Indexes used: {', '.join(used) or 'none'}",
-                f"- Sequential scans on large tables: {', '.join(seq) or 'none'}"]
-        out += [f"- Missing: {s['index']}: `{s['statement']}`" for s in missing]
-        if self.p["indexesCreated"]:
-            out.append(f"- Created by perftest: {', '.join(self.p['indexesCreated'])}")
-        out += ["", f"Status by the median of {self.p['tests'][0]['runs']} runs; ANALYZE ran "
-                "first. Details: migration-performance.json", ""]
-        return out
-
-    def _recommendations(self) -> list[str]:
-        e = self.e
-        if e is None:
-            return ["### Timing Estimate", "Not estimated yet: run cockpit estimate "
-                    "--production-mongo URL (or --production-documents N).", ""]
-        per, formula = e["perPhase"], e["formula"]
-        out = ["### Timing Estimate", "Based on staging performance:",
-               f"- Production data volume: {e['ratio']:.1f} times larger than staging "
-               f"(by {e['ratioBasis']})",
-               f"- Estimated migration duration: {per['hours']:.2f} hours (per-phase rates, "
-               f"validation included; safety factor {e['safetyFactor']:g}); the runbook's "
-               f"formula gives {formula['hours']:.2f} hours",
-               f"- The runbook's own staging run at this ratio: "
-               f"{e['runbookExample']['hours']:.1f} hours "
-               f"({e['runbookExample']['hoursAsTheRunbookComputed']:.1f} as the runbook "
-               "computed it)"]
-        w = e.get("window")
-        if w:
-            first, last = (weekday_time(t) for t in w["fullTesting"])
-            out.append(f"- Recommended maintenance window: {w['windowHours']:.1f} hours "
-                       "(includes validation, rollback margin and full testing)")
-            out += ["", "| Milestone | Time |", "|---|---|",
-                    f"| Start | {weekday_time(w['start'])} |",
-                    f"| Estimated Completion | {weekday_time(w['estimatedCompletion'])} |",
-                    f"| Validated | {weekday_time(w['validated'])} |",
-                    f"| Rollback Deadline | {weekday_time(w['rollbackDeadline'])} |",
-                    f"| Full Testing | {first} - {last} |",
-                    f"| Go-Live | {weekday_time(w['goLive'])} |"]
-        else:
-            out.append(f"- Recommended maintenance window: {todo('cockpit estimate --start')}")
-        res = e.get("resources") or {}
-        out += ["", "### Resource Requirements",
-                f"- PostgreSQL server: {todo('specifications')}",
-                "- Disk space: " + (f"{size(res['diskBytesNeeded'])} (3 x the estimated "
-                                    f"{size(res['postgresBytes'])} PostgreSQL database)"
-                                    if res else todo("amount needed")),
-                f"- Team size: {todo('number of people')}",
-                f"- Roles needed: {todo('roles')}", ""]
-        return out
-
     # -- documents ------------------------------------------------------------
 
     def complete_report(self, today: dt.date) -> str:
@@ -339,8 +253,8 @@ class StagingReport:
             "### Data Volume", *self._volume(), "",
             "### Data Quality", *self._quality(), "",
             "## Issues Encountered", "", *self._issues(),
-            "## Performance Results", "", *self._performance(),
-            "### Resource Usage", *self._resources(), "",
+            "## Performance Results", "", *performance_section(self.p),
+            "### Resource Usage", *resources_section(self.m, len(self.i.record.sessions)), "",
             "## Application Testing Results", "",
             "### Functional Testing",
             *[f"- {f}: {todo('Pass/Fail')}" for f in (
@@ -358,7 +272,7 @@ class StagingReport:
             "### What Went Well", f"1. {todo('what went well')}", "",
             "### What Could Be Improved", f"1. {todo('improvement area')}", "",
             "### Surprises", f"1. {todo('unexpected finding')}", "",
-            "## Production Migration Recommendations", "", *self._recommendations(),
+            "## Production Migration Recommendations", "", *recommendations_section(self.e),
             "### Risk Mitigation", f"1. {todo('risk → mitigation strategy')}", "",
             "### Critical Success Factors", f"1. {todo('factor')}", "",
             "## Appendices", "",

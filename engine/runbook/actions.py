@@ -1,6 +1,9 @@
 """The runbook's actions, by the names runbook.yaml uses: each does its step
-and answers like a check. The cockpit runs the long ones, migrate and
-validate, in its own workers; headless they are cockpit migrate / validate."""
+and answers like a check. Actions act, checks verify: an action's PASS is
+the answer of the check that looks at what it left (VERIFIED_BY), never the
+mere absence of an error. The cockpit runs the long ones, migrate, validate
+and cutover, in its own workers and records them when their end is seen;
+headless they are cockpit migrate / validate / cutover."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from engine.report.artifacts import save_artifacts
 from engine.report.final_counts import against_baseline, final_counts, write_final_counts
 from engine.report.run_record import RunRecord
 from engine.report.staging_report import ReportInputs, write_reports
-from engine.runbook.checks import CheckResult, RunContext, pg
+from engine.runbook.checks import CheckResult, RunContext, pg, run_check
 from engine.runbook.model import RunbookState
 from engine.source.base import SourceError
 from engine.validate.baseline import take_baseline
@@ -29,6 +32,9 @@ def action_baseline(ctx: RunContext) -> CheckResult:
         data = take_baseline(source, ctx.run_dir)
     finally:
         source.close()
+    if not data["collections"]:  # counts of nothing are no baseline
+        return CheckResult(False, f"the source {source.description} holds no collections: "
+                           "check --mongo/--dump and --db")
     return CheckResult(True, f"baseline: {data['totalDocuments']:,} documents in "
                        f"{len(data['collections'])} collections")
 
@@ -84,12 +90,22 @@ ACTIONS: dict[str, Callable[[RunContext], CheckResult] | None] = {
 }
 
 
+# The check that sees an action's result where it landed (the run folder, the target).
+VERIFIED_BY = {"baseline": "baseline_recorded", "schema_deploy": "schema_deployed",
+               "report": "report_written"}
+
+
 def run_action(name: str, ctx: RunContext) -> CheckResult:
     fn = ACTIONS[name]
     if fn is None:
-        return CheckResult(False, f"{name} runs from the cockpit (or: cockpit {name})")
+        return CheckResult(False, f"{name} runs from the cockpit (or: cockpit {name}); "
+                           "its result is recorded when it ends")
     try:
-        return fn(ctx)
+        done = fn(ctx)
     except (psycopg.Error, SourceError, OSError, ddl.SchemaError, RunFileError,
             NothingToTest) as exc:
-        return CheckResult(False, redact_text(str(exc)).strip()[:300])
+        return CheckResult(False, redact_text(str(exc)).strip())
+    if not done.ok or name not in VERIFIED_BY:
+        return done
+    seen = run_check(VERIFIED_BY[name], ctx)
+    return done if seen.ok else CheckResult(False, f"{done.detail}, but not seen: {seen.detail}")

@@ -50,7 +50,11 @@ class MongoSource:
         import pymongo  # here, not at the top: a run from a dump never pays its import
 
         self._errors = pymongo.errors
-        name = database or mongo_database(url) or "nextcrm"
+        name = database or mongo_database(url)
+        if not name:  # never a default: another database's documents are not the run's
+            raise SourceError(
+                f"the MongoDB URL {self.description} names no database: say which, at the end "
+                "of the URL (mongodb://host:27017/nextcrm) or with the command's --db option")
         # Timeouts written in the URL win over ours. A dead server or network
         # must pause the run in about timeout_s: server selection, connecting
         # and each socket read are bounded by it (a getMore of one batch takes

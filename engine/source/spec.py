@@ -4,9 +4,11 @@ process from a SourceSpec."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.source.base import DEFAULT_TIMEOUT_S, Source, SourceError
 from engine.source.dump import DumpSource
+from engine.source.errors import check_answers
 from engine.source.mongo import MongoSource
 
 
@@ -36,9 +38,15 @@ class SourceSpec:
 def open_source(mongo_url: str | None, dump: str | None, database: str | None = None,
                 timeout_s: float = DEFAULT_TIMEOUT_S) -> Source:
     if dump:
-        return DumpSource(dump, database)
+        # The run's source is recorded by its folder: the same folder given
+        # relative (from another directory, or ./dump) must be the same source.
+        return DumpSource(Path(dump).expanduser().resolve(), database)
     if mongo_url:
         src = MongoSource(mongo_url, database, timeout_s)
-        src.ping()
+        try:
+            check_answers(src)
+        except SourceError:
+            src.close()
+            raise
         return src
     raise SourceError("no source: give --mongo URL (or set STAGING_MONGODB_URL) or --dump DIR")

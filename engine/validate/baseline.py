@@ -11,11 +11,10 @@ from pathlib import Path
 
 import psutil
 
-from engine.core.run_files import write_private
+from engine.core.run_files import BASELINE_FILE, BASELINE_TEXT_FILE, write_private
 from engine.source.base import Source
 
-BASELINE_FILE = "migration-baseline.json"
-BASELINE_TEXT = "migration-baseline.txt"
+BASELINE_TEXT = BASELINE_TEXT_FILE  # every run file's name: engine.core.run_files
 
 
 def take_baseline(source: Source, run_dir: Path) -> dict:

@@ -9,17 +9,18 @@ from pathlib import Path
 
 from engine.core.mapping import Mapping
 from engine.core.redact import redact_url
-from engine.core.run_files import JSONL_FILE
+from engine.core.run_files import JSONL_FILE, VALIDATION_REPORT_FILE
+from engine.postgres.schema_diff import Difference
 from engine.validate.baseline import BASELINE_FILE, read_baseline
 from engine.validate.table_check import TableCount, ValidationSettings
 
-REPORT_FILE = "migration-validation-report.json"
+REPORT_FILE = VALIDATION_REPORT_FILE  # every run file's name: engine.core.run_files
 
 
 def build_report(source: str, settings: ValidationSettings, mapping: Mapping,
                  counts: dict[str, TableCount], junctions: list[dict],
                  records: dict[str, int], mismatches: list[dict], orphans: list[dict],
-                 types: list[dict], schema: list[str],
+                 types: list[dict], schema: list[Difference],
                  quarantined: dict[str, dict[str, str]], migration_finished: bool,
                  seconds: float) -> dict:
     """The report of a validation: each layer's status and findings, overall PASS
@@ -45,7 +46,8 @@ def build_report(source: str, settings: ValidationSettings, mapping: Mapping,
     rec_ok = (records["mismatchCount"] <= settings.thresholds.max_mismatches
               and match > settings.thresholds.min_match_percent)
     ref_ok = sum(o["count"] for o in orphans) <= settings.thresholds.max_orphans
-    type_ok = not types and not schema
+    failing = [d.message for d in schema if d.fails_validation]
+    type_ok = not types and not failing
     passed = row_ok and rec_ok and ref_ok and type_ok
     total_source = sum(c.source for c in counts.values())
     return {
@@ -83,7 +85,8 @@ def build_report(source: str, settings: ValidationSettings, mapping: Mapping,
             "status": "PASS" if ref_ok else "FAIL",
             "foreignKeysChecked": len(mapping.foreign_keys), "orphans": orphans},
         "dataTypeValidation": {"status": "PASS" if type_ok else "FAIL", "problems": types,
-                               "schemaDifferences": schema},
+                               "schemaDifferences": failing,
+                               "schemaFindings": [d.as_dict() for d in schema]},
     }
 
 

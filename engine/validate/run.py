@@ -7,7 +7,9 @@
    the documented rules (engine.core.transform), or a sample with --sample N.
 3. Referential integrity: every foreign key checked set-wise in SQL.
 4. Data types and schema: timestamps in range, enum values valid, NOT NULL
-   honoured, and the live schema against the mapping.
+   honoured, and the live schema against the mapping (engine/postgres/
+   schema_diff.py: NextCRM's objects by name and definition; the operator's
+   own additions are reported, not failed).
 
 Both sides are streamed in batches (constant memory); the target rows of a
 batch are fetched by primary key.
@@ -27,8 +29,9 @@ import psycopg
 from engine.core import events
 from engine.core.mapping import Mapping, nextcrm
 from engine.core.processes import run_in_workers
+from engine.core.redact import redact_url
 from engine.core.run_files import JSONL_FILE, prepare_run_dir, read_jsonl, write_private
-from engine.postgres import catalog, checkpoint, ddl
+from engine.postgres import catalog, checkpoint, ddl, schema_diff
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.postgres.session import connect, run_on_connections
 from engine.source.base import Source
@@ -69,6 +72,7 @@ class Validator:
         prepare_run_dir(self.settings.run_dir)  # before the work, not when its report is due
         with connect(self.settings.postgres_url, "validate", tuned=False) as conn:
             ddl.require_deployed(conn, self.mapping)
+            self._require_migrated(conn)
             # ObjectIds in findings come from the UUIDs, in SQL.
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
             conn.execute(checkpoint.OBJECT_ID_FUNCTION)
@@ -81,7 +85,10 @@ class Validator:
             counts, records, mismatches = self._check_tables(conn, quarantined, adjustments)
             junctions, orphans = self._set_wise_checks(counts)
             types = self.checks.data_types(conn)
-            schema = catalog.schema_differences(conn, self.mapping)
+            schema = schema_diff.compare(conn, self.mapping)
+            for d in schema:  # the operator's own objects: reported, never a failure
+                if not d.fails_validation:
+                    self.emit(events.Notice("info", f"schema: {d.message}"))
             migration_finished = checkpoint.run_finished(conn)
             conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
         report = build_report(self.source.description, self.settings, self.mapping, counts,
@@ -118,6 +125,19 @@ class Validator:
         for key in ("compared", "fields", "matched", "mismatchCount"):
             records.setdefault(key, 0)
         return counts, dict(records), mismatches[: self.thresholds.examples * 10]
+
+    def _require_migrated(self, conn: psycopg.Connection) -> None:
+        """Refused at once when nothing was migrated here: comparing an empty
+        target would only pass over zero records (an empty source whose
+        migration finished is validated: it is what was migrated)."""
+        if catalog.tables_with_rows(conn, list(self.mapping.tables)) or \
+                checkpoint.run_finished(conn):
+            return
+        raise ddl.SchemaError(
+            f"nothing is migrated on {redact_url(self.settings.postgres_url)} yet: its "
+            f"{len(self.mapping.tables)} NextCRM tables are empty and no migration finished "
+            "there. Run cockpit migrate first (with the same --postgres), then validate; "
+            "or check that --postgres names the migrated database.")
 
     # -- inputs --------------------------------------------------------------------
 

@@ -1,0 +1,192 @@
+"""The cockpit's long work, in thread workers that only post messages (no
+widget is touched from a thread), and one error handler per worker group,
+which puts the screen back in a true state (harlequin's pattern)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import psycopg
+from textual import work
+from textual.worker import Worker, WorkerState
+
+from cockpit.config import CockpitConfig
+from cockpit.messages import (
+    ConnectionChecked,
+    CutoverEnded,
+    EngineReported,
+    MigrationEnded,
+    ReportEnded,
+    TargetRead,
+    ValidationEnded,
+)
+from cockpit.panes.errors import TAIL
+from cockpit.progress_model import ProgressModel
+from cockpit.target_state import read_target_state
+from engine.core import events
+from engine.core.control import MigrationControl
+from engine.core.mapping import Mapping
+from engine.core.redact import redact_text
+from engine.cutover.run import Cutover, CutoverSettings
+from engine.migrate.follow import Follower
+from engine.migrate.retry import RetryFilters, RetryQuarantined
+from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
+from engine.runbook.checks import postgres_reachable
+from engine.source.base import Source, SourceError
+from engine.source.mongo import MongoSource
+from engine.validate.run import ValidationSettings, Validator
+
+SNAPSHOT_DONE = (Outcome.FINISHED, Outcome.FINISHED_WITH_QUARANTINE, Outcome.FINISHED_SHORT)
+
+
+class Workers:
+    """Mixed into CockpitApp, which provides these and post_message / notify."""
+
+    config: CockpitConfig
+    mapping: Mapping
+    control: MigrationControl
+    model: ProgressModel
+    engine_running: bool
+    dirty: bool
+
+    # -- reading ------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
+    def check_connections(self) -> None:
+        ctx = self.config.context
+        if not ctx.postgres_url:
+            self.post_message(ConnectionChecked(
+                "target", False, "not set: give --postgres or STAGING_POSTGRESQL_URL"))
+        else:
+            try:
+                pg = postgres_reachable(ctx)
+                self.post_message(ConnectionChecked("target", pg.ok, pg.detail))
+            except (psycopg.Error, SourceError) as exc:
+                self.post_message(ConnectionChecked("target", False, redact_text(
+                    str(exc)).strip() + " Check --postgres (or STAGING_POSTGRESQL_URL) and "
+                    "that the server is up."))
+        try:
+            source = ctx.source()
+            try:
+                names = source.collection_names()
+            finally:
+                source.close()
+        except (SourceError, OSError, ValueError) as exc:
+            self.post_message(ConnectionChecked("source", False, redact_text(str(exc)).strip()))
+            return
+        self.post_message(ConnectionChecked("source", bool(names), f"{len(names)} collections"
+                                            if names else "no collections: an empty source"))
+
+    @work(thread=True, exclusive=True, group="target", exit_on_error=False)
+    def read_target(self) -> None:
+        if self.config.postgres_url:
+            self.post_message(TargetRead(read_target_state(self.config.postgres_url,
+                                                           self.mapping, TAIL)))
+
+    # -- the engine ---------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def run_migration(self, snapshot_done: bool = False) -> None:
+        """The snapshot (or its rest), then, with --follow, the source's changes.
+        snapshot_done: the target holds a finished snapshot; only following is left."""
+        settings = MigrationSettings(self.config.postgres_url or "", self.config.run_dir,
+                                     self.config.batch_size, self.config.workers,
+                                     follow=self.config.follow)
+        source = self.config.context.source()
+        try:
+            outcome = Outcome.FINISHED if snapshot_done else Migration(
+                source, settings, [self._engine_sink], self.control, self.mapping).run()
+            if self.config.follow and isinstance(source, MongoSource) and outcome in SNAPSHOT_DONE:
+                Follower(source, settings, None, [self._engine_sink], self.control,
+                         self.mapping).run()
+        finally:
+            source.close()
+        self.post_message(MigrationEnded(outcome.value))
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def run_retry(self, ids: tuple[str, ...]) -> None:
+        source = self.config.context.source()
+        try:
+            RetryQuarantined(source, MigrationSettings(self.config.postgres_url or "",
+                                                       self.config.run_dir),
+                             RetryFilters(ids=ids), [self._engine_sink], self.control,
+                             self.mapping).run()
+        except MigrationError as exc:
+            self.post_message(EngineReported(events.Notice("error", f"{exc} {exc.hint}")))
+        finally:
+            source.close()
+            self.post_message(MigrationEnded("retried"))
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def run_cutover(self, stopped: dt.datetime) -> None:
+        def cutover(source: Source) -> dict:
+            if not isinstance(source, MongoSource):
+                raise MigrationError("the cutover follows a live MongoDB (--mongo)")
+            return Cutover(source, CutoverSettings(
+                self.config.postgres_url or "", self.config.run_dir, stopped),
+                [self._engine_sink], self.control, self.mapping).run()
+
+        self._report_of(cutover, CutoverEnded)
+
+    @work(thread=True, exclusive=True, group="validate", exit_on_error=False)
+    def run_validation(self) -> None:
+        self._report_of(lambda source: Validator(source, ValidationSettings(
+            self.config.postgres_url or "", self.config.run_dir,
+            workers=self.config.workers), [self._engine_sink], self.mapping).run(),
+            ValidationEnded)
+
+    def _engine_sink(self, event: events.Event) -> None:
+        self.post_message(EngineReported(event))  # thread-safe
+
+    def _report_of(self, stage: Callable[[Source], dict], ended: type[ReportEnded]) -> None:
+        """In a worker: a stage that ends in a report, on a source of its own;
+        its report, or its error, is posted for the lead."""
+        try:
+            source = self.config.context.source()
+        except Exception as exc:  # an unreachable source: said, not swallowed
+            self.post_message(ended(None, redact_text(str(exc))))
+            return
+        try:
+            report = stage(source)
+        except Exception as exc:  # shown to the lead, not swallowed
+            self.post_message(ended(None, redact_text(str(exc))))
+            return
+        finally:
+            source.close()
+        self.post_message(ended(report))
+
+    # -- failures: one handler per group ------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures surface: shown, logged, never silent,
+        and the screen put back in a state that is true."""
+        if event.state is not WorkerState.ERROR:
+            return
+        group = event.worker.group
+        error = redact_text(str(event.worker.error))
+        self.log.error(f"worker {group} failed: {error}")  # type: ignore[attr-defined]
+        restore = getattr(self, f"_{group}_failed", None)
+        if restore is not None:
+            restore(error)
+        self.notify(f"{group}: {error}", title="Error",  # type: ignore[attr-defined]
+                    severity="error", timeout=15)
+
+    def _engine_failed(self, error: str) -> None:
+        self.engine_running = False
+        self.model.end_activity()
+        self.model.state, self.model.message = "failed", f"Failed: {error}"
+        self.dirty = True
+
+    def _validate_failed(self, error: str) -> None:
+        self.model.end_activity()
+        self.dirty = True
+
+    def _connect_failed(self, error: str) -> None:
+        for side in ("source", "target"):
+            self.post_message(ConnectionChecked(side, False, f"not checked: {error}"))
+
+    def _target_failed(self, error: str) -> None:
+        self.model.message = (f"The target's checkpoint could not be read ({error}); "
+                              "what this screen shows may be out of date.")
+        self.dirty = True

@@ -1,0 +1,213 @@
+"""The rules file (engine/nextcrm/rules.yaml, or the operator's --rules copy):
+its schema, checked with the line of every fault, and the Rules it gives.
+
+Nothing in it is taken silently: an unknown or misspelled key, a policy that
+is not one of its choices, a batch size below 1, an override naming no
+foreign key or asking set_null of a NOT NULL column are refused. The packaged
+sensitive fields are a floor: an operator's file adds to them, never
+removes one (a file holding one policy must not unmask every password)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+from collections.abc import Mapping as MappingOf
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from engine.core.redact import SecretFields
+from engine.core.yaml_file import InputFileError, read_yaml, validated
+
+if TYPE_CHECKING:
+    from engine.core.mapping import Column, ForeignKey
+
+
+class RulesError(InputFileError):
+    """A rules file that cannot be used (the message names the file and the line)."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The policies of rules.yaml (or the operator's --rules file)."""
+
+    nul_characters: str = "strip"
+    non_finite_json: str = "null"
+    dangling_overrides: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 5000
+    # "collection.field" whose values are secrets: masked in every log, report
+    # and view (the target's row keeps the real value).
+    sensitive_fields: frozenset[str] = frozenset()
+    # Dates that PostgreSQL holds but a CRM should not (None: no bound), and
+    # what to do with them: "count" keeps and counts them, "quarantine" sets
+    # the document aside.
+    plausible_from: dt.datetime | None = None
+    plausible_until: dt.datetime | None = None
+    implausible_dates: str = "count"
+    source: str = "built-in defaults"  # the file they were read from
+    digest: str = ""  # sha256 of that file's text: a resumed run must use the same rules
+
+    def dangling_policy(self, fk: ForeignKey, column: Column) -> str:
+        key = f"{fk.table}.{fk.column}"
+        if key in self.dangling_overrides:
+            return self.dangling_overrides[key]
+        return "quarantine" if column.not_null else "set_null"
+
+    def sensitive(self, collection: str | None, field_name: str) -> bool:
+        return f"{collection}.{field_name}" in self.sensitive_fields
+
+    def secrets_of(self, collection: str | None, mapped: frozenset[str]) -> SecretFields:
+        """Which fields of the collection's documents are masked wherever shown
+        (mapped: the fields the mapping knows; unknown ones are hidden by name)."""
+        prefix = f"{collection}."
+        return SecretFields(frozenset(f.removeprefix(prefix) for f in self.sensitive_fields
+                                      if f.startswith(prefix)), mapped)
+
+    def as_report(self) -> dict:
+        """The rules in force, as the reports record them."""
+        return {
+            "file": self.source, "sha256": self.digest,
+            "text": {"nul_characters": self.nul_characters},
+            "json": {"non_finite_numbers": self.non_finite_json},
+            "dangling_references": {"overrides": dict(self.dangling_overrides)},
+            "sensitive_fields": sorted(self.sensitive_fields),
+            "dates": {"plausible_from": _date_text(self.plausible_from),
+                      "plausible_until": _date_text(self.plausible_until),
+                      "implausible": self.implausible_dates},
+            "batch_size": self.batch_size,
+        }
+
+
+def _date_text(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# -- the file's schema -------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:
+        """A key left empty (`overrides:` with only a comment) takes its default."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in _EMPTY_OK}
+        return data
+
+
+_EMPTY_OK = {"text", "json", "dangling_references", "overrides", "sensitive_fields", "dates"}
+FieldName = Annotated[str, StringConstraints(pattern=r"^[^.\s]+\.[^\s]+$")]
+
+
+class TextRules(_Section):
+    nul_characters: Literal["strip", "quarantine"] = "strip"
+
+
+class JsonRules(_Section):
+    non_finite_numbers: Literal["null", "quarantine"] = "null"
+
+
+class DanglingRules(_Section):
+    overrides: dict[str, Literal["set_null", "quarantine"]] = Field(default_factory=dict)
+
+
+class DateRules(_Section):
+    plausible_from: dt.date | None = None
+    plausible_until: dt.date | None = None
+    implausible: Literal["count", "quarantine"] = "count"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRules:
+        if self.plausible_from and self.plausible_until and \
+                _day(self.plausible_from) > _day(self.plausible_until):
+            raise ValueError(f"plausible_from ({self.plausible_from}) is after "
+                             f"plausible_until ({self.plausible_until})")
+        return self
+
+
+class RulesFile(_Section):
+    text: TextRules = TextRules()
+    json_rules: JsonRules = Field(default=JsonRules(), alias="json")
+    dangling_references: DanglingRules = DanglingRules()
+    batch_size: int = Field(default=5000, gt=0, strict=True)
+    sensitive_fields: list[FieldName] = Field(default_factory=list)
+    dates: DateRules = DateRules()
+
+
+def _day(value: dt.date) -> dt.datetime:
+    """A date bound as the converters compare it (a YAML datetime keeps its time)."""
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None)
+    return dt.datetime(value.year, value.month, value.day)
+
+
+# -- reading it --------------------------------------------------------------------
+
+
+def packaged_rules_path() -> Path:
+    return Path(str(resources.files("engine") / "nextcrm" / "rules.yaml"))
+
+
+@cache
+def packaged_sensitive_fields() -> frozenset[str]:
+    """The floor every rules file's sensitive fields add to."""
+    file, value = read_yaml(packaged_rules_path(), "the packaged rules")
+    return frozenset(validated(file, value or {}, RulesFile).sensitive_fields)
+
+
+def load_rules(path: Path, foreign_keys: MappingOf[str, bool] | None = None,
+               collections: frozenset[str] | None = None) -> Rules:
+    """rules.yaml (or the operator's copy), checked against the schema and,
+    given the mapping's facts, against it: foreign_keys maps "table.column" of
+    each foreign key to whether the column is NOT NULL; collections are the
+    mapped ones a sensitive field may name. RulesError names file and line."""
+    try:
+        file, value = read_yaml(path, "the rules file")
+        if not isinstance(value, dict | None):
+            raise RulesError(file.fault((), "expected a mapping of rule sections (text:, "
+                                            "json:, dangling_references:, ...) at the top"))
+        rules = validated(file, value or {}, RulesFile)
+    except InputFileError as exc:
+        raise RulesError(str(exc)) from None
+    for key, policy in rules.dangling_references.overrides.items():
+        loc = ("dangling_references", "overrides", key)
+        if foreign_keys is not None and key not in foreign_keys:
+            raise RulesError(file.fault(loc, _no_such_key(key, foreign_keys)))
+        if foreign_keys and policy == "set_null" and foreign_keys[key]:
+            raise RulesError(file.fault(loc, "set_null on a NOT NULL column: PostgreSQL "
+                                        "cannot hold the NULL; use quarantine"))
+    for i, name in enumerate(rules.sensitive_fields):
+        if collections is not None and name.split(".", 1)[0] not in collections:
+            raise RulesError(file.fault(("sensitive_fields", i), _no_such_collection(
+                name, collections)))
+    dates = rules.dates
+    return Rules(
+        nul_characters=rules.text.nul_characters,
+        non_finite_json=rules.json_rules.non_finite_numbers,
+        dangling_overrides=dict(rules.dangling_references.overrides),
+        batch_size=rules.batch_size,
+        sensitive_fields=packaged_sensitive_fields() | frozenset(rules.sensitive_fields),
+        plausible_from=_day(dates.plausible_from) if dates.plausible_from else None,
+        plausible_until=_day(dates.plausible_until) if dates.plausible_until else None,
+        implausible_dates=dates.implausible,
+        source=str(path), digest=hashlib.sha256(file.data).hexdigest())
+
+
+def _no_such_key(key: str, foreign_keys: MappingOf[str, bool]) -> str:
+    near = difflib.get_close_matches(key, list(foreign_keys), n=1)
+    return (f"{key!r} is not a foreign key column (table.column) of the mapping"
+            + (f"; did you mean {near[0]!r}?" if near else "; see pg_foreign_keys.tsv"))
+
+
+def _no_such_collection(name: str, collections: frozenset[str]) -> str:
+    collection = name.split(".", 1)[0]
+    near = difflib.get_close_matches(collection, sorted(collections), n=1)
+    return (f"{name!r}: {collection!r} is not a collection of the mapping"
+            + (f"; did you mean {near[0]!r}?" if near else ""))
