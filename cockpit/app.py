@@ -7,7 +7,6 @@ is touched from a thread. This module: the screen, the keys, the timers."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections import deque
 
@@ -95,16 +94,17 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
         self.config = config
         self.mapping = nextcrm_with_rules(config.rules_path)
         self.control = MigrationControl()
+        self.cutover_control = MigrationControl()  # its own: the follower's stops apart
         self.model = ProgressModel()
         self.metrics = MetricsSheet(config.run_dir)
         self.signs = WarningSigns(config.limits, config.run_dir / ALERTS_FILE)
         self.runbook = load_runbook(config.runbook_path)
         self.runbook_state = RunbookState.load(config.run_dir)
         self.engine_running = False
+        self.cutover_running = False  # beside the engine's worker: it takes the follower over
         self.target_known = not config.postgres_url  # no target: nothing to read first
         self.autostarted = False
         self.quit_after_stop = False
-        self.cutover_after_stop: dt.datetime | None = None  # a cutover waiting for the follower
         self.validated: str | None = None  # this session's validation status
         self.runbook_waits: dict[str, str] = {}  # action (migrate, validate) -> runbook item
         self.exit_lines: list[str] = []  # printed by `cockpit` once the screen is gone
@@ -181,6 +181,8 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
     def refusal(self, action: str) -> str | None:
         """Why a key cannot act now, or None when it can."""
         m, running = self.model, self.engine_running
+        if self.cutover_running and action in ("start", "pause", "resume", "validate"):
+            return "The cutover is running: wait for its report."
         if action == "start":
             if running:
                 return "The migration is already running (p pauses it)."
@@ -329,16 +331,25 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
         def decided(yes: bool | None) -> None:
             if not yes:
                 return
-            if self.engine_running:
+            if self.engine_running or self.cutover_running:
                 self.quit_after_stop = True
                 self.control.stop()
+                self.cutover_control.stop()
                 self.notify("Pausing safely and saving the checkpoint…", timeout=30)
             else:
                 self.leave()
 
         why, command = next_step(self.model, self.config, self.validated)
-        self.push_screen(ConfirmQuitScreen(self.engine_running, f"{command}  ({why})"),
-                         decided)
+        self.push_screen(ConfirmQuitScreen(self.engine_running or self.cutover_running,
+                                           f"{command}  ({why})"), decided)
+
+    def leave_if_asked(self) -> bool:
+        """A quit waiting for the work to stop: answered once nothing runs,
+        however the work ended (a worker that raised too)."""
+        if self.quit_after_stop and not self.engine_running and not self.cutover_running:
+            self.leave()
+            return True
+        return False
 
     def leave(self) -> None:
         """Exit, leaving the summary `cockpit` prints once the screen is gone."""

@@ -19,7 +19,6 @@ from cockpit.screens import ReportScreen
 from cockpit.target_state import TargetState
 from engine.console import print_cutover, print_validation
 from engine.core import events
-from engine.core.control import MigrationControl
 from engine.core.run_files import JSONL_FILE, read_jsonl
 
 if TYPE_CHECKING:
@@ -79,21 +78,16 @@ class Reactions:
         if message.outcome == "retried":
             self.model.end_activity()
             self.read_target()  # the quarantine as the retry left it
-        if self.cutover_after_stop is not None:
-            stopped, self.cutover_after_stop = self.cutover_after_stop, None
-            self.engine_running = True
-            self.control = MigrationControl()
-            self.run_cutover(stopped)
-            return
-        if self.quit_after_stop:
-            self.leave()
+        self.leave_if_asked()
 
     def on_cutover_ended(self: CockpitApp, message: CutoverEnded) -> None:
         self.recorded.append(message)
-        self.engine_running = False
+        self.cutover_running = False
         self.model.follow_stopped()
         self.model.end_activity()
         self.dirty = True
+        if self.leave_if_asked():
+            return
         self.runbook_pane.recheck_step("production.2")
         if message.report is None:
             self.notify(message.error or "cutover failed", title="Cutover", severity="error")

@@ -11,11 +11,11 @@ from cockpit.panes.errors import ErrorsPane
 from cockpit.panes.runbook import RunbookPane
 from cockpit.screens import RecordScreen
 from engine.core.control import MigrationControl
+from engine.runbook.actions import WRITES_STOPPED_ITEM
 
 if TYPE_CHECKING:
     from cockpit.app import CockpitApp
 
-WRITES_STOPPED_ITEM = "production.2.1"  # runbook.yaml: "Application writes ... stopped"
 
 
 class Requests:
@@ -68,20 +68,26 @@ class Requests:
             self.runbook_pane.record(item_id, ok, detail)
 
     def start_cutover(self: CockpitApp) -> None:
-        """Runbook production.2: writes stopped when the lead ticked it; the
-        follower (if running) stops, then the cutover runs in the engine's worker."""
+        """Runbook production.2: writes stopped when the lead ticked it. The
+        cutover runs beside a running follower and takes it over (asks it to
+        finish at the source's last operation): nothing waits for a stop, so
+        nothing is left pending if the follower's worker fails meanwhile."""
         entry = self.runbook_state.items.get(WRITES_STOPPED_ITEM, {})
         if not entry.get("ticked") or not entry.get("at"):
             self.notify("Tick 'Application writes to MongoDB stopped' first, when they have.",
                         severity="warning")
             return
-        stopped = dt.datetime.fromisoformat(entry["at"])
-        if self.engine_running:
-            self.cutover_after_stop = stopped
-            self.control.stop()
-            self.notify("Stopping the follower; the cutover begins when it has.")
+        if self.cutover_running:
+            self.notify("The cutover is already running.", severity="warning")
             return
-        self.engine_running = True
-        self.control = MigrationControl()
-        self.notify("Cutover: catching up, then validating every row…")
+        if self.model.activity:
+            self.notify(f"Wait for the {self.model.activity} to end.", severity="warning")
+            return
+        stopped = dt.datetime.fromisoformat(entry["at"])
+        self.cutover_running = True
+        self.cutover_control = MigrationControl()
+        self.model.begin_activity("cutting over")
+        self.dirty = True
+        self.notify("Cutover: " + ("taking the follower over, " if self.engine_running else "")
+                    + "catching up to the source's last operation, then validating…")
         self.run_cutover(stopped)

@@ -28,16 +28,17 @@ from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping
 from engine.core.redact import redact_text
-from engine.cutover.run import Cutover, CutoverSettings
-from engine.migrate.follow import Follower
+from engine.cutover.run import CutoverSettings
 from engine.migrate.retry import RetryFilters, RetryQuarantined
-from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
+from engine.migrate.run import MigrationError, MigrationSettings, Outcome
+from engine.pipeline import LiveMigration, LiveSettings, run_cutover
 from engine.runbook.checks import postgres_reachable
 from engine.source.base import Source, SourceError
-from engine.source.mongo import MongoSource
 from engine.validate.run import ValidationSettings, Validator
 
-SNAPSHOT_DONE = (Outcome.FINISHED, Outcome.FINISHED_WITH_QUARANTINE, Outcome.FINISHED_SHORT)
+
+class StageFailed(Exception):
+    """A stage of the orchestration failed (engine.pipeline): its name and why."""
 
 
 class Workers:
@@ -46,9 +47,12 @@ class Workers:
     config: CockpitConfig
     mapping: Mapping
     control: MigrationControl
+    cutover_control: MigrationControl
     model: ProgressModel
     engine_running: bool
+    cutover_running: bool
     dirty: bool
+    leave_if_asked: Callable[[], None]
 
     # -- reading ------------------------------------------------------------------
 
@@ -94,15 +98,15 @@ class Workers:
                                      self.config.batch_size, self.config.workers,
                                      follow=self.config.follow)
         source = self.config.context.source()
-        try:
-            outcome = Outcome.FINISHED if snapshot_done else Migration(
-                source, settings, [self._engine_sink], self.control, self.mapping).run()
-            if self.config.follow and isinstance(source, MongoSource) and outcome in SNAPSHOT_DONE:
-                Follower(source, settings, None, [self._engine_sink], self.control,
-                         self.mapping).run()
+        try:  # the one orchestration: snapshot -> follow (-> online validation beside it)
+            live = LiveMigration(source, self.config.context.source, LiveSettings(
+                settings, validation_workers=self.config.workers), [self._engine_sink],
+                self.control, self.mapping).run(snapshot_done)
         finally:
             source.close()
-        self.post_message(MigrationEnded(outcome.value))
+        if live.failure is not None:  # the failure handler below puts the screen right
+            raise StageFailed(f"{live.failure.stage} failed: {live.failure.text}")
+        self.post_message(MigrationEnded((live.snapshot or Outcome.FINISHED).value))
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
     def run_retry(self, ids: tuple[str, ...]) -> None:
@@ -118,14 +122,17 @@ class Workers:
             source.close()
             self.post_message(MigrationEnded("retried"))
 
-    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="cutover", exit_on_error=False)
     def run_cutover(self, stopped: dt.datetime) -> None:
+        """Beside a running follower, which it takes over (engine.cutover.catch_up)."""
         def cutover(source: Source) -> dict:
-            if not isinstance(source, MongoSource):
-                raise MigrationError("the cutover follows a live MongoDB (--mongo)")
-            return Cutover(source, CutoverSettings(
+            done = run_cutover(source, CutoverSettings(
                 self.config.postgres_url or "", self.config.run_dir, stopped),
-                [self._engine_sink], self.control, self.mapping).run()
+                [self._engine_sink], self.cutover_control, self.mapping)
+            if done.failure is not None:
+                raise StageFailed(f"{done.failure.stage} failed: {done.failure.text}")
+            assert done.report is not None
+            return done.report
 
         self._report_of(cutover, CutoverEnded)
 
@@ -174,9 +181,19 @@ class Workers:
 
     def _engine_failed(self, error: str) -> None:
         self.engine_running = False
-        self.model.end_activity()
+        if not self.cutover_running:  # a cutover beside it goes on, and says its own end
+            self.model.end_activity()
         self.model.state, self.model.message = "failed", f"Failed: {error}"
         self.dirty = True
+        self.leave_if_asked()  # a quit waiting for this worker is answered
+
+    def _cutover_failed(self, error: str) -> None:
+        """Only a defect gets here: the cutover's own failures end in CutoverEnded."""
+        self.cutover_running = False
+        self.model.end_activity()
+        self.model.message = f"Cutover failed: {error}"
+        self.dirty = True
+        self.leave_if_asked()
 
     def _validate_failed(self, error: str) -> None:
         self.model.end_activity()

@@ -383,9 +383,17 @@ def print_cutover(r: dict, out: TextIO | None = None) -> None:
     print(f"   - Validation against the frozen source: {v['status']} ({v['matchPercentage']:.2f}% "
           f"match, {v['targetRows']:,} rows, {v['quarantined']:,} quarantined)")
     p = r["parts"]
+    if r.get("caughtUpBy") in ("operationTime", "readAfterStop"):
+        print("   - Caught up: proven past the source's operation time at the stop ("
+              + ("the stream's position passed it)" if r["caughtUpBy"] == "operationTime"
+                 else "a one-member set's stream, read after it, was empty)"))
+    elif r.get("caughtUpBy") == "idleStream":
+        print("   - Caught up: the stream stayed quiet (the server gave no operation time to "
+              "prove it by)")
     print(f"   ⏱  Downtime: {r['downtimeSeconds']:.1f}s = before the cutover began "
-          f"{p['beforeCutoverStarted']:.1f}s + catch-up {max(0.0, p['catchUp']):.1f}s + "
-          f"idle confirmation {p['idleConfirmation']:.1f}s + validation {p['validation']:.1f}s")
+          f"{p['beforeCutoverStarted']:.1f}s + follower taken over {p.get('takeover', 0):.1f}s"
+          f" + catch-up {max(0.0, p['catchUp']):.1f}s + idle confirmation "
+          f"{p['idleConfirmation']:.1f}s + validation {p['validation']:.1f}s")
     if r["status"] == "DONE":
         print(f"✅ Cutover recorded at {r['validatedAt'][:19]}: switch the application's "
               "DATABASE_URL to PostgreSQL")

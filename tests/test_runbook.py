@@ -79,7 +79,7 @@ def test_malformed_runbook_from_the_command_line(tmp_path: Path,
 
 # production's checks pass once a live source is followed and cut over (tests/test_follow.py)
 FOLLOWING = {"follow_started", "follow_caught_up", "cutover_caught_up", "cutover_validated",
-             "cutover_recorded"}
+             "cutover_recorded", "rollback_capture", "rollback_rehearsed"}
 
 
 def test_every_auto_check_passes_and_fails_against_real_servers(

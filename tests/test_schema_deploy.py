@@ -1,5 +1,4 @@
 import csv
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -7,13 +6,12 @@ import pytest
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.postgres import ddl, dependents, schema_diff
-from tests.conftest import SHARED
-
-FACTS = SHARED if SHARED.exists() else Path(__file__).resolve().parents[1] / "engine" / "nextcrm"
+from tests.conftest import SHARED, shared
 
 
 def facts(name: str) -> list[dict[str, str]]:
-    with open(FACTS / name, encoding="utf-8") as fh:
+    # ../shared's own tables, never the packaged copies the code reads
+    with open(shared(SHARED) / name, encoding="utf-8") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 

@@ -253,3 +253,41 @@ def test_a_retry_whose_filters_match_nothing_says_what_exists(
     holds = said[said.index("The quarantine holds"):]  # what there is to filter on
     assert "by collection" in holds and "Users (1)" in holds
     assert "by reason" in holds and "invalid_enum (1)" in holds
+
+
+@pytest.mark.parametrize("command", [["validate", "--postgres"], ["cutover", "--postgres"],
+                                     ["baseline", "--run-dir"]])
+def test_a_database_name_mongodb_cannot_hold_is_said_by_every_command(
+        command: list[str], mongo_db: tuple[str, str], pg_url: str, run_dir: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    url, _ = mongo_db
+    where = pg_url if command[1] == "--postgres" else str(run_dir)
+    with pytest.raises(SystemExit) as exited:
+        main([command[0], "--mongo", url, "--db", "next crm", command[1], where,
+              *(["--writes-stopped"] if command[0] == "cutover" else [])])
+    err = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert "cannot be a MongoDB database name" in err and "Traceback" not in err
+
+
+def test_a_retry_from_another_database_given_by_db_is_another_source(
+        mongo_db: tuple[str, str], pg_url: str, run_dir: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    url, db = mongo_db
+    Generator(scale=0.01, seed=3).write_mongo(url, db)
+    assert main(["schema", "deploy", "--postgres", pg_url]) == 0
+    assert main(["migrate", "--mongo", url, "--db", db, "--postgres", pg_url]) in (0, 3)
+    with pymongo.MongoClient(url) as client:  # a copy under another name, as a typo would find
+        for name in client[db].list_collection_names():
+            docs = list(client[db][name].find())
+            if docs:
+                client[f"{db}_copy"][name].insert_many(docs)
+    capsys.readouterr()
+    try:
+        code = main(["migrate", "--mongo", url, "--db", f"{db}_copy", "--postgres", pg_url,
+                     "--retry-quarantined"])
+    finally:
+        with pymongo.MongoClient(url) as client:
+            client.drop_database(f"{db}_copy")
+    assert code == 1
+    assert "source" in capsys.readouterr().err

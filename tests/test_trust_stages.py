@@ -254,6 +254,9 @@ def test_after_a_cutover_every_writing_stage_refuses_naming_its_time(
         said = capsys.readouterr()
         assert f"cut over at {at}" in said.out + said.err and "refused" in said.out + said.err, (
             argv, said)
+    # nor may a new schema be forced over the application's rows
+    assert main(["schema", "deploy", "--postgres", pg_url, "--force"]) == 1
+    assert f"cut over at {at}" in capsys.readouterr().err
     assert one(pg_url, 'SELECT count(*) FROM "crm_Contacts" '
                        "WHERE first_name IS DISTINCT FROM 'Written by the app'") == 0
     with psycopg.connect(pg_url) as conn:
@@ -336,7 +339,7 @@ def test_a_cutover_while_the_application_writes_says_so_and_gives_up(
         with Writer(url, db):
             report = Cutover(source, CutoverSettings(
                 pg_url, run_dir, dt.datetime.now().astimezone(), idle_seconds=1,
-                max_wait_seconds=9, say_every_seconds=3), [said.append]).run()
+                max_wait_seconds=12, say_every_seconds=2), [said.append]).run()
     finally:
         source.close()
     arriving = [e.text for e in said if isinstance(e, events.Notice)
@@ -344,7 +347,7 @@ def test_a_cutover_while_the_application_writes_says_so_and_gives_up(
     assert len(arriving) >= 2, [e for e in said if isinstance(e, events.Notice)]
     assert "writes to MongoDB have not stopped" in arriving[0]
     assert report["status"] == "NOT_DONE" and report["followOutcome"] == "timed_out"
-    assert "have not stopped" in report["why"] and "Gave up after 9s" in report["why"]
+    assert "have not stopped" in report["why"] and "Gave up after 12s" in report["why"]
     assert one(pg_url, f"SELECT cutover IS NULL FROM {STATE_SCHEMA}.follow")
 
 
@@ -419,7 +422,7 @@ def test_a_follower_rerun_right_after_sigkill_is_not_refused(
     deploy(pg_url)
     assert follow_until_idle(url, db, pg_url, run_dir) == 0
     with Writer(url, db):
-        for _ in range(3):
+        for _ in range(2):
             before = follow_row(pg_url)[0]  # type: ignore[index]
             proc = follower(f"{url}{db}", pg_url, run_dir, idle=60)
             wait(lambda b=before: follow_row(pg_url)[0] > b, proc,  # type: ignore[index]
@@ -450,7 +453,7 @@ def test_a_frozen_source_ends_following_with_advice_and_never_caught_up(
     deploy(pg_url)
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "migrate", "--mongo", f"{url}{db}", "--postgres",
-         pg_url, "--follow", "--until-idle", "120", "--source-timeout", "3"],
+         pg_url, "--follow", "--until-idle", "120", "--source-timeout", "1"],
         cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     mirror = run_dir / "migration-checkpoint.json"

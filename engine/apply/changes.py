@@ -20,21 +20,23 @@ import psycopg
 from bson import ObjectId
 from psycopg import sql
 
-from engine.apply.document import Checked, DocumentApplier
+from engine.apply.document import Checked, DocumentApplier, waits_of
 from engine.core.mapping import Mapping, Table
 from engine.core.transform import Rejected
 from engine.postgres import checkpoint, integrity
-from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.postgres.copy import PAIRS_TABLE, copy_rows, wire_types
 from engine.postgres.ddl import ident
 from engine.postgres.quarantine import (
     QuarantineEntry,
+    Waits,
+    entries_of,
     insert_quarantine,
     leave_quarantine,
-    quarantine_entries,
     record_id,
     stay_quarantined,
+    waiting_for,
 )
+from engine.postgres.state_schema import STATE_SCHEMA
 
 Fetch = Callable[[str, list[object]], list[dict]]  # collection, _ids -> documents now
 
@@ -46,6 +48,49 @@ class ChangeApplier:
         self.fetch = fetch
         self.docs = DocumentApplier(conn, mapping)
         self.junction_tables = {j.table for j in mapping.junctions}
+        self.order = {t.name: i for i, t in enumerate(mapping.entity_tables)}
+        # Rows that came (a document waiting for one may come back) and rows
+        # that changed or went (a unique value they held may be free now),
+        # since settle last looked: what it asks the quarantine about.
+        self.arrived: dict[str, set[uuid.UUID]] = {}
+        self.changed: dict[str, set[uuid.UUID]] = {}
+        # Within a batch (begin .. end): rows known absent, documents known
+        # to have no quarantine record; each kept true as the batch goes.
+        self.absent: dict[str, set[bytes]] = {}
+        self.no_entry: set[tuple[str, str]] = set()
+        self._temps: set[str] = set()  # this session's staging tables, made once
+        self.quarantine_changed = False  # since the caller last reset it (the error files)
+        # Rows updated whose arrays settle() stages, and whose junction rows it
+        # then brings in line: all at once, not row by row.
+        self.unstaged: dict[str, dict[bytes, list]] = {}
+        self.unsynced: dict[str, set[bytes]] = {}
+
+    # -- a batch -------------------------------------------------------------------
+
+    def begin(self, keys: list[tuple[Table, object]]) -> None:
+        """A batch of changes to these documents (table, _id) begins: whether
+        each has a row and a quarantine record is asked per table, once, not
+        per change; rows found or made in the batch are remembered until end()."""
+        self.docs.present, self.absent, self.no_entry = {}, {}, set()
+        by_table: dict[str, tuple[Table, list[bytes], list[str]]] = {}
+        for table, key in keys:
+            _, rows, oids = by_table.setdefault(table.name, (table, [], []))
+            oids.append(record_id(key))
+            if (rid := self.docs.row_id(table, {"_id": key})) is not None:
+                rows.append(rid)
+        for name, (_, rows, oids) in by_table.items():
+            there = {r[0].bytes for r in self.conn.execute(sql.SQL(
+                "SELECT id FROM {} WHERE id = ANY(%s)").format(ident(name)),
+                [[uuid.UUID(bytes=r) for r in rows]])}
+            self.docs.present.setdefault(name, set()).update(there)
+            self.absent[name] = set(rows) - there
+            self.no_entry |= {(name, o) for o in oids} - {
+                (name, o) for o in entries_of(self.conn, name, oids)}
+
+    def end(self) -> None:
+        """The batch's transaction ended: nothing it learned holds any more."""
+        self.docs.present, self.absent, self.no_entry = None, {}, set()
+        self._temps = set()  # made in that transaction: gone with it if it rolled back
 
     # -- the two kinds of change ---------------------------------------------------
 
@@ -60,23 +105,28 @@ class ChangeApplier:
         except Rejected as exc:
             if exists:
                 assert row_id is not None
-                self._remove(table, row_id, own, exc.code, exc.message, doc)
+                self._remove(table, row_id, own, exc.code, exc.message, doc, waits_of(exc))
             else:
-                self._quarantine(table, doc, exc.code, exc.message, entry, new=entry is None)
+                self._quarantine(table, doc, exc.code, exc.message, entry, new=entry is None,
+                                 waits=waits_of(exc))
             return
         for d in checked.displaced:  # their unique value belongs to this earlier document
-            self._remove(table, d.row_id, d.object_id, "duplicate_unique_key", d.message)
+            self._remove(table, d.row_id, d.object_id, "duplicate_unique_key", d.message,
+                         waits=d.waits)
         if exists:
             self._update(table, own, checked)
+            self.changed.setdefault(table.name, set()).add(uuid.UUID(bytes=checked.row[0]))
         else:
             applied = self.docs.insert(table, doc, checked)
             if not applied.migrated:  # refused by PostgreSQL itself
                 self._quarantine(table, doc, applied.reason_code, applied.message, entry,
                                  new=entry is None)
                 return
+            self.arrived.setdefault(table.name, set()).add(uuid.UUID(bytes=checked.row[0]))
             checkpoint.add_to_counts(self.conn, table.name, rows=1, consumed=int(entry is None))
         if entry is not None:
             leave_quarantine(self.conn, entry, "migrated", None)
+            self.quarantine_changed = True
             checkpoint.add_to_counts(self.conn, table.name, quarantined=-1)
 
     def delete(self, table: Table, key: object) -> None:
@@ -89,51 +139,62 @@ class ChangeApplier:
         entry = self._entry(table, own)
         if entry is not None:
             leave_quarantine(self.conn, entry, "deleted_at_source", None)
+            self.quarantine_changed = True
             checkpoint.add_to_counts(self.conn, table.name, quarantined=-1, consumed=-1)
 
-    def settle(self, touched: set[str]) -> None:
-        """Documents waiting in the quarantine come back: those refused for a
-        reference to a row that is there now, and those refused a unique value
-        in a table that changed (its holder may have let it go)."""
-        for _ in range(100):  # each round brings back at least one, or stops
-            entries = quarantine_entries(self.conn)
-            waiting = self.docs.waiting(entries)
-            waiting += [e for e in entries if e.reason_code == "duplicate_unique_key"
-                        and e.table in touched and e not in waiting]
+    def settle(self) -> None:
+        """Ends a batch's changes (their junction rows brought in line, set-wise).
+        Documents waiting in the quarantine come back: those refused for a
+        reference to a row that came since, and those refused a unique value
+        held by a row that changed or went (it may have let it go). Found by
+        what each record waits for (indexed columns): the cost is the
+        changes', never the quarantine's size."""
+        for _ in range(100):  # each round follows the rows the last one brought
+            self._sync_junctions()
+            arrived, changed = self.arrived, self.changed
+            self.arrived, self.changed = {}, {}
+            waiting = {e.seq: e for name, ids in arrived.items()
+                       for e in waiting_for(self.conn, "dangling_reference", name, list(ids))}
+            waiting |= {e.seq: e for name, ids in changed.items()
+                        for e in waiting_for(self.conn, "duplicate_unique_key", name, list(ids))}
             if not waiting:
                 return
-            before = len(entries)
-            by_collection: dict[str, list[QuarantineEntry]] = {}
-            for e in waiting:
-                by_collection.setdefault(e.collection, []).append(e)
-            for collection, es in by_collection.items():
-                table = self.mapping.table_for_collection(collection)
-                for doc in self.fetch(collection, [e.source_id for e in es]):
+            by_table: dict[str, list[QuarantineEntry]] = {}
+            for e in waiting.values():
+                by_table.setdefault(e.table, []).append(e)
+            for name in sorted(by_table, key=lambda n: self.order.get(n, 0)):  # parents first
+                table = self.mapping.tables[name]
+                assert table.collection
+                for doc in self.fetch(table.collection, [e.source_id for e in by_table[name]]):
                     self.upsert(table, doc)
-            touched = set()
-            if len(quarantine_entries(self.conn)) >= before:
-                return
+        self._sync_junctions()
 
     # -- rows ----------------------------------------------------------------------
 
     def _exists(self, table: Table, row_id: bytes) -> bool:
+        present = self.docs.present
+        if present is not None and row_id in present.get(table.name, ()):
+            return True
+        if row_id in self.absent.get(table.name, ()):
+            return False
         return self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(
             ident(table.name)), [uuid.UUID(bytes=row_id)]).fetchone() is not None
 
     def _entry(self, table: Table, object_id: str) -> QuarantineEntry | None:
-        row = self.conn.execute(
-            f"SELECT seq, table_name, collection, object_id, reason_code, message, document, "
-            f"at, first_reason, retried_in FROM {STATE_SCHEMA}.quarantine "
-            "WHERE table_name = %s AND object_id = %s", [table.name, object_id]).fetchone()
-        return QuarantineEntry(*row) if row else None
+        if (table.name, object_id) in self.no_entry:
+            return None
+        return entries_of(self.conn, table.name, [object_id]).get(object_id)
 
     def _update(self, table: Table, own: str, c: Checked) -> None:
         """The row takes the document's values now; its own set-NULL records,
         staged pairs and junction rows follow its arrays now."""
         temp = f"apply_{table.name}"  # the row by COPY, as the load writes rows
-        self.conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {})").format(
-            ident(temp), ident(table.name)))
-        self.conn.execute(sql.SQL("TRUNCATE {}").format(ident(temp)))
+        if temp not in self._temps:
+            self.conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {})").format(
+                ident(temp), ident(table.name)))
+            self._temps.add(temp)
+        # DELETE, not TRUNCATE: a TRUNCATE makes a new file for the table each time.
+        self.conn.execute(sql.SQL("DELETE FROM {}").format(ident(temp)))
         copy_rows(self.conn, temp, table.column_names, wire_types(table), [c.row])
         columns = [n for n in table.column_names if n != "id"]
         self.conn.execute(sql.SQL("UPDATE {t} SET ({cols}) = (SELECT {cols} FROM {tmp}) "
@@ -143,34 +204,52 @@ class ChangeApplier:
         self.conn.execute(f"DELETE FROM {STATE_SCHEMA}.adjustments WHERE table_name = %s "
                           "AND object_id = %s", [table.name, own])
         self.docs.record_nulled(table, own, c.nulled)
-        self.docs.stage_pairs(table, c.row[0], c.pairs)
-        self._sync_junctions(table, c.row[0])
+        self.unstaged.setdefault(table.name, {})[c.row[0]] = c.pairs  # see settle
 
-    def _sync_junctions(self, table: Table, row_id: bytes) -> None:
-        """Junction rows naming the row: exactly the staged pairs (both sides'
-        arrays) whose two rows are there."""
-        rid = uuid.UUID(bytes=row_id)
-        for j in self.mapping.junctions:
-            for column, other, t in (("left_id", "right_id", j.left_table),
-                                     ("right_id", "left_id", j.right_table)):
-                if t != table.name:
-                    continue
-                mine = j.left_column if column == "left_id" else j.right_column
-                theirs = j.right_column if column == "left_id" else j.left_column
-                self.conn.execute(sql.SQL(
-                    "DELETE FROM {j} x WHERE x.{mine} = %s AND NOT EXISTS (SELECT 1 FROM "
-                    "{pairs} p WHERE p.junction = %s AND p.{col} = x.{mine} "
-                    "AND p.{oth} = x.{theirs})").format(
-                    j=ident(j.table), mine=ident(mine), theirs=ident(theirs),
-                    pairs=sql.SQL(PAIRS_TABLE), col=sql.Identifier(column),
-                    oth=sql.Identifier(other)), [rid, j.table])
-        self.docs.add_pairs(table, row_id)
+    def _sync_junctions(self) -> None:
+        """The arrays of the rows updated since last time staged, and the
+        junction rows naming them made exactly the
+        staged pairs (both sides' arrays) whose two rows are there; a few
+        statements a junction for all of them, not a few a row."""
+        unstaged, self.unstaged = self.unstaged, {}
+        for name, by_row in unstaged.items():
+            if by_row:
+                self.docs.stage_pairs_of(self.mapping.tables[name], list(by_row),
+                                         [p for pairs in by_row.values() for p in pairs])
+                self.unsynced.setdefault(name, set()).update(by_row)
+        unsynced, self.unsynced = self.unsynced, {}
+        for name, row_ids in unsynced.items():
+            if not row_ids:
+                continue
+            ids = [uuid.UUID(bytes=r) for r in row_ids]
+            for j in self.mapping.junctions:
+                for column, other, t in (("left_id", "right_id", j.left_table),
+                                         ("right_id", "left_id", j.right_table)):
+                    if t != name:
+                        continue
+                    mine = j.left_column if column == "left_id" else j.right_column
+                    theirs = j.right_column if column == "left_id" else j.left_column
+                    self.conn.execute(sql.SQL(
+                        "DELETE FROM {j} x WHERE x.{mine} = ANY(%s) AND NOT EXISTS (SELECT 1 "
+                        "FROM {pairs} p WHERE p.junction = %s AND p.{col} = x.{mine} "
+                        "AND p.{oth} = x.{theirs})").format(
+                        j=ident(j.table), mine=ident(mine), theirs=ident(theirs),
+                        pairs=sql.SQL(PAIRS_TABLE), col=sql.Identifier(column),
+                        oth=sql.Identifier(other)), [ids, j.table])
+            self.docs.add_pairs_of(self.mapping.tables[name], list(row_ids))
 
     def _remove(self, table: Table, row_id: bytes, own: str, code: str | None,
-                message: str | None, doc: dict | None = None) -> None:
+                message: str | None, doc: dict | None = None,
+                waits: Waits | None = None) -> None:
         """The row goes (its dependents as the migration treats a dangling
         reference); with a code, its document goes to the quarantine."""
         rid = uuid.UUID(bytes=row_id)
+        self.changed.setdefault(table.name, set()).add(rid)
+        self.unstaged.get(table.name, {}).pop(row_id, None)  # its staged pairs go below
+        self.unsynced.get(table.name, set()).discard(row_id)
+        if self.docs.present is not None:  # the batch's memory follows the row out
+            self.docs.present.get(table.name, set()).discard(row_id)
+            self.absent.setdefault(table.name, set()).add(row_id)
         for fk in self.mapping.foreign_keys:
             if fk.ref_table != table.name:
                 continue
@@ -202,7 +281,8 @@ class ChangeApplier:
                 dependent.collection, [ObjectId(o) for _, o in waiting])}
             for dep_id, dep_oid in waiting:
                 self._remove(dependent, uuid.UUID(dep_id).bytes, dep_oid, "dangling_reference",
-                             integrity.dangling_message(fk, own), docs.get(dep_oid))
+                             integrity.dangling_message(fk, own), docs.get(dep_oid),
+                             Waits(table.name, rid, fk.column))
         for s in table.junction_sources:  # its arrays are no one's now
             own_column = "left_id" if s.owner_is_left else "right_id"
             self.conn.execute(f"DELETE FROM {PAIRS_TABLE} WHERE junction = %s AND side = %s "
@@ -218,16 +298,19 @@ class ChangeApplier:
                 found = self.fetch(table.collection, [ObjectId(own)])
                 doc = found[0] if found else None
             self._quarantine(table, doc or {"_id": ObjectId(own)}, code, message,
-                             self._entry(table, own), new=False)
+                             self._entry(table, own), new=False, waits=waits)
 
     def _quarantine(self, table: Table, doc: dict, code: str, message: str,
-                    entry: QuarantineEntry | None, new: bool) -> None:
+                    entry: QuarantineEntry | None, new: bool,
+                    waits: Waits | None = None) -> None:
         """new: a document the target had not counted yet (an insert)."""
         assert table.collection
         secrets = self.mapping.secrets_of(table.collection)
+        self.quarantine_changed = True
         if entry is not None:
-            stay_quarantined(self.conn, entry, doc, code, message, secrets, None)
+            stay_quarantined(self.conn, entry, doc, code, message, secrets, None, waits)
             return
-        insert_quarantine(self.conn, table.name, table.collection, [(doc, code, message)],
-                          secrets)
+        self.no_entry.discard((table.name, record_id(doc.get("_id"))))
+        insert_quarantine(self.conn, table.name, table.collection,
+                          [(doc, code, message, waits)], secrets)
         checkpoint.add_to_counts(self.conn, table.name, quarantined=1, consumed=int(new))

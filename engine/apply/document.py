@@ -16,15 +16,15 @@ import psycopg
 from bson import ObjectId
 from psycopg import sql
 
-from engine.core.ids import object_id_to_uuid, uuid_to_object_id
+from engine.core.ids import object_id_to_uuid
 from engine.core.mapping import ForeignKey, Mapping, Table
 from engine.core.transform import Pair, Rejected, TableTransformer
-from engine.postgres import integrity
-from engine.postgres.checkpoint import APPLY_INDEXES_DDL, STATE_SCHEMA
+from engine.postgres import integrity, state_schema
 from engine.postgres.copy import PAIRS_TABLE, copy_rows, insert_pairs, wire_types
 from engine.postgres.ddl import ident
-from engine.postgres.quarantine import RETRY_DDL, QuarantineEntry, record_id
+from engine.postgres.quarantine import ENTRY_COLUMNS, QuarantineEntry, Waits, record_id
 from engine.postgres.raw_uuid import copy_uuids_as_bytes
+from engine.postgres.state_schema import STATE_SCHEMA
 
 SET_NULL_RULE = "dangling_reference_set_null"  # as the post-load records it
 # collection, array field, _ids -> the documents whose array names one, as they are now
@@ -38,6 +38,7 @@ class Displaced:
     row_id: bytes
     object_id: str
     message: str
+    waits: Waits  # the earlier document's row, which holds the value now
 
 
 @dataclass(frozen=True)
@@ -53,26 +54,48 @@ class Applied:
     migrated: bool
     reason_code: str = ""  # when not migrated
     message: str = ""
+    waits: Waits | None = None  # when not migrated: the row it waits for, if one
     restored: int = 0  # references to it that were set NULL, restored
     pairs: int = 0  # junction rows added for it
     nulled: int = 0  # its own references to absent rows, set NULL (and recorded)
 
 
-def prepare_target(conn: psycopg.Connection) -> None:
-    """Before the first document: the quarantine's history columns, and the
-    indexes that find a document's staged pairs and records by id."""
-    conn.execute(RETRY_DDL)
+class Waiting(Rejected):
+    """Rejected until a row changes: the row a dangling reference names, or
+    the one holding the unique value (what the quarantine record waits for)."""
+
+    def __init__(self, code: str, message: str, waits: Waits) -> None:
+        super().__init__(code, message)
+        self.waits = waits
+
+
+def prepare_target(conn: psycopg.Connection, say: Callable[[str], None] | None = None) -> None:
+    """Before the first document: the checkpoint at this version (an older
+    one upgraded; StateSchemaError for a newer one), and the indexes that
+    find a document's staged pairs and records by id."""
+    state_schema.upgrade(conn, say)
     # Once per target: the ANALYZE in it would add to every cutover's downtime.
     if conn.execute("SELECT to_regclass(%s)", [f"{STATE_SCHEMA}.quarantine_document"]
                     ).fetchone()[0] is None:
-        conn.execute(APPLY_INDEXES_DDL)
+        conn.execute(state_schema.APPLY_INDEXES_DDL)
 
 
-def _object_id_text(value: bytes) -> str:
-    try:
-        return str(uuid_to_object_id(value))
-    except ValueError:  # a UUID not made from an ObjectId
-        return str(uuid.UUID(bytes=value))
+def waiting_now(conn: psycopg.Connection, mapping: Mapping) -> list[QuarantineEntry]:
+    """Quarantined as dangling_reference to a row that is in the target now:
+    one query per table, by the columns that say what each waits for."""
+    found = []
+    for table in mapping.entity_tables:
+        rows = conn.execute(sql.SQL(
+            "SELECT {cols} FROM {s}.quarantine q WHERE q.reason_code = 'dangling_reference' "
+            "AND q.waits_table = %s AND EXISTS (SELECT 1 FROM {t} r WHERE r.id = q.waits_for) "
+            "ORDER BY q.seq").format(cols=sql.SQL(ENTRY_COLUMNS), s=ident(STATE_SCHEMA),
+                                     t=ident(table.name)), [table.name])
+        found += [QuarantineEntry(*r) for r in rows]
+    return found
+
+
+def waits_of(exc: Rejected) -> Waits | None:
+    return exc.waits if isinstance(exc, Waiting) else None
 
 
 class DocumentApplier:
@@ -83,6 +106,11 @@ class DocumentApplier:
         self.conn = conn
         self.mapping = mapping
         self._transformers: dict[str, TableTransformer] = {}
+        # Row ids known to be in the target, by table, within one batch of
+        # the caller's (None: not remembered). The caller that turns it on
+        # owns it: it must forget a row it removes, and drop it all when its
+        # transaction ends.
+        self.present: dict[str, set[bytes]] | None = None
 
     def transformer(self, table: Table) -> TableTransformer:
         if table.name not in self._transformers:
@@ -104,7 +132,7 @@ class DocumentApplier:
         try:
             c = self.checked(table, doc)
         except Rejected as exc:
-            return Applied(False, exc.code, exc.message)
+            return Applied(False, exc.code, exc.message, waits_of(exc))
         return self.insert(table, doc, c)
 
     def insert(self, table: Table, doc: dict, c: Checked) -> Applied:
@@ -117,6 +145,8 @@ class DocumentApplier:
             return Applied(False, "rejected_by_postgres",
                            (exc.diag.message_primary or str(exc)).strip())
         own = record_id(doc.get("_id"))
+        if self.present is not None:
+            self.present.setdefault(table.name, set()).add(row[0])
         self.record_nulled(table, own, nulled)
         self.stage_pairs(table, row[0], pairs)
         return Applied(True, restored=self._restore_references(table, row[0], own),
@@ -152,11 +182,27 @@ class DocumentApplier:
             holder_id = uuid.UUID(holder[1]).bytes
             if first_by_id and row[0] < holder_id:  # uuids keep the ObjectIds' order
                 displaced.append(Displaced(holder_id, holder[0], integrity.duplicate_message(
-                    what, _object_id_text(row[0]), index.name)))
+                    what, integrity.object_id_text(row[0]), index.name),
+                    Waits(table.name, uuid.UUID(bytes=row[0]))))
                 continue
-            raise Rejected("duplicate_unique_key", integrity.duplicate_message(
-                what, holder[0], index.name, first_by_id))
+            raise Waiting("duplicate_unique_key", integrity.duplicate_message(
+                what, holder[0], index.name, first_by_id), Waits(table.name, uuid.UUID(holder[1])))
         return displaced
+
+    def _is_there(self, fk: ForeignKey, value: bytes) -> bool:
+        """Whether the row fk names is in the target; remembered within a
+        batch (see `present`) when it is, so a parent many changes name is
+        asked once."""
+        memo = self.present.get(fk.ref_table) if self.present is not None and \
+            fk.ref_column == "id" else None
+        if memo is not None and value in memo:
+            return True
+        there = self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE {} = %s").format(
+            ident(fk.ref_table), ident(fk.ref_column)), [uuid.UUID(bytes=value)]
+        ).fetchone() is not None
+        if there and self.present is not None and fk.ref_column == "id":
+            self.present.setdefault(fk.ref_table, set()).add(value)
+        return there
 
     def _check_references(self, table: Table, row: list) -> tuple[tuple,
                                                                    list[tuple[ForeignKey, str]]]:
@@ -168,27 +214,32 @@ class DocumentApplier:
             value = row[i]
             if value is None or (fk.ref_table == table.name and value == row[0]):
                 continue
-            if self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE {} = %s").format(
-                    ident(fk.ref_table), ident(fk.ref_column)),
-                    [uuid.UUID(bytes=value)]).fetchone():
+            if self._is_there(fk, value):
                 continue
-            original = _object_id_text(value)
+            original = integrity.object_id_text(value)
             if self.mapping.rules.dangling_policy(fk, table.column(fk.column)) == "set_null":
                 row[i] = None
                 nulled.append((fk, original))
             else:
-                raise Rejected("dangling_reference", integrity.dangling_message(fk, original))
+                raise Waiting("dangling_reference", integrity.dangling_message(fk, original),
+                              Waits(fk.ref_table, uuid.UUID(bytes=value), fk.column))
         return tuple(row), nulled
 
     # -- what its arrival brings back ------------------------------------------
 
     def stage_pairs(self, table: Table, row_id: bytes, pairs: list[Pair]) -> None:
         """Its arrays as they are now replace what was staged from them before."""
+        self.stage_pairs_of(table, [row_id], pairs)
+
+    def stage_pairs_of(self, table: Table, row_ids: list[bytes], pairs: list[Pair]) -> None:
+        """These rows' arrays (pairs: all of theirs) replace what was staged
+        from them before: a statement a junction side, then one COPY."""
+        ids = [uuid.UUID(bytes=r) for r in row_ids]
         for s in table.junction_sources:
             side = f"{s.collection}.{s.field}"
             own_column = "left_id" if s.owner_is_left else "right_id"
             self.conn.execute(f"DELETE FROM {PAIRS_TABLE} WHERE junction = %s AND side = %s "
-                              f"AND {own_column} = %s", [s.junction, side, uuid.UUID(bytes=row_id)])
+                              f"AND {own_column} = ANY(%s)", [s.junction, side, ids])
         insert_pairs(self.conn, pairs)
 
     def restage_other_sides(self, table: Table, docs: list[dict],
@@ -231,21 +282,25 @@ class DocumentApplier:
             return None
 
     def add_pairs(self, table: Table, row_id: bytes) -> int:
-        """Junction rows from both sides' staged arrays that name it, where the
-        other row is there too."""
+        return self.add_pairs_of(table, [row_id])
+
+    def add_pairs_of(self, table: Table, row_ids: list[bytes]) -> int:
+        """Junction rows from both sides' staged arrays that name one of
+        them, where the other row is there too (one statement a junction side)."""
         added = 0
+        ids = [uuid.UUID(bytes=r) for r in row_ids]
         for j in self.mapping.junctions:
             mine = [c for c, t in (("left_id", j.left_table), ("right_id", j.right_table))
                     if t == table.name]
             for column in mine:
                 added += self.conn.execute(sql.SQL(
                     "INSERT INTO {j} ({lc}, {rc}) SELECT DISTINCT p.left_id, p.right_id "
-                    "FROM {pairs} p WHERE p.junction = %s AND p.{mine} = %s AND {present} "
+                    "FROM {pairs} p WHERE p.junction = %s AND p.{mine} = ANY(%s) AND {present} "
                     "ON CONFLICT DO NOTHING").format(
                     j=ident(j.table), lc=ident(j.left_column), rc=ident(j.right_column),
                     pairs=sql.SQL(PAIRS_TABLE), mine=sql.Identifier(column),
                     present=integrity.pair_present(j, "p")),
-                    [j.table, uuid.UUID(bytes=row_id)]).rowcount
+                    [j.table, ids]).rowcount
         return added
 
     def _restore_references(self, table: Table, row_id: bytes, own: str) -> int:
@@ -265,17 +320,3 @@ class DocumentApplier:
                     t=ident(fk.table), c=ident(fk.column)),
                     [uuid.UUID(bytes=row_id), [object_id_to_uuid(i) for i in ids]]).rowcount
         return restored
-
-    def waiting(self, entries: list[QuarantineEntry]) -> list[QuarantineEntry]:
-        """Quarantined as dangling_reference to a row that is in the target now."""
-        found = []
-        for e in entries:
-            target = integrity.dangling_target(e.message) if e.reason_code == \
-                "dangling_reference" else None
-            if target is None:
-                continue
-            _, ref_table, oid = target
-            if self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(
-                    ident(ref_table)), [object_id_to_uuid(oid)]).fetchone():
-                found.append(e)
-        return found

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import cutover, dev, migrate, rehearsal, runbook, schema, validate
+from engine.cli import cutover, dev, migrate, rehearsal, rollback, runbook, schema, validate
 from engine.cli.common import (
     EXIT_USAGE,
     add_rules_arg,
@@ -26,7 +26,7 @@ from engine.core import debug_log
 __all__ = ["add_rules_arg", "add_run_dir", "add_source_args", "add_target_args",
            "build_parser", "main"]
 
-COMMANDS = (schema, migrate, validate, rehearsal, cutover, runbook, dev)
+COMMANDS = (schema, migrate, validate, rehearsal, cutover, rollback, runbook, dev)
 
 
 def build_parser() -> argparse.ArgumentParser:

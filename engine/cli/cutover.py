@@ -1,13 +1,12 @@
-"""`cockpit cutover`: once the application's writes have stopped, catch up,
-validate every row against the frozen source and say the downtime."""
+"""`cockpit cutover`: once the application's writes have stopped, take the
+running follower over, catch up until proven past the source's last
+operation, validate against the frozen source and say the downtime."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import sys
-
-import psycopg
 
 from engine.cli.common import (
     EXIT_FAILED,
@@ -27,10 +26,7 @@ from engine.cli.common import (
     need_source,
 )
 from engine.console import ConsoleRenderer
-from engine.core.run_files import RunFileError
 from engine.migrate.run import MigrationError
-from engine.postgres import ddl
-from engine.source.base import SourceError
 from engine.source.mongo import MongoSource
 
 TIME_FORMAT = "'YYYY-MM-DD HH:MM:SS'"
@@ -38,8 +34,9 @@ TIME_FORMAT = "'YYYY-MM-DD HH:MM:SS'"
 
 def register(sub: argparse._SubParsersAction) -> None:
     cut = sub.add_parser("cutover", help="production: once application writes to MongoDB have "
-                         "stopped, catch up, validate every row against the frozen source, "
-                         "record the cutover and print the downtime (stop the follower first)")
+                         "stopped, take the running follower over (or follow), catch up until "
+                         "past the source's last operation, validate against the frozen "
+                         "source, record the cutover and print the downtime")
     add_source_args(cut)
     add_target_args(cut)
     add_run_dir(cut)
@@ -51,10 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="when they stopped (local time)")
     # The defaults are engine.cutover.run's (not imported here: see test_import_hygiene).
     cut.add_argument("--idle", type=float, default=3.0, metavar="SECONDS",
-                     help="how long the stream must stay quiet to count as frozen (default 3)")
+                     help="only where the server gives no operation time to prove the "
+                     "catch-up by: how long the stream must stay quiet (default 3)")
     cut.add_argument("--max-wait", type=float, default=300.0, metavar="SECONDS",
-                     help="give up if the stream is still not quiet after this long: the "
-                     "application's writes have not stopped (default 300)")
+                     help="give up if not caught up after this long: the application's "
+                     "writes have not stopped (default 300)")
+    cut.add_argument("--full", action="store_true",
+                     help="validate every row at the cutover, not only what the online "
+                     "proof (cockpit validate --online) leaves")
     cut.set_defaults(handler=cmd_cutover)
 
 
@@ -83,7 +84,8 @@ def writes_stopped_at(args: argparse.Namespace) -> dt.datetime | None:
 
 def cmd_cutover(args: argparse.Namespace) -> int:
     from engine.console import print_cutover
-    from engine.cutover.run import Cutover, CutoverSettings
+    from engine.cutover.run import CutoverSettings
+    from engine.pipeline import run_cutover
 
     url = need_postgres(args)
     run_dir = need_run_dir(args)
@@ -98,15 +100,18 @@ def cmd_cutover(args: argparse.Namespace) -> int:
         if not isinstance(source, MongoSource):
             return fail("cutover follows a live MongoDB (--mongo URL)", EXIT_USAGE)
         with ctrl_c_pauses() as control:
-            report = Cutover(source, CutoverSettings(url, run_dir, stopped, args.idle,
-                                                     args.max_wait),
-                             [ConsoleRenderer(sys.stderr)], control, mapping).run()
-    except MigrationError as exc:
-        return fail_with_hint(exc)
-    except (SourceError, psycopg.Error, RunFileError, ddl.SchemaError) as exc:
-        return fail(str(exc))
+            done = run_cutover(source, CutoverSettings(url, run_dir, stopped, args.idle,
+                                                       args.max_wait,
+                                                       full_validation=args.full),
+                               [ConsoleRenderer(sys.stderr)], control, mapping)
     finally:
         source.close()
+    if done.failure is not None:
+        if isinstance(done.failure.error, MigrationError):
+            return fail_with_hint(done.failure.error)
+        return fail(done.failure.text)
+    report = done.report
+    assert report is not None
     print_cutover(report)
     return {"DONE": EXIT_OK, "VALIDATION_FAILED": EXIT_QUARANTINED}.get(report["status"],
                                                                         EXIT_FAILED)

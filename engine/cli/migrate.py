@@ -33,9 +33,9 @@ from engine.core.mapping import Mapping
 from engine.core.redact import printable
 from engine.core.run_files import RunFileError
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
-from engine.postgres import checkpoint
 from engine.source.base import Source, SourceError
 from engine.source.mongo import MongoSource
+from engine.source.spec import open_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,25 +97,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return run_migration(source, url, run_dir, args.batch_size, mapping)
 
 
-def run_finished(url: str) -> bool:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return checkpoint.run_finished(conn)
-
-
 def finish_snapshot_first(source: Source, url: str, run_dir: Path, mapping: Mapping,
-                          args: argparse.Namespace, follow: bool = False) -> int | None:
-    """Finish the bulk load (or the rest of a paused one) first; None once the
-    target holds a finished migration, else the exit code of the run that stopped."""
-    if run_finished(url):
-        return None
-    code = run_migration(source, url, run_dir, args.batch_size, mapping, close=False,
-                         follow=follow)
-    return None if run_finished(url) else code  # paused or failed: said above
+                          args: argparse.Namespace) -> int | None:
+    """Finish the bulk load (or the rest of a paused one) first, by the one
+    orchestration (engine.pipeline); None once the target holds a finished
+    migration, else the exit code of the run that stopped."""
+    from engine.pipeline import LiveMigration, LiveSettings
+
+    with ctrl_c_pauses() as control:
+        live = LiveMigration(source, lambda: source, LiveSettings(MigrationSettings(
+            url, run_dir, args.batch_size)), [ConsoleRenderer()], control, mapping).run()
+    if live.failure is not None:
+        raise live.failure.error
+    return None if live.snapshot_done else _exit_code(live.snapshot)
 
 
 def run_follow(source: Source, url: str, run_dir: Path, mapping: Mapping,
                args: argparse.Namespace) -> int:
-    from engine.migrate.follow import Follower, history_lost_already
+    """The snapshot, then following (with the online validation beside it once
+    caught up), by the one orchestration (engine.pipeline); a cutover takes
+    this follower over (engine.cutover.catch_up)."""
+    from engine.migrate.follow import history_lost_already
+    from engine.pipeline import LiveMigration, LiveSettings
 
     try:
         if not isinstance(source, MongoSource):
@@ -124,24 +127,36 @@ def run_follow(source: Source, url: str, run_dir: Path, mapping: Mapping,
         # A paused snapshot whose changes since are gone is not worth finishing.
         if (lost := history_lost_already(source, url, mapping.collections)) is not None:
             return fail(lost)
-        # The snapshot first, its stream position taken before anything is read.
-        if (code := finish_snapshot_first(source, url, run_dir, mapping, args,
-                                          follow=True)) is not None:
-            return code
         with ctrl_c_pauses() as control:
-            result = Follower(source, MigrationSettings(url, run_dir), args.until_idle,
-                              [ConsoleRenderer()], control, mapping).run()
+            live = LiveMigration(
+                source, lambda: open_source(args.mongo, args.dump, args.db, args.source_timeout),
+                LiveSettings(MigrationSettings(url, run_dir, args.batch_size, follow=True),
+                             args.until_idle), [ConsoleRenderer()], control, mapping).run()
     except MigrationError as exc:
         return fail_with_hint(exc)
     except (SourceError, psycopg.Error) as exc:
         return fail(str(exc), rerun="cockpit migrate --follow")
     finally:
         source.close()
+    if live.failure is not None:
+        if isinstance(live.failure.error, MigrationError):
+            return fail_with_hint(live.failure.error)
+        return fail(f"{live.failure.stage}: {live.failure.text}", rerun="cockpit migrate --follow")
+    if not live.snapshot_done or live.follow is None:
+        return _exit_code(live.snapshot)  # the snapshot paused or failed: said above
+    result = live.follow
     if result.outcome in ("history_lost", "source_lost"):
         return EXIT_FAILED  # said, with what to do, by the console renderer
-    print(f"\n{'⏸️  Following paused' if result.outcome == 'stopped' else '✓ Caught up and idle'}"
-          f": {result.events_applied:,} change(s) applied in {result.seconds:.1f}s; the "
-          "position is committed (run cockpit migrate --follow again to go on)")
+    ended = {"stopped": "⏸️  Following paused", "idle": "✓ Caught up and idle",
+             "caught_up": "✓ Caught up to the cutover's point and stopped for it"}
+    print(f"\n{ended.get(result.outcome, result.outcome)}: {result.events_applied:,} change(s) "
+          f"applied in {result.seconds:.1f}s; the position is committed"
+          + ("" if result.outcome == "caught_up" else
+             " (run cockpit migrate --follow again to go on)"))
+    if live.online is not None:
+        print(f"Online validation: {live.online.get('status', '?')}")
+    elif live.online_note:
+        print(live.online_note)
     return EXIT_OK
 
 
@@ -179,6 +194,10 @@ def run_migration(source: Source, url: str, run_dir: Path, batch_size: int | Non
     finally:
         if close:
             source.close()
-    return {Outcome.FINISHED: EXIT_OK, Outcome.PAUSED: EXIT_OK,
+    return _exit_code(outcome)
+
+
+def _exit_code(outcome: Outcome | None) -> int:
+    return {None: EXIT_OK, Outcome.FINISHED: EXIT_OK, Outcome.PAUSED: EXIT_OK,
             Outcome.FINISHED_WITH_QUARANTINE: EXIT_QUARANTINED,
             Outcome.FINISHED_SHORT: EXIT_QUARANTINED}.get(outcome, EXIT_FAILED)

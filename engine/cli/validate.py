@@ -11,6 +11,7 @@ import psycopg
 from engine.cli.common import (
     EXIT_OK,
     EXIT_QUARANTINED,
+    EXIT_USAGE,
     add_rules_arg,
     add_run_dir,
     add_source_args,
@@ -46,6 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--max-mismatches", type=int, default=0,
                      help="differing fields tolerated (default 0)")
     val.add_argument("--max-orphans", type=int, default=0)
+    val.add_argument("--online", action="store_true",
+                     help="while cockpit migrate --follow runs: prove every row against the "
+                     "changing source (a row that differs is re-checked once the follower "
+                     "has passed it), and record up to where, so the cutover validates only "
+                     "what changed after")
+    val.add_argument("--rules-sample", type=int, default=1000, metavar="N",
+                     help="documents per table checked against the documented rules written "
+                     "again independently (0: skip; default 1000)")
     val.set_defaults(handler=cmd_validate)
 
 
@@ -77,11 +86,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
     source = need_source(args)
     settings = ValidationSettings(url, run_dir, args.sample, Thresholds(
         args.min_match, args.max_mismatches, args.max_orphans))
+    sinks = [ConsoleRenderer(sys.stderr)]
     try:
-        report = Validator(source, settings, [ConsoleRenderer(sys.stderr)], mapping).run()
+        if args.online:
+            from engine.source.mongo import MongoSource
+            from engine.validate.online import NotFollowing, OnlineValidation, lower_priority
+
+            if not isinstance(source, MongoSource):
+                return fail("validate --online follows a live MongoDB (--mongo URL)",
+                            EXIT_USAGE)
+            lower_priority()
+            try:
+                report = OnlineValidation(source, settings, sinks, mapping).run()
+            except NotFollowing as exc:
+                return fail(f"{exc.args[0]}. {exc.args[1]}", EXIT_USAGE)
+        else:
+            report = Validator(source, settings, sinks, mapping,
+                               rules_sample=args.rules_sample or None).run()
     except (ddl.SchemaError, psycopg.Error, SourceError, RunFileError) as exc:
         return fail(str(exc))
     finally:
         source.close()
     print_validation(report)
+    print_second_opinion(report)
     return EXIT_OK if report["status"] == "PASS" else EXIT_QUARANTINED
+
+
+def print_second_opinion(report: dict) -> None:
+    """The rules' second opinion and the online proof, after the four layers."""
+    rules = report.get("rulesCheck") or {}
+    if rules.get("status") not in (None, "NOT_RUN"):
+        print(f"\n📐 Rules check (documented rules, independently): {rules['status']} "
+              f"({rules['documentsChecked']:,} documents)")
+        for d in rules["disagreements"][:10]:
+            print(f"   - {d['table']} ObjectId({d['objectId']}) {d['field']}: {d['problem']} "
+                  f"(rule {d['rule']}): documented {d['documented']!r}, target "
+                  f"{d['target']!r}")
+    online = report.get("online")
+    if online:
+        print(f"\n⏱  Online: {online['status']}" + (
+            f" - {online['suspects']:,} suspect row(s) re-checked, "
+            f"{online['leftToTheCutover']:,} left to the cutover, {online['failed']:,} failed; "
+            f"proven up to change {online['provenUpTo']['changeSeq']}"
+            if "suspects" in online else f" - {online.get('why', '')}"))

@@ -41,3 +41,8 @@ class MigrationControl:
         """Block while paused; True if the engine should go on, False to stop."""
         self._running.wait()
         return not self._stop.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait up to seconds, woken at once by a stop (an Event, never a busy
+        loop); True if the engine should go on, False to stop."""
+        return not self._stop.wait(seconds)

@@ -20,9 +20,8 @@ import shlex
 from pathlib import Path
 
 from engine.core.redact import redact_text, remember_secrets_of
-from engine.core.run_files import open_run_file_for_append
+from engine.core.run_files import DEBUG_LOG_FILE, open_run_file_for_append
 
-DEBUG_LOG_FILE = "migration-debug.log"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s [pid %(process)d %(threadName)s] %(message)s"
 LOGGERS = ("engine", "cockpit")  # ours, kept down to DEBUG; others' from WARNING
 HELD_AT_MOST = 2_000  # records kept before the run folder is known

@@ -1,7 +1,9 @@
 """cockpit cutover: the end of following, measured. Once application writes
-to MongoDB have stopped (the lead says when), the follower catches up until
-the stream is idle, every row is validated against the now frozen source,
-and the cutover is recorded: downtime is from writes stopped to validated."""
+to MongoDB have stopped (the lead says when), a running follower is taken
+over and the target caught up until proven past the source's last operation
+(engine.cutover.catch_up; a quiet stream where the server gives no proof),
+every row is validated against the now frozen source, and the cutover is
+recorded: downtime is from writes stopped to validated."""
 
 from __future__ import annotations
 
@@ -19,20 +21,27 @@ from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping
 from engine.core.run_files import CUTOVER_FILE, write_private
 from engine.core.stage import StageRun
+from engine.cutover.catch_up import catch_up
+from engine.cutover.proof import validate_at_cutover
 from engine.cutover.still_writing import StillArriving
-from engine.migrate.follow import Follower
 from engine.migrate.run import MigrationError, MigrationSettings
+from engine.postgres import rollback_state
 from engine.postgres.checkpoint import load_state
 from engine.postgres.follow_state import load_follow, record_cutover
 from engine.postgres.run_guard import Stage, refusal
 from engine.postgres.session import connect
 from engine.source.mongo import MongoSource
-from engine.validate.run import ValidationSettings, Validator
+from engine.validate.run import ValidationSettings
 
 DEFAULT_IDLE_S = 3.0  # the stream must stay quiet this long to count as frozen
 DEFAULT_MAX_WAIT_S = 300.0  # a stream still moving after this long: the writes go on
 CLOCK_SLACK_S = 5.0  # between this machine's clock and MongoDB's
 TIME_FORMAT = "'YYYY-MM-DD HH:MM:SS'"
+
+
+# What the validation since the online proof found (engine/cutover/proof.py).
+SINCE_PROOF = ("rowsChecked", "failedRows", "orphans", "typeProblems", "schemaDifferences",
+               "behindTheTool", "why")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class CutoverSettings:
     idle_seconds: float = DEFAULT_IDLE_S
     max_wait_seconds: float = DEFAULT_MAX_WAIT_S  # catching up: then the cutover gives up
     say_every_seconds: float = 10.0  # how often a stream still moving is said
+    full_validation: bool = False  # every row, not only what the online proof leaves
 
 
 class Cutover(StageRun):
@@ -57,20 +67,26 @@ class Cutover(StageRun):
         s = self.settings
         begun = time.monotonic()
         with connect(s.postgres_url, "cutover") as conn:
-            self._refuse_unless_ready(conn)
+            applied_before = self._refuse_unless_ready(conn)
         self.emit(events.Notice("info", f"writes stopped at {s.writes_stopped_at:%H:%M:%S}; "
-                                "catching up until the stream is idle for "
-                                f"{s.idle_seconds:g}s"))
+                                "catching up until past the source's last operation"))
         watch = StillArriving(self.emit, s.say_every_seconds, s.idle_seconds,
                               s.max_wait_seconds)
-        followed = Follower(self.source, MigrationSettings(s.postgres_url, s.run_dir),
-                            s.idle_seconds, [*self.sinks, watch], self.control, self.mapping,
-                            max_seconds=s.max_wait_seconds).run()
+        caught = catch_up(self.source, s.postgres_url,
+                          MigrationSettings(s.postgres_url, s.run_dir), s.idle_seconds,
+                          s.max_wait_seconds, [*self.sinks, watch], self.control, self.mapping)
+        followed = caught.followed
         caught_up = time.monotonic()
+        with connect(s.postgres_url, "cutover") as conn:
+            follow = load_follow(conn)
         report: dict = {"writesStoppedAt": s.writes_stopped_at.isoformat(),
                         "followOutcome": followed.outcome,
-                        "changesAppliedAfterStop": followed.events_applied}
-        if followed.outcome != "idle":
+                        "caughtUpBy": caught.method or None,
+                        "operationTime": caught.operation,
+                        "tookOverFollower": caught.took_over,
+                        "changesAppliedAfterStop": (follow.events_applied if follow else 0)
+                        - applied_before}
+        if followed.outcome != "caught_up":
             report["status"] = "NOT_DONE"
             report["why"] = (watch.gave_up() if followed.outcome == "timed_out" else
                              followed.message or "following was stopped before it caught up")
@@ -81,16 +97,19 @@ class Cutover(StageRun):
             return self._write(report)
         self.emit(events.Notice("info", "caught up; validating every row against the frozen "
                                 "source"))
-        validation = Validator(self.source, ValidationSettings(s.postgres_url, s.run_dir),
-                               self.sinks, self.mapping).run()
+        validation = validate_at_cutover(
+            self.source, ValidationSettings(s.postgres_url, s.run_dir), self.mapping,
+            self.sinks, full=s.full_validation)
         validated_at = dt.datetime.now().astimezone()
         done = time.monotonic()
         # from writes stopped to this command's start (the lead's own steps), then ours
         before = max(0.0, (validated_at - s.writes_stopped_at).total_seconds()
                      - (done - begun))
         parts = {"beforeCutoverStarted": round(before, 3),
-                 "catchUp": round(caught_up - begun - s.idle_seconds, 3),
-                 "idleConfirmation": s.idle_seconds,
+                 "takeover": caught.takeover_seconds,
+                 "catchUp": round(caught_up - begun - caught.takeover_seconds
+                                  - caught.idle_seconds, 3),
+                 "idleConfirmation": caught.idle_seconds,
                  "validation": round(done - caught_up, 3)}
         report.update({
             "status": "DONE" if validation["status"] == "PASS" else "VALIDATION_FAILED",
@@ -98,19 +117,24 @@ class Cutover(StageRun):
             "downtimeSeconds": round((validated_at - s.writes_stopped_at).total_seconds(), 3),
             "parts": parts,
             "validation": {"status": validation["status"],
+                           "mode": validation.get("mode", "full"),
+                           "whyFull": validation.get("whyFull"),
+                           **{k: validation[k] for k in SINCE_PROOF if k in validation},
                            "matchPercentage": validation["matchPercentage"],
                            "targetRows": validation["totals"]["targetRows"],
                            "quarantined": validation["totals"]["quarantined"]},
         })
         if report["status"] == "DONE":
             with connect(s.postgres_url, "cutover") as conn:
-                record_cutover(conn, report)
+                if record_cutover(conn, report):  # the way back: the application's writes
+                    rollback_state.start_capture(conn, self.mapping)  # are captured from now
         return self._write(report)
 
-    def _refuse_unless_ready(self, conn: psycopg.Connection) -> None:
+    def _refuse_unless_ready(self, conn: psycopg.Connection) -> int:
         """The run's source and rules, a complete snapshot taken with
         --follow, no cutover yet; and a writes-stopped time that can be true:
-        not ahead, not before the run began or a change already applied."""
+        not ahead, not before the run began or a change already applied.
+        The changes applied so far, when it is ready."""
         if refused := refusal(conn, Stage.CUTOVER, self.source.description,
                               self.mapping.rules.digest):
             raise MigrationError(*refused)
@@ -138,6 +162,7 @@ class Cutover(StageRun):
                                  f"{last.as_datetime().astimezone():%Y-%m-%d %H:%M:%S} "
                                  "(MongoDB's clock): the application was still writing then",
                                  fix)
+        return follow.events_applied
 
     def _write(self, report: dict) -> dict:
         report["reportPath"] = str(self.settings.run_dir / CUTOVER_FILE)

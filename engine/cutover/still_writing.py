@@ -33,8 +33,9 @@ class StillArriving:
         if event.events_per_second > 0 and now - self.said_at >= self.every_s:
             self.said_at = now
             self.emit(events.Notice("warning", self._moving(now - self.began) + (
-                f" The cutover waits for {self.idle_s:g}s of quiet, and gives up after "
-                f"{self.max_wait_s:g}s (Ctrl+C stops it now).")))
+                " The cutover applies until it has passed the source's last operation (or "
+                f"{self.idle_s:g}s of quiet where the server gives no operation time), and "
+                f"gives up after {self.max_wait_s:g}s (Ctrl+C stops it now).")))
 
     def _moving(self, seconds: float) -> str:
         p = self.last
@@ -51,7 +52,7 @@ class StillArriving:
         """Why the cutover ended without a quiet stream (nothing recorded)."""
         seconds = time.monotonic() - self.began
         moving = (self._moving(seconds) if self.last is not None else
-                  f"no quiet stream after {seconds:.0f}s.")
+                  f"not caught up after {seconds:.0f}s.")
         return (f"{moving} Gave up after {self.max_wait_s:g}s (--max-wait): nothing was "
                 "recorded, and every change applied is committed with its position. Stop the "
                 "application's writes, then run cockpit cutover again with the time they "

@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psycopg
+from bson import Timestamp
 
 from engine.apply.changes import ChangeApplier
 from engine.apply.document import prepare_target
@@ -25,23 +26,28 @@ from engine.core.mapping import Mapping
 from engine.core.redact import redact_url
 from engine.core.run_files import CHECKPOINT_FILE, write_private
 from engine.core.stage import StageRun
+from engine.migrate.finish import FinishAt, StreamSeen, finish_requested, listen
+from engine.migrate.follow_retry import PATIENCE_PER_TIMEOUT, Outage, retrying
 from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
 from engine.postgres.checkpoint import lock_holder, run_finished, take_run_lock
 from engine.postgres.follow_state import FollowState, load_follow, save_position
 from engine.postgres.run_guard import Stage, refusal
 from engine.postgres.session import connect
+from engine.postgres.state_schema import StateSchemaError
 from engine.source.base import SourceError, SourceUnreachable
 from engine.source.change_stream import (
     ChangeBatch,
     ChangeStream,
     HistoryLost,
+    OplogUnreadable,
     StreamPosition,
     cluster_time,
     oldest_oplog_time,
     oplog_span,
 )
 from engine.source.mongo import MongoSource
+from engine.source.operation_time import token_time
 
 MAX_BATCH = 1000  # changes a transaction
 MIRROR_EVERY_S = 0.5
@@ -51,13 +57,14 @@ ERROR_FILES_EVERY_S = 5.0  # the error logs follow the quarantine this often (an
 
 @dataclass(frozen=True)
 class FollowResult:
-    outcome: str  # stopped | idle | history_lost | source_lost | timed_out
+    outcome: str  # stopped | idle | caught_up | history_lost | source_lost | timed_out
     events_applied: int  # by this invocation
     seconds: float
     message: str = ""
 
 
-def history_gap(source: MongoSource, state: FollowState) -> str | None:
+def history_gap(source: MongoSource, state: FollowState,
+                unreadable: Callable[[str], None] | None = None) -> str | None:
     """Why the server may no longer hold every change since the committed
     position, or None. A position with a resume token is the server's to
     check (it refuses one it no longer holds: ChangeStreamHistoryLost), but
@@ -67,8 +74,15 @@ def history_gap(source: MongoSource, state: FollowState) -> str | None:
     since = state.last_event_time
     if since is None and state.token is None and state.start_token is None:
         since = state.start_time
-    oldest = oldest_oplog_time(source)
-    if since is None or oldest is None or oldest <= since:
+    if since is None:
+        return None
+    try:
+        oldest = oldest_oplog_time(source)
+    except OplogUnreadable as exc:
+        if unreadable is not None:
+            unreadable(str(exc))
+        return None
+    if oldest is None or oldest <= since:
         return None
     return (f"MongoDB's oplog now begins at {_clock(oldest)}, after the last committed "
             f"position ({_clock(since)}): the changes between are gone, and following cannot "
@@ -106,15 +120,19 @@ class Follower(StageRun):
     def __init__(self, source: MongoSource, settings: MigrationSettings,
                  until_idle: float | None = None, sinks: Iterable[events.Sink] = (),
                  control: MigrationControl | None = None, mapping: Mapping | None = None,
-                 max_seconds: float | None = None) -> None:
+                 max_seconds: float | None = None, finish_at: FinishAt | None = None) -> None:
         super().__init__(sinks, control, mapping)
         self.source = source
         self.settings = settings
         self.until_idle = until_idle
+        self.finish_at = finish_at  # the cutover's: outcome "caught_up" once reached
         self.max_seconds = max_seconds  # the cutover's bound: then outcome "timed_out"
         self.order = {t.collection: i for i, t in enumerate(self.mapping.entity_tables)}
         self._mirrored = 0.0
         self._applied = 0  # by this invocation
+        self._events_before = 0  # applied before this invocation
+        self._oplog_said = False
+        self.outage = Outage()  # the source's failures since it last answered
         self.files = RunFiles(settings.run_dir, redact_url(settings.postgres_url))
 
     def run(self) -> FollowResult:
@@ -130,9 +148,14 @@ class Follower(StageRun):
                 raise MigrationError(*refused)
             state = load_follow(conn)
             assert state is not None  # the guard refuses a snapshot taken without --follow
-            prepare_target(conn)
             try:
-                return self._follow(conn, state, started)
+                with conn.transaction():
+                    prepare_target(conn, say=lambda text: self.emit(events.Notice("info", text)))
+            except StateSchemaError as exc:
+                raise MigrationError(*exc.args) from None
+            listen(conn)  # a cutover may ask this follower to finish (engine.migrate.finish)
+            try:
+                return self._follow_retrying(conn, state, started)
             except HistoryLost as exc:
                 return self._ended("history_lost", str(exc), state, started)
             except SourceUnreachable as exc:
@@ -152,24 +175,68 @@ class Follower(StageRun):
         return FollowResult(outcome, self._applied, time.monotonic() - started, message)
 
     def _check_history(self, state: FollowState) -> None:
-        """Our own guard beside the server's, before anything is applied."""
-        if (gap := history_gap(self.source, state)) is not None:
+        """Our own guard beside the server's, before anything is applied (an
+        oplog it cannot read is said, once, loudly)."""
+        if (gap := history_gap(self.source, state, self._oplog_unreadable)) is not None:
             raise HistoryLost(gap)
+
+    def _oplog_unreadable(self, text: str) -> None:
+        if not self._oplog_said:
+            self._oplog_said = True
+            self.emit(events.Notice("warning", text))
+
+    def _follow_retrying(self, conn: psycopg.Connection, state: FollowState,
+                         started: float) -> FollowResult:
+        """_follow, and again from the committed position after a source that
+        stopped answering (engine.migrate.follow_retry), until it answers."""
+        deadline = started + self.max_seconds if self.max_seconds is not None else None
+        patience = PATIENCE_PER_TIMEOUT * self.source.timeout_s
+        for attempt in retrying(self.control, self._source_waited, self.outage, patience,
+                                deadline):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    state = load_follow(conn) or state  # what the last attempt committed
+                return self._follow(conn, state, started)
+        raise AssertionError("unreachable: tenacity re-raises or returns")
+
+    def _source_waited(self, what: str, attempt: int, at: dt.datetime) -> None:
+        """Said on screen and in .follow: the source's error, the next try's time."""
+        when = f"{at.astimezone():%H:%M:%S}"
+        self.emit(events.Notice("warning", (
+            f"{what}. Every change applied until then is committed; trying again at {when} "
+            f"(try {attempt + 1}), from the last committed position; Ctrl+C stops.")))
+        self._mirror(events.FollowProgress(self._events_before + self._applied, 0.0, 0.0,
+                                           False),
+                     waiting={"sourceError": what, "attempt": attempt,
+                              "nextTryAt": at.isoformat()})
 
     def _follow(self, conn: psycopg.Connection, state: FollowState,
                 started: float) -> FollowResult:
-        applied_before = state.events_applied
+        applied_before = state.events_applied - self._applied  # a retry's state counts them
+        self._events_before = applied_before
         stream = ChangeStream(self.source, self.mapping.collections, _position(state))
         applier = ChangeApplier(conn, self.mapping, self.source.fetch)
-        applied, idle_since, lag, checked = 0, None, 0.0, False
+        applied, idle_since, lag, checked = self._applied, None, 0.0, False
         rate_window: list[tuple[float, int]] = []
         files_at, files_behind = time.monotonic(), False
         history, history_at = oplog_span(self.source), time.monotonic()
+        # For a cutover's finish (engine.migrate.finish): the stream's position once
+        # drained, the last change applied, when the last empty batch was asked for.
+        passed: Timestamp | None = None
+        seen: Timestamp | None = None
+        drained: float | None = None
         try:
             while not self.control.stopping:
-                while self.control.paused and not self.control.stopping:
-                    time.sleep(0.2)
+                if self.control.paused:
+                    self.control.wait_while_paused()  # an Event: no busy wait
+                    continue
+                if self._finishing(conn, passed, seen, drained, idle_since):
+                    return FollowResult("caught_up", applied, time.monotonic() - started)
+                asked = time.monotonic()
                 batch = stream.next_batch(MAX_BATCH)
+                self.outage.answered()
+                for note in batch.notes:  # a drop or rename of no mapped collection
+                    self.emit(events.Notice("warning", note))
                 if not checked:
                     # Once the stream has read from the position, and before any
                     # change is applied: the history since it must be whole.
@@ -180,7 +247,9 @@ class Follower(StageRun):
                     self._apply(conn, applier, batch)
                     applied += len(batch.changes)
                     self._applied = applied
-                    files_behind = True
+                    # the error files are made from the whole quarantine: only when it changed
+                    files_behind = files_behind or applier.quarantine_changed
+                    applier.quarantine_changed = False
                     server = cluster_time(self.source)
                     last = batch.changes[-1].cluster_time
                     lag = max(0.0, float(server.time - last.time)) if server else 0.0
@@ -192,6 +261,11 @@ class Follower(StageRun):
                     idle_since = idle_since or now
                 if batch.stop is not None:
                     raise SourceError(batch.stop)
+                seen = batch.changes[-1].cluster_time if batch.changes else seen
+                if not batch.changes:  # drained: every change up to here is applied
+                    drained = asked
+                    if (at := token_time(batch.token)) is not None:
+                        passed = max(at, passed) if passed is not None else at
                 rate_window = [(t, n) for t, n in rate_window if now - t < 10] + [(now, applied)]
                 span = now - rate_window[0][0]
                 rate = (applied - rate_window[0][1]) / span if span > 0 else 0.0
@@ -215,6 +289,18 @@ class Follower(StageRun):
             self.files.errors.rewrite(conn)  # the run files say the quarantine as it stands
         return FollowResult("stopped", applied, time.monotonic() - started)
 
+    def _finishing(self, conn: psycopg.Connection, passed: Timestamp | None,
+                   seen: Timestamp | None, drained: float | None,
+                   idle_since: float | None) -> bool:
+        """A cutover's request heard, and its point reached (engine.migrate.finish)."""
+        if (asked := finish_requested(conn)) is not None:
+            self.finish_at = asked
+            self.emit(events.Notice("info", "the cutover asked this follower to finish: "
+                                    "applying until the source's last change, then stopping"))
+        idle_for = time.monotonic() - idle_since if idle_since is not None else 0.0
+        return self.finish_at is not None and self.finish_at.reached(
+            StreamSeen(passed, seen, drained, idle_for))
+
     def _apply(self, conn: psycopg.Connection, applier: ChangeApplier,
                batch: ChangeBatch) -> None:
         """One transaction: every document the changes name, as it is now, then
@@ -233,19 +319,24 @@ class Follower(StageRun):
                     else:
                         gone.append((collection, key))
             present.sort(key=lambda cd: self.order.get(cd[0], 0))  # parents first
+            applier.begin([(self.mapping.table_for_collection(c), key)
+                           for c, by in keys.items() for key in by.values()])
             for collection, doc in present:
                 applier.upsert(self.mapping.table_for_collection(collection), doc)
             gone.sort(key=lambda ck: -self.order.get(ck[0], 0))  # children first
             for collection, key in gone:
                 applier.delete(self.mapping.table_for_collection(collection), key)
-            applier.settle({self.mapping.table_for_collection(c).name for c in keys})
+            applier.settle()
             save_position(conn, batch.token, batch.changes[-1].cluster_time,
                           len(batch.changes))
+        applier.end()  # committed: what the batch learned is the target's now
 
-    def _mirror(self, p: events.FollowProgress, stopped: str | None = None) -> None:
+    def _mirror(self, p: events.FollowProgress, stopped: str | None = None,
+                waiting: dict | None = None) -> None:
         """migration-checkpoint.json's .follow, for operators (twice a second at
         most; at once when following stopped, with why: never "caught up" then)."""
-        if stopped is None and time.monotonic() - self._mirrored < MIRROR_EVERY_S:
+        if stopped is None and waiting is None and \
+                time.monotonic() - self._mirrored < MIRROR_EVERY_S:
             return
         self._mirrored = time.monotonic()
         follow = {"eventsApplied": p.events_applied,
@@ -255,6 +346,9 @@ class Follower(StageRun):
                   "updatedAt": dt.datetime.now(dt.UTC).isoformat()}
         if stopped is not None:
             follow["stopped"] = stopped
+        if waiting is not None:  # the source stopped answering: when it is asked again
+            follow["caughtUp"] = False
+            follow["waitingForSource"] = waiting
         write_private(self.settings.run_dir / CHECKPOINT_FILE, json.dumps({
             "target": redact_url(self.settings.postgres_url),
             "source": self.source.description, "follow": follow}, indent=2))

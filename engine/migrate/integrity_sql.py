@@ -13,6 +13,7 @@ from engine.core.mapping import ForeignKey, Junction, Mapping
 from engine.postgres import integrity
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.postgres.ddl import ident
+from engine.postgres.quarantine import Waits
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class RemovedRow:
     id: uuid.UUID
     reason_code: str
     message: str
+    waits: Waits | None = None  # the row it waits for: the holder, the absent referenced row
 
 
 def remove_duplicates(conn: psycopg.Connection, mapping: Mapping) -> list[RemovedRow]:
@@ -35,14 +37,16 @@ def remove_duplicates(conn: psycopg.Connection, mapping: Mapping) -> list[Remove
             sql.SQL("a.{c} = b.{c}").format(c=ident(c)) for c in index.columns)
         rows = conn.execute(sql.SQL(
             "DELETE FROM {t} b WHERE EXISTS (SELECT 1 FROM {t} a WHERE {cols} AND a.id < b.id) "
-            "RETURNING b.id, (SELECT {s}.object_id(a.id) FROM {t} a WHERE {cols} "
-            "ORDER BY a.id LIMIT 1), {vals}").format(
-            t=ident(index.table), cols=cols, s=ident(STATE_SCHEMA),
+            "RETURNING b.id, (SELECT a.id FROM {t} a WHERE {cols} ORDER BY a.id LIMIT 1), "
+            "{vals}").format(
+            t=ident(index.table), cols=cols,
             vals=sql.SQL(", ").join(sql.SQL("b.{}").format(ident(c)) for c in index.columns)))
         for row in rows:
             what = ", ".join(f"{c}={v!r}" for c, v in zip(index.columns, row[2:], strict=True))
-            removed.append(RemovedRow(index.table, row[0], "duplicate_unique_key",
-                                      integrity.duplicate_message(what, row[1], index.name)))
+            removed.append(RemovedRow(
+                index.table, row[0], "duplicate_unique_key",
+                integrity.duplicate_message(what, integrity.object_id_text(row[1]), index.name),
+                Waits(index.table, row[1])))
     return removed
 
 
@@ -65,10 +69,11 @@ def fix_dangling(conn: psycopg.Connection, mapping: Mapping,
             tn=sql.Literal(fk.table), cn=sql.Literal(fk.column)))
         return cur.rowcount, []
     rows = conn.execute(sql.SQL(
-        "DELETE FROM {t} t WHERE {missing} RETURNING t.id, {s}.object_id(t.{c})").format(
-        t=ident(fk.table), missing=missing, s=ident(STATE_SCHEMA), c=ident(fk.column)))
+        "DELETE FROM {t} t WHERE {missing} RETURNING t.id, t.{c}").format(
+        t=ident(fk.table), missing=missing, c=ident(fk.column)))
     removed = [RemovedRow(fk.table, r[0], "dangling_reference",
-                          integrity.dangling_message(fk, r[1])) for r in rows]
+                          integrity.dangling_message(fk, integrity.object_id_text(r[1])),
+                          Waits(fk.ref_table, r[1], fk.column)) for r in rows]
     return len(removed), removed
 
 

@@ -120,7 +120,7 @@ class PostLoad:
             items = []
             for r in rows:
                 oid = uuid_to_object_id(r.id)
-                items.append((docs.get(oid, {"_id": oid}), r.reason_code, r.message))
+                items.append((docs.get(oid, {"_id": oid}), r.reason_code, r.message, r.waits))
             records += insert_quarantine(conn, table.name, table.collection, items,
                                          self.mapping.secrets_of(table.collection))
             with self.files.lock:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.types.json import Jsonb
 
-from engine.apply.document import DocumentApplier, prepare_target
+from engine.apply.document import DocumentApplier, prepare_target, waiting_now
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping
@@ -38,6 +38,7 @@ from engine.postgres.quarantine import (
 )
 from engine.postgres.run_guard import Stage, refusal
 from engine.postgres.session import connect
+from engine.postgres.state_schema import StateSchemaError
 from engine.source.base import Source
 
 RETRY_BATCH = 200  # documents a transaction: retries are few, each one several queries
@@ -152,8 +153,12 @@ class RetryQuarantined(StageRun):
             if refused := refusal(conn, Stage.RETRY, self.source.description,
                                   self.mapping.rules.digest):
                 raise MigrationError(*refused)
+            try:
+                with conn.transaction():
+                    prepare_target(conn, say=lambda text: self.emit(events.Notice("info", text)))
+            except StateSchemaError as exc:
+                raise MigrationError(*exc.args) from None
             with conn.transaction():
-                prepare_target(conn)
                 retry_id, filters, tally = self._begin(conn)
             tally, paused = self._work(conn, retry_id, filters, tally)
             still = dict(conn.execute(
@@ -201,7 +206,7 @@ class RetryQuarantined(StageRun):
         while True:
             entries = quarantine_entries(conn)
             chosen = {e.seq for e in entries if filters.matches(e) and e.retried_in != retry_id}
-            waiting = {e.seq for e in applier.waiting(entries)}
+            waiting = {e.seq for e in waiting_now(conn, self.mapping)}
             todo = [e for e in entries if e.seq in chosen or e.seq in waiting]
             if not todo:
                 return tally, False
@@ -253,7 +258,8 @@ class RetryQuarantined(StageRun):
                     left.append(events.QuarantineLeft(e.table, e.object_id, "migrated"))
                 else:
                     stay_quarantined(conn, e, doc, applied.reason_code, applied.message,
-                                     self.mapping.secrets_of(e.collection), retry_id)
+                                     self.mapping.secrets_of(e.collection), retry_id,
+                                     applied.waits)
             merged = tally.plus(step)
             conn.execute(f"UPDATE {STATE_SCHEMA}.retries SET summary = %s WHERE id = %s",
                          [Jsonb(merged.as_json()), retry_id])

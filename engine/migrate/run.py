@@ -17,6 +17,7 @@ import psycopg
 
 from engine.core import events
 from engine.core.control import MigrationControl
+from engine.core.debug_log import unexpected
 from engine.core.mapping import Mapping, Table
 from engine.core.processes import WorkerPool
 from engine.core.redact import printable, redact_text, redact_url
@@ -28,8 +29,9 @@ from engine.migrate.load import Paused, TableLoader, init_worker, load_in_worker
 from engine.migrate.post_load import PostLoad
 from engine.migrate.report import write_migration_report
 from engine.migrate.run_files import CheckpointFileError, RunFiles
-from engine.postgres import checkpoint, ddl, run_guard
+from engine.postgres import checkpoint, ddl, run_guard, state_schema
 from engine.postgres.checkpoint import RunState
+from engine.postgres.errors import explain
 from engine.postgres.follow_state import load_follow
 from engine.postgres.session import connect
 from engine.source.base import CONNECTION_ADVICE, Source, SourceError, SourceUnreachable
@@ -78,7 +80,8 @@ class Migration(StageRun):
         self.settings = settings
         self.batch_size = settings.batch_size or self.mapping.rules.batch_size
         self.target = redact_url(settings.postgres_url)
-        self.files = RunFiles(settings.run_dir, self.target)
+        self.files = RunFiles(settings.run_dir, self.target,
+                              warn=lambda text: self.emit(events.Notice("warning", text)))
         self.sinks.append(self.files.errors)
         self.state: RunState | None = None
         self.documents_read = 0
@@ -168,9 +171,10 @@ class Migration(StageRun):
         except CheckpointFileError as exc:
             self.emit(events.MigrationFailed(str(exc)))
         except RunFileError as exc:
-            self.emit(events.MigrationFailed(str(exc), "Free space or fix the folder's "
-                                             "permissions, then run cockpit migrate again: it "
-                                             "resumes from the last checkpoint."))
+            self.emit(events.MigrationFailed(str(exc), "Fix what it says (free space, the "
+                                             "folder's permissions, a link), then run cockpit "
+                                             "migrate again: it resumes from the last "
+                                             "checkpoint."))
         except SourceUnreachable as exc:
             self.emit(events.Notice("error", f"{exc} {CONNECTION_ADVICE}"))
             return self._stopped()
@@ -178,18 +182,11 @@ class Migration(StageRun):
             self.emit(events.MigrationFailed(redact_text(str(exc)),
                                              "Fix the source, then run cockpit migrate again: "
                                              "it resumes from the last checkpoint."))
-        except psycopg.OperationalError as exc:
-            self.emit(events.MigrationFailed(
-                f"PostgreSQL connection failed: {redact_text(str(exc)).strip()}",
-                "Check that the server is up and the URL is right (--postgres / "
-                "STAGING_POSTGRESQL_URL), then run cockpit migrate again: it resumes from "
-                "the last checkpoint."))
-        except Exception as exc:  # unexpected: say it plainly, keep the checkpoint
-            self.emit(events.MigrationFailed(
-                f"{type(exc).__name__}: {redact_text(str(exc))}",
-                "The checkpoint holds every committed batch; run cockpit migrate again to "
-                "resume. If it fails again the same way, keep migration-errors.log and "
-                "report this message."))
+        except Exception as exc:  # told by its cause where known, else as a defect
+            problem = (explain(exc, self.settings.postgres_url, "cockpit migrate")
+                       if isinstance(exc, psycopg.Error) else None)
+            self.emit(events.MigrationFailed(problem.message, problem.fix) if problem else
+                      events.MigrationFailed(unexpected(exc, "migrating"), ""))
         return Outcome.FAILED
 
     def _source_size(self) -> dict[str, int] | None:
@@ -249,6 +246,12 @@ class Migration(StageRun):
                 "deploy --force, then cockpit migrate --follow.")
         else:
             target_prep.check_schema(conn, self.mapping, resumed=True, emit=self.emit)
+            try:  # a run paused by an older version: its checkpoint brought up to date
+                with conn.transaction():
+                    state_schema.upgrade(
+                        conn, say=lambda text: self.emit(events.Notice("info", text)))
+            except state_schema.StateSchemaError as exc:
+                raise MigrationError(*exc.args) from None
         # The files hold exactly this run's quarantine (none yet, for a new one).
         self.files.errors.rewrite(conn)
         self._plan(resumed)

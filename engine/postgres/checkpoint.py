@@ -11,82 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from engine.postgres.session import execute_all
+from engine.postgres import state_schema
+from engine.postgres.state_schema import STATE_SCHEMA
 
-STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
 ADVISORY_LOCK_KEY = 0x6E657874636D  # "nextcm": held by the one run working on a target
 LOCK_GRACE_S = 3.0  # how long a refused lock is asked again (see take_run_lock)
 DEAD_CLIENT_WAIT_S = 60.0  # how long a holder running a statement is waited for
-
-STATE_DDL = f"""
-CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA};
-CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.run (
-    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    source text NOT NULL,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz,
-    steps_done text[] NOT NULL DEFAULT '{{}}',
-    rules_digest text
-);
-CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.tables (
-    table_name text PRIMARY KEY,
-    collection text,
-    status text NOT NULL DEFAULT 'pending',
-    consumed bigint NOT NULL DEFAULT 0,
-    last_id text,
-    rows bigint NOT NULL DEFAULT 0,
-    quarantined bigint NOT NULL DEFAULT 0,
-    expected bigint NOT NULL DEFAULT 0,
-    changes jsonb NOT NULL DEFAULT '{{}}',
-    unmapped jsonb NOT NULL DEFAULT '{{}}',
-    started_at timestamptz,
-    updated_at timestamptz,
-    finished_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.quarantine (
-    seq bigserial PRIMARY KEY,
-    table_name text NOT NULL,
-    collection text NOT NULL,
-    object_id text NOT NULL,
-    reason_code text NOT NULL,
-    message text NOT NULL,
-    document text NOT NULL,
-    at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.junction_pairs (
-    junction text NOT NULL,
-    left_id uuid NOT NULL,
-    right_id uuid NOT NULL,
-    side text NOT NULL
-) PARTITION BY LIST (junction);
-CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.adjustments (
-    table_name text NOT NULL,
-    object_id text NOT NULL,
-    column_name text NOT NULL,
-    rule text NOT NULL,
-    original text
-);
-"""
-
-
-# Re-migrating and following apply one document at a time, looking its staged
-# pairs, its quarantine record and its set-NULL records up by id; the bulk load
-# reads those tables whole, once, and goes without these (created after it).
-APPLY_INDEXES_DDL = f"""
-CREATE INDEX IF NOT EXISTS junction_pairs_left ON {STATE_SCHEMA}.junction_pairs (left_id);
-CREATE INDEX IF NOT EXISTS junction_pairs_right ON {STATE_SCHEMA}.junction_pairs (right_id);
-CREATE INDEX IF NOT EXISTS quarantine_document
-    ON {STATE_SCHEMA}.quarantine (table_name, object_id);
-CREATE INDEX IF NOT EXISTS adjustments_document
-    ON {STATE_SCHEMA}.adjustments (table_name, object_id);
-CREATE INDEX IF NOT EXISTS adjustments_original ON {STATE_SCHEMA}.adjustments (original);
-ANALYZE {STATE_SCHEMA}.junction_pairs, {STATE_SCHEMA}.quarantine, {STATE_SCHEMA}.adjustments;
-"""
-
 
 # object_id(uuid) in SQL: the ObjectId hex of a row id (engine.core.ids, in reverse).
 OBJECT_ID_FUNCTION = f"""
@@ -211,15 +143,7 @@ def state_exists(conn: psycopg.Connection) -> bool:
 def create_state(conn: psycopg.Connection, source: str,
                  tables: list[tuple[str, str | None, int]], rules_digest: str) -> None:
     """A fresh run: one row per table (name, collection, expected documents)."""
-    conn.execute(STATE_DDL)
-    # Each junction's staged pairs get a partition of their own, so filling it
-    # reads only them, with no index to build first.
-    execute_all(conn, [sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}.junction_pairs FOR VALUES IN ({}) "
-        "WITH (autovacuum_enabled = false)"  # written once, read once
-    ).format(sql.Identifier(STATE_SCHEMA, f"junction_pairs_{name}"),
-             sql.Identifier(STATE_SCHEMA), sql.Literal(name))
-        for name, collection, _ in tables if collection is None])
+    state_schema.create(conn, [name for name, collection, _ in tables if collection is None])
     conn.execute(f"INSERT INTO {STATE_SCHEMA}.run (source, rules_digest) VALUES (%s, %s)",
                  [source, rules_digest])
     with conn.cursor() as cur:

@@ -18,6 +18,8 @@ from engine.postgres.catalog import (
     vector_available,
 )
 from engine.postgres.checkpoint import ADVISORY_LOCK_KEY, STATE_SCHEMA
+from engine.postgres.follow_state import load_follow
+from engine.postgres.run_guard import cutover_time
 from engine.postgres.schema_diff import ON_UPDATE
 from engine.postgres.session import execute_all
 
@@ -156,6 +158,11 @@ def deploy(conn: psycopg.Connection, mapping: Mapping, *, force: bool = False,
                 "a migration is running against this target (it holds its lock); nothing "
                 "was changed. Pause it (Ctrl+C in its terminal, p in the cockpit) or let it "
                 "finish, then deploy again.")
+        if force and (at := cutover_time(load_follow(conn))):
+            raise SchemaError(
+                f"this target was cut over at {at}: the application owns its rows now, and "
+                "--force would drop them; nothing was changed. Deploy into another database "
+                "for a rehearsal.")
         present = existing_tables(conn, mapping)
         full = tables_with_rows(conn, present)
         if full and not force:

@@ -10,21 +10,8 @@ from dataclasses import dataclass
 import psycopg
 from bson import Timestamp, json_util
 
-from engine.postgres.checkpoint import STATE_SCHEMA
-
-FOLLOW_DDL = f"""
-CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.follow (
-    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    start_token text,
-    start_time bigint[],
-    token text,
-    last_event_time bigint[],
-    events_applied bigint NOT NULL DEFAULT 0,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    cutover jsonb
-);
-"""
+from engine.postgres import state_schema
+from engine.postgres.state_schema import STATE_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -53,7 +40,7 @@ def _token(text: str | None) -> dict | None:
 def begin_following(conn: psycopg.Connection, token: dict | None,
                     start_time: Timestamp | None) -> None:
     """The stream's position before the snapshot, in the caller's transaction."""
-    conn.execute(FOLLOW_DDL)
+    state_schema.create_follow(conn)
     conn.execute(f"INSERT INTO {STATE_SCHEMA}.follow (start_token, start_time) VALUES (%s, %s)",
                  [json_util.dumps(token) if token else None, _pair(start_time)])
 

@@ -4,10 +4,11 @@ same question."""
 
 from __future__ import annotations
 
-import re
+import uuid
 
 from psycopg import sql
 
+from engine.core.ids import uuid_to_object_id
 from engine.core.mapping import ForeignKey, Junction
 from engine.postgres.ddl import ident
 
@@ -28,7 +29,16 @@ def pair_present(junction: Junction, alias: str) -> sql.Composed:
 
 
 # How a dangling reference is said in the quarantine (post-load and the apply
-# path), and read back to find the documents waiting for a row.
+# path). What it waits for is in the record's own columns (quarantine.Waits):
+# these messages are for people, never read back.
+def object_id_text(value: uuid.UUID | bytes) -> str:
+    """A row id as messages name it: its ObjectId's hex, else the UUID."""
+    try:
+        return str(uuid_to_object_id(value))
+    except ValueError:  # a UUID not made from an ObjectId
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(bytes=value))
+
+
 def dangling_message(fk: ForeignKey, object_id: str) -> str:
     return (f"{fk.column} points at {fk.ref_table} ObjectId({object_id}), which is not "
             "in the target (missing in the source or quarantined)")
@@ -37,12 +47,3 @@ def dangling_message(fk: ForeignKey, object_id: str) -> str:
 def duplicate_message(what: str, holder: str, index: str, first_by_id: bool = True) -> str:
     kept = "the first by _id is kept" if first_by_id else "the row already in the target keeps it"
     return f"{what} already belongs to ObjectId({holder}) (unique index {index}; {kept})"
-
-
-_DANGLING = re.compile(r"^(\w+) points at (\w+) ObjectId\(([0-9a-f]{24})\)")
-
-
-def dangling_target(message: str) -> tuple[str, str, str] | None:
-    """(column, referenced table, ObjectId hex) of a dangling_message, else None."""
-    m = _DANGLING.match(message)
-    return (m.group(1), m.group(2), m.group(3)) if m else None

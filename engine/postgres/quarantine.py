@@ -6,6 +6,8 @@ as the batch; the error log files are made from it (engine.migrate.run_files).
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -15,7 +17,7 @@ from bson.json_util import RELAXED_JSON_OPTIONS
 from engine.core import events
 from engine.core.ids import id_json
 from engine.core.redact import NO_SECRETS, SecretFields, mask_document, mask_in_text
-from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.state_schema import STATE_SCHEMA
 
 
 def record_id(_id: object) -> str:
@@ -32,52 +34,50 @@ def quarantine_record(table: str, collection: str, doc: dict, code: str, message
 
 
 def insert_quarantine(conn: psycopg.Connection, table: str, collection: str,
-                      items: list[tuple[dict, str, str]],
+                      items: Sequence[Item],
                       secrets: SecretFields = NO_SECRETS) -> list[events.DocumentQuarantined]:
     """Quarantine (document, reason code, message) items, inside the caller's
     transaction. The record keeps the original document with its secrets
     (engine.core.redact.SecretFields) masked: every log, report and view is made
     from it."""
     now = dt.datetime.now(dt.UTC).isoformat()
-    records = [quarantine_record(table, collection, doc, code, message, secrets, now)
-               for doc, code, message in items]
+    records = [quarantine_record(table, collection, item[0], item[1], item[2], secrets, now)
+               for item in items]
     if records:
         with conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO {STATE_SCHEMA}.quarantine (table_name, collection, object_id, "
-                "reason_code, message, document, at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "reason_code, message, document, at, waits_table, waits_column, waits_for) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [(r.table, r.collection, r.object_id, r.reason_code, r.message, r.document,
-                  r.at) for r in records])
+                  r.at, *_columns(_waits(item))) for r, item in zip(records, items, strict=True)])
     return records
 
 
-# What re-migrating quarantined documents adds to the record (older targets
-# get it when they are first retried): the first reason of a record whose
-# reason changed, the retry that last tried it, and every attempt's outcome.
-RETRY_DDL = f"""
-ALTER TABLE {STATE_SCHEMA}.quarantine ADD COLUMN IF NOT EXISTS first_reason text;
-ALTER TABLE {STATE_SCHEMA}.quarantine ADD COLUMN IF NOT EXISTS retried_in int;
-CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.retries (
-    id serial PRIMARY KEY,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz,
-    filters jsonb NOT NULL,
-    summary jsonb
-);
-CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.quarantine_history (
-    seq bigserial PRIMARY KEY,
-    table_name text NOT NULL,
-    collection text NOT NULL,
-    object_id text NOT NULL,
-    first_reason text NOT NULL,
-    first_at timestamptz NOT NULL,
-    retry_id int,
-    retried_at timestamptz NOT NULL DEFAULT now(),
-    outcome text NOT NULL,
-    reason_now text,
-    message_now text
-);
-"""
+def _columns(w: Waits | None) -> tuple[str | None, str | None, uuid.UUID | None]:
+    if w is None:
+        return None, None, None
+    row_id = w.row_id if isinstance(w.row_id, uuid.UUID) else uuid.UUID(bytes=bytes(w.row_id))
+    return w.table, w.column, row_id
+
+
+@dataclass(frozen=True)
+class Waits:
+    """What a quarantined document waits for, as columns (never read back out
+    of its message): the row row_id of table, a dangling reference's row
+    (through column) or the row holding a unique value it wants."""
+
+    table: str
+    row_id: uuid.UUID | bytes
+    column: str | None = None
+
+
+# (document, reason code, message), or with what it waits for.
+Item = tuple[dict, str, str] | tuple[dict, str, str, "Waits | None"]
+
+
+def _waits(item: Item) -> Waits | None:
+    return item[3] if len(item) > 3 else None  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ class QuarantineEntry:
     at: dt.datetime
     first_reason: str | None
     retried_in: int | None
+    waits_table: str | None = None
+    waits_for: uuid.UUID | None = None
 
     @property
     def source_id(self) -> object:
@@ -99,10 +101,34 @@ class QuarantineEntry:
         return json_util.loads(self.document).get("_id")
 
 
+ENTRY_COLUMNS = ("seq, table_name, collection, object_id, reason_code, message, document, at, "
+                 "first_reason, retried_in, waits_table, waits_for")
+
+
 def quarantine_entries(conn: psycopg.Connection) -> list[QuarantineEntry]:
-    rows = conn.execute(
-        f"SELECT seq, table_name, collection, object_id, reason_code, message, document, at, "
-        f"first_reason, retried_in FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
+    """The whole quarantine: for a retry, which works through it (never per change)."""
+    rows = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
+    return [QuarantineEntry(*r) for r in rows]
+
+
+def entries_of(conn: psycopg.Connection, table: str,
+               object_ids: Sequence[str]) -> dict[str, QuarantineEntry]:
+    """The records of these documents of table, by object_id (one query)."""
+    rows = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM {STATE_SCHEMA}.quarantine "
+                        "WHERE table_name = %s AND object_id = ANY(%s)",
+                        [table, list(object_ids)])
+    return {r[3]: QuarantineEntry(*r) for r in rows}
+
+
+def waiting_for(conn: psycopg.Connection, reason: str, table: str,
+                row_ids: Sequence[uuid.UUID]) -> list[QuarantineEntry]:
+    """Records of reason that wait for one of these rows of table (by the
+    index on what they wait for: the cost is the rows', not the quarantine's)."""
+    if not row_ids:
+        return []
+    rows = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM {STATE_SCHEMA}.quarantine "
+                        "WHERE waits_table = %s AND waits_for = ANY(%s) AND reason_code = %s "
+                        "ORDER BY seq", [table, list(row_ids), reason])
     return [QuarantineEntry(*r) for r in rows]
 
 
@@ -142,14 +168,17 @@ def leave_quarantine(conn: psycopg.Connection, e: QuarantineEntry, outcome: str,
 
 
 def stay_quarantined(conn: psycopg.Connection, e: QuarantineEntry, doc: dict, code: str,
-                     message: str, secrets: SecretFields, retry_id: int | None) -> str:
+                     message: str, secrets: SecretFields, retry_id: int | None,
+                     waits: Waits | None = None) -> str:
     """Tried again and still refused: the record says the reason now, with the
     document as it is now; returns the masked message."""
     record = quarantine_record(e.table, e.collection, doc, code, message, secrets,
                                dt.datetime.now(dt.UTC).isoformat())
     conn.execute(
         f"UPDATE {STATE_SCHEMA}.quarantine SET reason_code = %s, message = %s, document = %s, "
-        "first_reason = coalesce(first_reason, %s), retried_in = %s WHERE seq = %s",
-        [code, record.message, record.document, e.reason_code, retry_id, e.seq])
+        "first_reason = coalesce(first_reason, %s), retried_in = %s, waits_table = %s, "
+        "waits_column = %s, waits_for = %s WHERE seq = %s",
+        [code, record.message, record.document, e.reason_code, retry_id, *_columns(waits),
+         e.seq])
     _history(conn, e, retry_id, "still_quarantined", code, record.message)
     return record.message

@@ -29,11 +29,13 @@ class Stage(enum.Enum):
     FOLLOW = "cockpit migrate --follow"
     RETRY = "cockpit migrate --retry-quarantined"
     CUTOVER = "cockpit cutover"
+    ROLLBACK = "cockpit rollback"
 
 
 # After a recorded cutover, only these may write the application's tables.
-# The way back (issue "A way back": a rollback stage) will be the one listed.
-WRITES_AFTER_CUTOVER: frozenset[Stage] = frozenset()
+# The way back: the rollback writes the captured changes to MongoDB and its
+# own record in cockpit_migration (engine/rollback/).
+WRITES_AFTER_CUTOVER: frozenset[Stage] = frozenset({Stage.ROLLBACK})
 
 
 class Refusal(NamedTuple):
@@ -64,8 +66,9 @@ def cutover_time(follow: FollowState | None) -> str | None:
     """When this target's cutover was recorded (validated), if it was."""
     if follow is None or not follow.cutover:
         return None
-    return str(follow.cutover.get("validatedAt") or follow.cutover.get("writesStoppedAt")
-               or "an unknown time")
+    at = str(follow.cutover.get("validatedAt") or follow.cutover.get("writesStoppedAt")
+             or "an unknown time")
+    return at[:19].replace("T", " ")
 
 
 def _cut_over(stage: Stage, follow: FollowState | None) -> Refusal | None:
@@ -73,7 +76,7 @@ def _cut_over(stage: Stage, follow: FollowState | None) -> Refusal | None:
     if at is None or stage in WRITES_AFTER_CUTOVER:
         return None
     return Refusal(
-        f"this target was cut over at {at[:19].replace('T', ' ')}: the application owns "
+        f"this target was cut over at {at}: the application owns "
         f"PostgreSQL since then, and {stage.value} would overwrite what it wrote; refused",
         "Nothing is left to migrate into it. " + NEW_TARGET_HINT)
 

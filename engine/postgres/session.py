@@ -27,6 +27,7 @@ def run_on_connections(url: str, tasks: Sequence[Callable[[psycopg.Connection], 
             conn = psycopg.connect(url, autocommit=True, application_name=application_name)
             opened.append(conn)
             notice_a_dead_client(conn)
+            name_the_writer(conn, application_name)
             setup(conn)
             idle.put(conn)
 
@@ -55,9 +56,17 @@ def connect(url: str, role: str, tuned: bool = True) -> psycopg.Connection:
     conn = psycopg.connect(url, autocommit=True,
                            application_name=f"migration-cockpit {role}".strip())
     notice_a_dead_client(conn)
+    name_the_writer(conn, role)
     if tuned:
         session_settings(conn)
     return conn
+
+
+def name_the_writer(conn: psycopg.Connection, stage: str) -> None:
+    """The change log's triggers tell the tool's writes from anyone else's by
+    this setting (engine/postgres/change_log.py TOOL_SETTING): every session
+    of the tool names its stage."""
+    conn.execute("SELECT set_config('cockpit.writer', %s, false)", [stage or "tool"])
 
 
 def notice_a_dead_client(conn: psycopg.Connection) -> None:

@@ -3,10 +3,12 @@ and answers like a check. Actions act, checks verify: an action's PASS is
 the answer of the check that looks at what it left (VERIFIED_BY), never the
 mere absence of an error. The cockpit runs the long ones, migrate, validate
 and cutover, in its own workers and records them when their end is seen;
-headless they are cockpit migrate / validate / cutover."""
+headless they are cockpit migrate / validate / cutover. The cutover is the
+one orchestration's (engine.pipeline), here as in the CLI and the cockpit."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import psycopg
@@ -14,7 +16,9 @@ import psycopg
 from engine.core.mapping import nextcrm
 from engine.core.redact import redact_text
 from engine.core.run_files import RunFileError
+from engine.cutover.run import CutoverSettings
 from engine.perftest.run import NothingToTest, PerfSettings, PerfTest
+from engine.pipeline import run_cutover
 from engine.postgres import ddl
 from engine.report.artifacts import save_artifacts
 from engine.report.final_counts import against_baseline, final_counts, write_final_counts
@@ -24,6 +28,8 @@ from engine.runbook.checks import CheckResult, RunContext, pg, run_check
 from engine.runbook.model import RunbookState
 from engine.source.base import SourceError
 from engine.validate.baseline import take_baseline
+
+WRITES_STOPPED_ITEM = "production.2.1"  # runbook.yaml: "Application writes ... stopped"
 
 
 def action_baseline(ctx: RunContext) -> CheckResult:
@@ -72,6 +78,32 @@ def action_report(ctx: RunContext) -> CheckResult:
         f"; counts differ from the baseline in {', '.join(differ)}" if differ else ""))
 
 
+def action_cutover(ctx: RunContext) -> CheckResult:
+    """Writes stopped when the lead ticked it; a running follower is taken over."""
+    entry = RunbookState.load(ctx.run_dir).items.get(WRITES_STOPPED_ITEM, {})
+    if not entry.get("ticked") or not entry.get("at"):
+        return CheckResult(False, "tick 'Application writes to MongoDB stopped' first "
+                           f"({WRITES_STOPPED_ITEM}), when they have")
+    if not ctx.postgres_url:
+        raise SourceError("no target: set --postgres or STAGING_POSTGRESQL_URL")
+    source = ctx.source()
+    try:
+        done = run_cutover(source, CutoverSettings(ctx.postgres_url, ctx.run_dir,
+                                                   dt.datetime.fromisoformat(entry["at"])),
+                           mapping=nextcrm())
+    finally:
+        source.close()
+    if done.failure is not None:
+        return CheckResult(False, f"{done.failure.stage} failed: {done.failure.text}")
+    r = done.report
+    assert r is not None
+    if r["status"] != "DONE":
+        return CheckResult(False, f"cutover {r['status']}: " + r.get(
+            "why", f"validation {r.get('validation', {}).get('status')}"))
+    return CheckResult(True, f"cut over: downtime {r['downtimeSeconds']:.1f}s, validation "
+                       f"{r['validation']['status']}")
+
+
 def action_artifacts(ctx: RunContext) -> CheckResult:
     folder, copied, _ = save_artifacts(ctx.run_dir, ctx.backup_dir or ctx.run_dir / "backups")
     return CheckResult(True, f"{len(copied)} files saved in {folder}")
@@ -85,14 +117,14 @@ ACTIONS: dict[str, Callable[[RunContext], CheckResult] | None] = {
     "artifacts": action_artifacts,
     "migrate": None,
     "validate": None,
-    "cutover": None,
+    "cutover": action_cutover,
     "export_record": None,
 }
 
 
 # The check that sees an action's result where it landed (the run folder, the target).
 VERIFIED_BY = {"baseline": "baseline_recorded", "schema_deploy": "schema_deployed",
-               "report": "report_written"}
+               "report": "report_written", "cutover": "cutover_recorded"}
 
 
 def run_action(name: str, ctx: RunContext) -> CheckResult:

@@ -122,7 +122,8 @@ CHECK_NAMES = frozenset({
     "perf_targets_met", "perf_indexes_verified", "perf_slow_queries",
     "final_counts_documented", "report_written", "production_size_measured",
     "estimate_calculated", "window_proposed", "estimate_in_report", "follow_started",
-    "follow_caught_up", "cutover_caught_up", "cutover_validated", "cutover_recorded"})
+    "follow_caught_up", "cutover_caught_up", "cutover_validated", "cutover_recorded",
+    "rollback_capture", "rollback_rehearsed"})
 ACTION_NAMES = frozenset({"artifacts", "baseline", "cutover", "export_record", "migrate",
                           "perftest", "report", "schema_deploy", "validate"})
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bson import Timestamp
 
 from engine.core.redact import redact_text
-from engine.source.base import SourceError
+from engine.source.base import SourceError, SourceUnreachable
 from engine.source.mongo import MongoSource
 
 OPERATIONS = ("insert", "update", "replace", "delete")
-# Changes no document-by-document apply can follow: the follower stops on them.
+# Changes no document-by-document apply can follow: the follower stops on
+# those that touch a mapped collection (or the database), and passes over the rest.
 STRUCTURAL = ("drop", "rename", "dropDatabase", "invalidate")
 HISTORY_LOST = 286  # ChangeStreamHistoryLost
 
@@ -50,6 +51,7 @@ class ChangeBatch:
     changes: list[Change]
     token: dict | None  # the position after them (the batch's postBatchResumeToken)
     stop: str | None = None  # a drop or rename came after them: why following stops there
+    notes: list[str] = field(default_factory=list)  # structural changes passed over
 
 
 def cluster_time(source: MongoSource) -> Timestamp | None:
@@ -73,14 +75,30 @@ def oplog_span(source: MongoSource) -> float | None:
     return float(last["ts"].time - first["ts"].time)
 
 
+class OplogUnreadable(SourceError):
+    """local.oplog.rs cannot be read (a user without read on local, a server
+    that shows none): the window a start time needs cannot be checked."""
+
+
 def oldest_oplog_time(source: MongoSource) -> Timestamp | None:
+    """The oldest change the server holds (None: an empty oplog);
+    OplogUnreadable when it cannot be read, SourceUnreachable when the
+    server does not answer."""
     import pymongo
 
     try:
-        first = source.client.local["oplog.rs"].find_one(sort=[("$natural", 1)],
-                                                         projection={"ts": 1})
-    except pymongo.errors.PyMongoError:
-        return None
+        with source._answering("reading the oplog's first entry"):
+            first = source.client.local["oplog.rs"].find_one(sort=[("$natural", 1)],
+                                                             projection={"ts": 1})
+    except SourceUnreachable:
+        raise
+    except (SourceError, pymongo.errors.PyMongoError) as exc:
+        raise OplogUnreadable(
+            f"MongoDB's oplog (local.oplog.rs) cannot be read ({redact_text(str(exc))[:200]}): "
+            "whether the server still holds every change since the committed position "
+            "cannot be checked for a position without a resume token. Grant this user read "
+            "on the local database (role clusterMonitor or read@local) to have it checked."
+        ) from None
     return first["ts"] if first else None
 
 
@@ -100,7 +118,7 @@ class ChangeStream:
                     {"ns.coll": {"$in": self.collections},
                      "operationType": {"$in": list(OPERATIONS)}},
                     {"operationType": {"$in": list(STRUCTURAL)}}]}},
-                {"$project": {"documentKey": 1, "operationType": 1, "ns": 1,
+                {"$project": {"documentKey": 1, "operationType": 1, "ns": 1, "to": 1,
                               "clusterTime": 1}}]
 
     def _open(self, position: StreamPosition | None) -> None:
@@ -123,8 +141,12 @@ class ChangeStream:
 
     def next_batch(self, max_changes: int = 1000, max_seconds: float = 1.0) -> ChangeBatch:
         """The changes available now (waiting up to the server's await time
-        for the first), up to max_changes or max_seconds."""
+        for the first), up to max_changes or max_seconds. A drop or rename
+        that touches no mapped collection (an application's temp collection,
+        an $out's staging one) is noted and passed over; one that does, or
+        the database's own, stops the batch just before it."""
         changes: list[Change] = []
+        notes: list[str] = []
         deadline = time.monotonic() + max_seconds
         with self._errors("reading the change stream"):
             while len(changes) < max_changes and time.monotonic() < deadline:
@@ -132,21 +154,39 @@ class ChangeStream:
                 if event is None:
                     break
                 if event["operationType"] in STRUCTURAL:
+                    if (note := self._unmapped(event)) is not None:
+                        notes.append(note)
+                        continue
                     where = event.get("ns", {}).get("coll") or "the database"
                     return ChangeBatch(changes, changes[-1].token if changes else None, (
                         f"{where} had a {event['operationType']} at the source: following "
                         "stopped just before it, every change until then applied. A dropped "
                         "or renamed collection needs a new snapshot: cockpit schema deploy "
-                        "--force, then cockpit migrate --follow."))
+                        "--force, then cockpit migrate --follow."), notes)
                 changes.append(Change(event["ns"]["coll"], event["documentKey"]["_id"],
                                       event["operationType"], event["clusterTime"],
                                       event["_id"]))
             token = self._stream.resume_token  # type: ignore[union-attr]
-        return ChangeBatch(changes, token)
+        return ChangeBatch(changes, token, None, notes)
+
+    def _unmapped(self, event: dict) -> str | None:
+        """What to say of a drop or rename that leaves every mapped collection
+        as it was (None when it touches one: following must stop)."""
+        op = event["operationType"]
+        if op not in ("drop", "rename"):
+            return None  # the database dropped, or the stream invalidated
+        names = [event.get("ns", {}).get("coll"), (event.get("to") or {}).get("coll")]
+        if any(n in self.collections for n in names if n):
+            return None
+        what = f"{names[0]} renamed to {names[1]}" if op == "rename" else f"{names[0]} dropped"
+        return f"{what} at the source: no mapped collection, so following goes on"
 
     def close(self) -> None:
+        import pymongo
+
         if self._stream is not None:
-            self._stream.close()
+            with contextlib.suppress(pymongo.errors.PyMongoError):  # a server gone: so is it
+                self._stream.close()
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:

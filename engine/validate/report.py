@@ -22,7 +22,7 @@ def build_report(source: str, settings: ValidationSettings, mapping: Mapping,
                  records: dict[str, int], mismatches: list[dict], orphans: list[dict],
                  types: list[dict], schema: list[Difference],
                  quarantined: dict[str, dict[str, str]], migration_finished: bool,
-                 seconds: float) -> dict:
+                 seconds: float, rules_check: dict | None = None) -> dict:
     """The report of a validation: each layer's status and findings, overall PASS
     only when every layer passes."""
     discrepancies = []
@@ -48,7 +48,8 @@ def build_report(source: str, settings: ValidationSettings, mapping: Mapping,
     ref_ok = sum(o["count"] for o in orphans) <= settings.thresholds.max_orphans
     failing = [d.message for d in schema if d.fails_validation]
     type_ok = not types and not failing
-    passed = row_ok and rec_ok and ref_ok and type_ok
+    rules_ok = rules_check is None or rules_check["status"] == "PASS"
+    passed = row_ok and rec_ok and ref_ok and type_ok and rules_ok
     total_source = sum(c.source for c in counts.values())
     return {
         "status": "PASS" if passed else "FAIL",
@@ -87,7 +88,27 @@ def build_report(source: str, settings: ValidationSettings, mapping: Mapping,
         "dataTypeValidation": {"status": "PASS" if type_ok else "FAIL", "problems": types,
                                "schemaDifferences": failing,
                                "schemaFindings": [d.as_dict() for d in schema]},
+        "rulesCheck": rules_check or {"status": "NOT_RUN"},
+        "whatEachLayerProves": LAYERS,
     }
+
+
+# What each layer proves, and what it cannot (said in every report).
+LAYERS = {
+    "rowCountValidation": "every source document is one target row or a recorded quarantine, "
+                          "and no target row lacks a document; junction rows = the union of "
+                          "both sides' arrays",
+    "sampleRecordValidation": "every row equals its document as the migration's own "
+                              "transform makes it: proves the load, not the rules (a wrong "
+                              "rule is applied the same way on both sides)",
+    "referentialIntegrityValidation": "no reference names a row that is not there",
+    "dataTypeValidation": "values the column types do not rule out (dates in the promised "
+                          "range, enum labels) and the live schema against NextCRM's",
+    "rulesCheck": "a sample per table (and every quarantined document) against the "
+                  "documented rules written again independently (engine/validate/"
+                  "rules_check.py): proves the rows follow docs/how-it-works.md's coercion "
+                  "table, not only the migration's code",
+}
 
 
 def _drift(counts: dict[str, TableCount], run_dir: Path, mapping: Mapping) -> dict:

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from engine.core import events
-from engine.core.mapping import Mapping, nextcrm
+from engine.core.mapping import Junction, Mapping, nextcrm
 from engine.core.processes import run_in_workers
 from engine.core.redact import redact_url
 from engine.core.run_files import JSONL_FILE, prepare_run_dir, read_jsonl, write_private
@@ -37,6 +37,8 @@ from engine.postgres.session import connect, run_on_connections
 from engine.source.base import Source
 from engine.source.spec import SourceSpec
 from engine.validate.report import REPORT_FILE, build_report
+from engine.validate.rules_check import SAMPLE as RULES_SAMPLE
+from engine.validate.rules_check import check_rules
 from engine.validate.setwise import SetwiseChecks
 from engine.validate.table_check import (
     IDS,
@@ -54,7 +56,8 @@ __all__ = ["REPORT_FILE", "Thresholds", "ValidationSettings", "Validator"]
 
 class Validator:
     def __init__(self, source: Source, settings: ValidationSettings,
-                 sinks: Iterable[events.Sink] = (), mapping: Mapping | None = None) -> None:
+                 sinks: Iterable[events.Sink] = (), mapping: Mapping | None = None,
+                 rules_sample: int | None = RULES_SAMPLE) -> None:
         self.source = source
         self.settings = settings
         self.sinks = list(sinks)
@@ -62,6 +65,11 @@ class Validator:
         self.thresholds = settings.thresholds
         self.checks = SetwiseChecks(self.mapping, self.thresholds)
         self.workers = settings.workers or os.cpu_count() or 1
+        # table -> every row id found differing, for a re-check by key (the
+        # online validation's suspects); filled by run().
+        self.suspects: dict[str, set[bytes]] = {}
+        self.rules_sample = rules_sample  # the second opinion's documents per table
+        self.write_report = True  # the online validation writes its own, once settled
 
     def emit(self, event: events.Event) -> None:
         for sink in self.sinks:
@@ -84,6 +92,10 @@ class Validator:
                          "(junction text, left_id uuid, right_id uuid, side text)")
             counts, records, mismatches = self._check_tables(conn, quarantined, adjustments)
             junctions, orphans = self._set_wise_checks(counts)
+            for j in junctions:
+                if j["missingCount"] or j["extraCount"]:
+                    for table, ids in self.checks.junction_suspects(conn, self._junction(j)):
+                        self.suspects.setdefault(table, set()).update(ids)
             types = self.checks.data_types(conn)
             schema = schema_diff.compare(conn, self.mapping)
             for d in schema:  # the operator's own objects: reported, never a failure
@@ -91,12 +103,17 @@ class Validator:
                     self.emit(events.Notice("info", f"schema: {d.message}"))
             migration_finished = checkpoint.run_finished(conn)
             conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
+            rules = (check_rules(conn, self.source, self.mapping, self.rules_sample,
+                                 self.settings.thresholds.examples)
+                     if self.rules_sample else None)
         report = build_report(self.source.description, self.settings, self.mapping, counts,
                               junctions, records, mismatches, orphans, types, schema,
-                              quarantined, migration_finished, time.monotonic() - started)
-        path = self.settings.run_dir / REPORT_FILE
-        write_private(path, json.dumps(report, indent=2, default=str))
-        report["reportPath"] = str(path)
+                              quarantined, migration_finished, time.monotonic() - started,
+                              rules)
+        if self.write_report:
+            path = self.settings.run_dir / REPORT_FILE
+            write_private(path, json.dumps(report, indent=2, default=str))
+            report["reportPath"] = str(path)
         return report
 
     def _check_tables(self, conn: psycopg.Connection, quarantined: dict[str, dict[str, str]],
@@ -117,6 +134,9 @@ class Validator:
                                            quarantined, adjustments, self.emit, t.name)
                        for t in tables}
         counts = {t.name: results[t.name].count for t in self.mapping.entity_tables}
+        for t in self.mapping.entity_tables:
+            if results[t.name].differing:
+                self.suspects.setdefault(t.name, set()).update(results[t.name].differing)
         records: Counter[str] = Counter()
         mismatches: list[dict] = []
         for t in self.mapping.entity_tables:
@@ -125,6 +145,9 @@ class Validator:
         for key in ("compared", "fields", "matched", "mismatchCount"):
             records.setdefault(key, 0)
         return counts, dict(records), mismatches[: self.thresholds.examples * 10]
+
+    def _junction(self, found: dict) -> Junction:
+        return next(j for j in self.mapping.junctions if j.table == found["table"])
 
     def _require_migrated(self, conn: psycopg.Connection) -> None:
         """Refused at once when nothing was migrated here: comparing an empty
@@ -175,7 +198,8 @@ class Validator:
                            self.workers, app)
         tables, junctions = self.mapping.entity_tables, self.mapping.junctions
         tasks: list[Callable[[psycopg.Connection], Any]] = [
-            lambda c, t=t: self.checks.extras(c, t, counts[t.name]) for t in tables]
+            lambda c, t=t: self.suspects.setdefault(t.name, set()).update(
+                self.checks.extras(c, t, counts[t.name])) for t in tables]
         tasks += [lambda c, j=j: self.checks.check_junction(c, j) for j in junctions]
         tasks += [lambda c, fk=fk: self.checks.orphans(c, fk) for fk in self.mapping.foreign_keys]
         results = run_on_connections(url, tasks, self.workers, app)

@@ -146,6 +146,9 @@ class TableChecker:
         self.emit = emit
         self.records = {"compared": 0, "fields": 0, "matched": 0, "mismatchCount": 0}
         self.mismatches: list[dict] = []
+        # Every row id found missing or differing (not only the listed ones):
+        # the online validation re-checks them by key (engine/validate/online.py).
+        self.differing: set[bytes] = set()
 
     def check(self, table: Table) -> TableCount:
         assert table.collection
@@ -166,6 +169,7 @@ class TableChecker:
             for key, oid in absent:
                 if key in got:
                     count.note("extra", oid or _object_id_text(key), self.thresholds.examples)
+                    self.differing.add(key)
             self._compare(plan, rows, got, count)
             self.emit(events.ValidationProgress(table.name, count.source, plan.expected_total))
             del docs, rows, got  # before the next batch is read: one batch in memory, not two
@@ -221,6 +225,8 @@ class TableChecker:
                     continue
                 if row is None:  # the migration should have quarantined it
                     count.note("missing", oid, self.thresholds.examples)
+                    if isinstance(_id, ObjectId):
+                        self.differing.add(object_id_to_uuid(_id).bytes)
                     continue
             elif row[0] in plan.quarantined_ids:
                 count.quarantined += 1
@@ -244,6 +250,7 @@ class TableChecker:
             have = got.get(row[0])
             if have is None:
                 count.note("missing", _object_id_text(row[0]), self.thresholds.examples)
+                self.differing.add(row[0])
                 continue
             plan.present += 1
             if (plan.present - 1) % plan.compare_every:
@@ -252,6 +259,7 @@ class TableChecker:
             if row == have:  # the common case, compared in C
                 matched += len(row) - 1
                 continue
+            self.differing.add(row[0])
             for name, want, value in zip(names[1:], row[1:], have[1:], strict=True):
                 if want == value:
                     matched += 1
@@ -301,6 +309,7 @@ class TableResult(NamedTuple):
     count: TableCount
     records: dict[str, int]  # compared, fields, matched, mismatchCount
     mismatches: list[dict]
+    differing: set[bytes] = set()  # every row id found missing, extra or differing
 
 
 def check_table(conn: psycopg.Connection, source: Source, mapping: Mapping,
@@ -312,7 +321,7 @@ def check_table(conn: psycopg.Connection, source: Source, mapping: Mapping,
     checker = TableChecker(conn, source, mapping, settings, quarantined.get(table_name, {}),
                            adjustments.get(table_name, {}), emit)
     count = checker.check(mapping.tables[table_name])
-    return TableResult(count, checker.records, checker.mismatches)
+    return TableResult(count, checker.records, checker.mismatches, checker.differing)
 
 
 def check_in_worker(table_name: str) -> TableResult:

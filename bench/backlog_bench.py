@@ -1,0 +1,132 @@
+"""A follower catching up a backlog on the wire server, beside a quarantine.
+
+    python bench/backlog_bench.py [--scale 0.2] [--changes 5000] [--quarantine 2000,20000]
+
+For each quarantine size: seeds the MongoDB wire server (secantusd, a separate
+process) with the NextCRM set, migrates it with --follow into embedded
+PostgreSQL (until idle), adds that many quarantine records waiting for rows
+that never come (each with a document of a real one's size), then makes
+--changes changes with bulk writes while no follower runs (updates, inserts
+and deletes across the big collections) and times `cockpit migrate --follow
+--until-idle 2` catching them up. Prints changes/s (the idle wait left out)
+and what bounds it: the follower's CPU seconds (our process) and the wire
+server's, against the wall time. Figures are only meaningful on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pymongo
+from pymongo import DeleteOne, InsertOne, UpdateOne
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cockpit_lab.generate import Generator  # noqa: E402
+from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer  # noqa: E402
+
+BIG = {"crm_Contacts": "description", "crm_Leads": "description", "Tasks": "content",
+       "tasksComments": "comment", "Documents": "description",
+       "crm_Opportunities": "description"}
+IDLE_S = 2.0
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, text=True,
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def add_quarantine(url: str, n: int) -> None:
+    """n records waiting for Users that never come, each with a real document's size."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO cockpit_migration.quarantine (table_name, collection, object_id, "
+            "reason_code, message, document, waits_table, waits_column, waits_for) "
+            "SELECT 'tasksComments', 'tasksComments', md5(i::text), 'dangling_reference', "
+            "'user points at Users ObjectId(...), which is not in the target', "
+            "'{\"pad\": \"' || repeat('x', 1200) || '\"}', 'Users', 'user', gen_random_uuid() "
+            "FROM generate_series(1, %s) i", [n])
+        conn.execute("ANALYZE cockpit_migration.quarantine")
+
+
+def make_backlog(url: str, db: str, changes: int) -> None:
+    """changes writes as bulk writes: 70% updates, 15% inserts, 15% deletes."""
+    rng = random.Random(22)
+    with pymongo.MongoClient(url) as client:
+        src = client[db]
+        ids = {c: [d["_id"] for d in src[c].find({}, {"_id": 1})] for c in BIG}
+        ops: dict[str, list] = {c: [] for c in BIG}
+        for i in range(changes):
+            c = rng.choice(list(BIG))
+            kind = rng.random()
+            if kind < 0.15 and ids[c]:
+                ops[c].append(DeleteOne({"_id": ids[c].pop(rng.randrange(len(ids[c])))}))
+            elif kind < 0.30 and ids[c]:
+                doc = src[c].find_one({"_id": rng.choice(ids[c])}) or {}
+                doc.pop("_id", None)
+                ops[c].append(InsertOne({**doc, BIG[c]: f"backlog insert {i}"}))
+            elif ids[c]:
+                ops[c].append(UpdateOne({"_id": rng.choice(ids[c])},
+                                        {"$set": {BIG[c]: f"backlog update {i}"}}))
+        for c, todo in ops.items():
+            for k in range(0, len(todo), 1000):
+                src[c].bulk_write(todo[k:k + 1000], ordered=False)
+
+
+def one_run(scale: float, changes: int, quarantine: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="backlog-bench-") as tmp:
+        work = Path(tmp)
+        with EmbeddedPostgres(work / "pg") as pg, MongoWireServer(":memory:") as mongo:
+            db, url = "nextcrm", pg.create_database("nextcrm")
+            Generator(scale=scale, seed=42).write_mongo(mongo.url, db)
+            source = f"{mongo.url}{db}"
+            assert cli("schema", "deploy", "--postgres", url, cwd=work).returncode == 0
+            first = cli("migrate", "--mongo", source, "--postgres", url, "--follow",
+                        "--until-idle", "1", cwd=work)
+            assert first.returncode in (0, 3), first.stdout + first.stderr
+            add_quarantine(url, quarantine)
+            make_backlog(mongo.url, db, changes)
+            server = psutil.Process(mongo.process.pid)
+            server_cpu = sum(server.cpu_times()[:2])
+            ours = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "engine", "migrate", "--mongo", source, "--postgres",
+                 url, "--follow", "--until-idle", str(IDLE_S)], cwd=work, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+            out, _ = proc.communicate()
+            wall = time.perf_counter() - started - IDLE_S
+            assert proc.returncode in (0, 3), out
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - ours.ru_utime) + (after.ru_stime - ours.ru_stime)
+            server_cpu = sum(server.cpu_times()[:2]) - server_cpu
+        print(f"scale {scale:g}, quarantine {quarantine:,}: {changes:,} changes caught up in "
+              f"{wall:.1f}s = {changes / wall:,.0f} changes/s; follower CPU {cpu:.1f}s "
+              f"({cpu / wall:.0%} of the wall), wire server CPU {server_cpu:.1f}s "
+              f"({server_cpu / wall:.0%})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.2)
+    parser.add_argument("--changes", type=int, default=5_000)
+    parser.add_argument("--quarantine", default="2000,20000")
+    args = parser.parse_args()
+    for n in [int(q) for q in args.quarantine.split(",")]:
+        one_run(args.scale, args.changes, n)
+
+
+if __name__ == "__main__":
+    main()

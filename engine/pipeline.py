@@ -1,0 +1,197 @@
+"""One orchestration of a live migration, for the CLI, the cockpit and the
+runbook's actions: the snapshot (or its rest), then following the source,
+with the online validation started once beside the follower when it has
+caught up; and, when the lead says the writes stopped, the cutover (which
+takes a running follower over: engine.cutover.catch_up).
+
+Each stage's failure is caught where it happens and kept with the stage's
+name (StageFailure); the sequence ends there, what the stages before it
+committed stands, and running it again goes on from there. The online
+validation's failure is said and does not stop the follower."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psycopg
+
+from engine.core import events
+from engine.core.control import MigrationControl
+from engine.core.mapping import Mapping
+from engine.core.redact import redact_text
+from engine.core.run_files import RunFileError
+from engine.core.stage import StageRun
+from engine.cutover.run import Cutover, CutoverSettings
+from engine.migrate.follow import Follower, FollowResult
+from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
+from engine.postgres import checkpoint, ddl
+from engine.postgres.session import connect
+from engine.source.base import Source, SourceError
+from engine.source.mongo import MongoSource
+
+SNAPSHOT, FOLLOW, ONLINE_VALIDATION, CUTOVER = ("snapshot", "follow", "online validation",
+                                                "cutover")
+SNAPSHOT_DONE = (Outcome.FINISHED, Outcome.FINISHED_WITH_QUARANTINE, Outcome.FINISHED_SHORT)
+# What a stage may fail with that a lead can act on; anything else is a defect and propagates.
+STAGE_ERRORS = (MigrationError, SourceError, psycopg.Error, RunFileError, ddl.SchemaError,
+                OSError)
+
+
+@dataclass(frozen=True)
+class StageFailure:
+    stage: str  # SNAPSHOT | FOLLOW | ONLINE_VALIDATION | CUTOVER
+    error: Exception
+
+    @property
+    def text(self) -> str:
+        hint = getattr(self.error, "hint", "")
+        return redact_text(f"{self.error} {hint}".strip())
+
+
+@dataclass
+class LiveRun:
+    snapshot: Outcome | None = None  # None: a finished snapshot was there already
+    follow: FollowResult | None = None  # None: not followed (no --follow, or it failed)
+    online: dict | None = None  # the online validation's report, once it ended
+    online_note: str = ""  # why there is none
+    failure: StageFailure | None = None  # the stage that failed, which ended the sequence
+    online_failure: StageFailure | None = None  # said; following went on
+
+    @property
+    def snapshot_done(self) -> bool:
+        return self.snapshot is None or self.snapshot in SNAPSHOT_DONE
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    migration: MigrationSettings
+    until_idle: float | None = None  # following ends once quiet this long (None: on stop)
+    validate_online: bool = True  # once, beside the follower, after it caught up
+    validation_workers: int | None = None
+
+
+class LiveMigration(StageRun):
+    """snapshot -> follow (-> online validation beside it). run() never raises
+    a stage's error: it is in the result, for the caller to say."""
+
+    def __init__(self, source: Source, open_source: Callable[[], Source],
+                 settings: LiveSettings, sinks: Iterable[events.Sink] = (),
+                 control: MigrationControl | None = None, mapping: Mapping | None = None) -> None:
+        super().__init__(sinks, control, mapping)
+        self.source = source
+        self.open_source = open_source  # a second source, for the online validation
+        self.settings = settings
+        self._online: threading.Thread | None = None
+        self._online_source: Source | None = None
+        self._online_ended = False  # following ended first: its errors are ours
+        self._result = LiveRun()
+
+    def run(self, snapshot_done: bool = False) -> LiveRun:
+        s, r = self.settings.migration, self._result
+        if not snapshot_done and not self._stage(SNAPSHOT, self._snapshot):
+            return r
+        if not s.follow or not r.snapshot_done:
+            return r
+        if not isinstance(self.source, MongoSource):
+            r.failure = StageFailure(FOLLOW, MigrationError(
+                "following needs a live MongoDB (--mongo URL): a dump has no change stream"))
+            return r
+        try:
+            self._stage(FOLLOW, self._follow)
+        finally:
+            self._end_online(wait=r.follow is not None and r.follow.outcome == "idle")
+        return r
+
+    def _end_online(self, wait: bool) -> None:
+        """--until-idle: the online validation's result is part of this run's,
+        waited for. Otherwise (stopped, taken over by the cutover, the source
+        lost) it ends with following: its source is closed under it, so no
+        read of it outlives the follower (a frozen source would hold the exit)."""
+        if self._online is None:
+            return
+        if not wait:
+            self._online_ended = True
+            if self._online_source is not None:
+                self._online_source.close()
+        self._online.join(None if wait else 10.0)
+
+    def _stage(self, name: str, work: Callable[[], None]) -> bool:
+        try:
+            work()
+        except STAGE_ERRORS as exc:
+            self._result.failure = StageFailure(name, exc)
+            return False
+        return True
+
+    def _snapshot(self) -> None:
+        s = self.settings.migration
+        with connect(s.postgres_url, "pipeline", tuned=False) as conn:
+            if checkpoint.run_finished(conn):
+                return  # finished already: only following is left
+        self._result.snapshot = Migration(self.source, s, self.sinks, self.control,
+                                          self.mapping).run()
+
+    def _follow(self) -> None:
+        assert isinstance(self.source, MongoSource)
+        self._result.follow = Follower(
+            self.source, self.settings.migration, self.settings.until_idle,
+            [*self.sinks, self._on_progress], self.control, self.mapping).run()
+
+    def _on_progress(self, event: events.Event) -> None:
+        """Once the follower has caught up: the online validation, beside it."""
+        if (self._online is None and self.settings.validate_online
+                and isinstance(event, events.FollowProgress) and event.caught_up):
+            self._online = threading.Thread(target=self._validate_online, daemon=True,
+                                            name="online-validation")
+            self._online.start()
+
+    def _validate_online(self) -> None:
+        r = self._result
+        try:
+            from engine.validate.online import OnlineValidation
+        except ImportError:
+            r.online_note = "online validation is not in this version: skipped"
+            self.emit(events.Notice("info", r.online_note))
+            return
+        from engine.validate.run import ValidationSettings
+
+        s = self.settings.migration
+        try:
+            source = self._online_source = self.open_source()
+            try:
+                r.online = OnlineValidation(source, ValidationSettings(
+                    s.postgres_url, s.run_dir, workers=self.settings.validation_workers),
+                    self.sinks, self.mapping).run()
+            finally:
+                source.close()
+        except Exception as exc:
+            if self._online_ended:  # its source closed under it when following ended
+                r.online_note = "the online validation ended with following, unfinished"
+                return
+            if not isinstance(exc, STAGE_ERRORS):
+                raise
+            r.online_failure = StageFailure(ONLINE_VALIDATION, exc)
+            self.emit(events.Notice("warning", f"{ONLINE_VALIDATION} failed (following goes "
+                                    f"on; the cutover validates in full): "
+                                    f"{r.online_failure.text}"))
+
+
+@dataclass(frozen=True)
+class CutoverRun:
+    report: dict | None  # cutover-report.json's content, or None if it failed
+    failure: StageFailure | None = None
+
+
+def run_cutover(source: Source, settings: CutoverSettings, sinks: Iterable[events.Sink] = (),
+                control: MigrationControl | None = None,
+                mapping: Mapping | None = None) -> CutoverRun:
+    """The cutover stage: a running follower is taken over, never stopped first."""
+    try:
+        if not isinstance(source, MongoSource):
+            raise MigrationError("the cutover follows a live MongoDB (--mongo URL): a dump "
+                                 "has no change stream")
+        return CutoverRun(Cutover(source, settings, sinks, control, mapping).run())
+    except STAGE_ERRORS as exc:
+        return CutoverRun(None, StageFailure(CUTOVER, exc))
