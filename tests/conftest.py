@@ -36,7 +36,10 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPost
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoWireServer]:
     log = tmp_path_factory.mktemp("mongo") / "secantusd.log"
-    server = MongoWireServer(":memory:", log_path=log)
+    # The wire server reads its oplog by a full scan (mongod does not): a short
+    # one keeps every follower's history check quick as the session's tests add up.
+    server = MongoWireServer(":memory:", log_path=log,
+                             extra_args=("--oplog-max-entries", "20000"))
     yield server
     server.close()
 

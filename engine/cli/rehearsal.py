@@ -178,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from engine.console import print_estimate
+    from engine.cli.estimate_text import print_estimate
     from engine.report.estimate import (
         DEFAULT_ROLLBACK_MARGIN_H,
         DEFAULT_SAFETY,
