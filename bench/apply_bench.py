@@ -30,12 +30,12 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cockpit_lab.generate import Generator  # noqa: E402
-from cockpit_lab.local_servers import EmbeddedPostgres  # noqa: E402
 from engine.apply.changes import ChangeApplier  # noqa: E402
 from engine.apply.document import prepare_target  # noqa: E402
 from engine.cli import main as cli  # noqa: E402
 from engine.core.mapping import nextcrm  # noqa: E402
+from nextcrm_lab.generate import Generator  # noqa: E402
+from nextcrm_lab.local_servers import EmbeddedPostgres  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 CHANGED = {"crm_Contacts": "description", "Tasks": "content",

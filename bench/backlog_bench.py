@@ -33,8 +33,8 @@ from pymongo import DeleteOne, InsertOne, UpdateOne
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cockpit_lab.generate import Generator  # noqa: E402
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer  # noqa: E402
+from nextcrm_lab.generate import Generator  # noqa: E402
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer  # noqa: E402
 
 BIG = {"crm_Contacts": "description", "crm_Leads": "description", "Tasks": "content",
        "tasksComments": "comment", "Documents": "description",

@@ -30,11 +30,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cockpit_lab.generate import Generator  # noqa: E402
-from cockpit_lab.local_servers import EmbeddedPostgres  # noqa: E402
 from engine.cli import main as cli  # noqa: E402
 from engine.core.mapping import nextcrm  # noqa: E402
 from engine.postgres import change_log  # noqa: E402
+from nextcrm_lab.generate import Generator  # noqa: E402
+from nextcrm_lab.local_servers import EmbeddedPostgres  # noqa: E402
 
 
 def writes(conn: psycopg.Connection, ids: list, n: int) -> tuple[float, float]:

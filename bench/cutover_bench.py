@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from follow_bench import Load, follow_view, snapshot_finished  # noqa: E402
 
-from cockpit_lab.generate import Generator  # noqa: E402
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer  # noqa: E402
+from nextcrm_lab.generate import Generator  # noqa: E402
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer  # noqa: E402
 
 
 def main() -> None:

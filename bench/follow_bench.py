@@ -36,8 +36,8 @@ from bson import ObjectId
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cockpit_lab.generate import Generator  # noqa: E402
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer  # noqa: E402
+from nextcrm_lab.generate import Generator  # noqa: E402
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer  # noqa: E402
 
 BIG = ("crm_Contacts", "crm_Leads", "Tasks", "tasksComments", "Documents", "crm_Opportunities")
 TEXT_FIELD = {"crm_Contacts": "description", "crm_Leads": "description", "Tasks": "content",

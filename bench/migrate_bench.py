@@ -36,10 +36,10 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cockpit_lab.generate import Generator  # noqa: E402
-from cockpit_lab.local_servers import EmbeddedPostgres  # noqa: E402
 from engine.core.mapping import nextcrm  # noqa: E402
 from engine.postgres import ddl  # noqa: E402
+from nextcrm_lab.generate import Generator  # noqa: E402
+from nextcrm_lab.local_servers import EmbeddedPostgres  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 

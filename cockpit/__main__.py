@@ -60,8 +60,8 @@ def run_tui(args: argparse.Namespace, autostart: bool, demo: bool = False) -> in
 
 
 def run_demo(argv: list[str]) -> int:
-    from cockpit_lab.demo import start_demo, stop_on_hangup
     from engine.cli import build_parser
+    from nextcrm_lab.demo import start_demo, stop_on_hangup
 
     args = build_parser().parse_args(["demo", *argv])
     stop_on_hangup()

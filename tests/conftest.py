@@ -12,7 +12,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer
 
 _counter = itertools.count()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "nextcrm"

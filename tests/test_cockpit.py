@@ -24,12 +24,12 @@ from cockpit.screens import (
     RecordScreen,
     ReportScreen,
 )
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
+from nextcrm_lab.generate import Generator
 from tests.expected import assert_lossless
 
 ROOT = Path(__file__).resolve().parents[1]

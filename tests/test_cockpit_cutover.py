@@ -16,10 +16,10 @@ from cockpit.app import CockpitApp
 from cockpit.messages import CutoverEnded
 from cockpit.panes.runbook import RunbookPane
 from cockpit.screens import ConfirmQuitScreen
-from cockpit_lab.generate import Generator
 from engine.core import events
 from engine.migrate.finish import finish_requested
 from engine.migrate.follow import Follower
+from nextcrm_lab.generate import Generator
 from tests.test_cockpit import config, wait_for
 
 

@@ -14,10 +14,10 @@ from cockpit.app import CockpitApp
 from cockpit.messages import TargetRead
 from cockpit.panes.runbook import RunbookPane
 from cockpit.screens import ConfirmQuitScreen, RecordScreen
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.redact import redact_url
+from nextcrm_lab.generate import Generator
 from tests.test_cockpit import config, ended, wait_for
 
 

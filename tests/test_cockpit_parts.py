@@ -14,11 +14,11 @@ from cockpit.panes.chart import braille, nice_top, short
 from cockpit.panes.progress import headline
 from cockpit.plain import plain_document, without_emoji
 from cockpit.progress_model import ProgressModel, TableProgress
-from cockpit_lab.generate import SeedingProgress
 from engine.core import events
 from engine.postgres.checkpoint import RunState, TableState
 from engine.runbook.actions import run_action
 from engine.runbook.checks import RunContext
+from nextcrm_lab.generate import SeedingProgress
 
 OID = "6606d745164129c24718656d"
 ERRORS = [Column("time", "Time", 5), Column("table", "Table", 2, shrink_to=8),

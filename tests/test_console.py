@@ -4,12 +4,12 @@ import io
 import re
 from pathlib import Path
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.console import ConsoleRenderer
 from engine.core import events
 from engine.migrate.run import Migration, MigrationSettings, Outcome
 from engine.source.mongo import MongoSource
+from nextcrm_lab.generate import Generator
 
 
 class Terminal(io.StringIO):

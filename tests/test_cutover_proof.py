@@ -17,7 +17,6 @@ import psycopg
 import pymongo
 import pytest
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import convert, transform
 from engine.core.mapping import nextcrm
@@ -29,6 +28,7 @@ from engine.source.mongo import MongoSource
 from engine.validate import proof_record
 from engine.validate.online import OnlineValidation
 from engine.validate.run import ValidationSettings, Validator
+from nextcrm_lab.generate import Generator
 from tests.test_follow import Writes, finished, follow_row, follower, wait
 
 MAPPING = nextcrm()

@@ -20,11 +20,11 @@ import pymongo
 import pytest
 from bson import Timestamp
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.migrate.finish import IDLE, ORDERED, PROVEN, FinishAt, StreamSeen
 from engine.postgres.checkpoint import ADVISORY_LOCK_KEY, STATE_SCHEMA
 from engine.source.operation_time import LatestOperation, token_time
+from nextcrm_lab.generate import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
 IDLE_S = 20.0  # a quiet stream this long is never waited for when the proof holds

@@ -10,7 +10,6 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.ids import object_id_to_uuid
@@ -18,6 +17,7 @@ from engine.migrate.run import Migration, MigrationSettings, Outcome
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
+from nextcrm_lab.generate import Generator
 
 NOW = dt.datetime(2025, 3, 1, 9, 30, 0, 250000)
 

@@ -19,9 +19,9 @@ import pymongo
 import pytest
 from psycopg import sql
 
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer, free_port
 from engine.cli import main
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer, free_port
 
 LOG = "migration-debug.log"
 URL_PASSWORD = "Url-Secret-5521"

@@ -20,14 +20,14 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.migrate.run import Migration, MigrationSettings
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.runbook.checks import RunContext, run_check
 from engine.source.mongo import MongoSource
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer
 from tests.expected import assert_lossless
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,14 +18,14 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer, free_port
 from engine.apply.changes import ChangeApplier
 from engine.apply.document import prepare_target
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.postgres.state_schema import STATE_SCHEMA, VERSION
 from engine.source.mongo import MongoSource
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer, free_port
 from tests.test_follow import (
     ROOT,
     assert_equals_a_fresh_migration,

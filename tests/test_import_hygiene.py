@@ -35,7 +35,7 @@ def test_cockpit_never_imports_secantus() -> None:
 
 
 def test_running_the_engine_loads_no_ui() -> None:
-    code = ("import sys, engine.cli, engine.migrate.run, cockpit_lab.demo, cockpit_lab.generate; "
+    code = ("import sys, engine.cli, engine.migrate.run, nextcrm_lab.demo, nextcrm_lab.generate; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'cockpit')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

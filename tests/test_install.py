@@ -62,7 +62,7 @@ def test_the_wheel_holds_what_the_commands_read_and_no_generic_top_level_name(
         wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info" not in n}
-    assert top == {"engine", "cockpit", "cockpit_lab"}
+    assert top == {"engine", "cockpit", "nextcrm_lab"}
     for shipped in ("engine/runbook/runbook.yaml", "engine/nextcrm/rules.yaml",
                     "engine/nextcrm/pg_columns.tsv", "cockpit/cockpit.tcss"):
         assert shipped in names, shipped

@@ -4,7 +4,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.run_files import read_jsonl
@@ -13,6 +12,7 @@ from engine.postgres.catalog import catalog_counts
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
+from nextcrm_lab.generate import Generator
 from tests.expected import assert_lossless
 
 

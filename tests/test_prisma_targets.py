@@ -15,11 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.postgres import schema_diff
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres
 from tests.conftest import SHARED, shared
 from tests.test_schema_check import PRISMA_TABLE, catalog_state
 

@@ -16,8 +16,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.migrate.run import Migration, MigrationSettings
@@ -25,6 +23,8 @@ from engine.perftest.run import PerfSettings, PerfTest
 from engine.perftest.suite import load_suite
 from engine.runbook.model import RunbookState
 from engine.source.dump import DumpSource
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres
 
 TEMPLATE = "rehearsal_template"
 

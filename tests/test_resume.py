@@ -13,11 +13,11 @@ import psutil
 import psycopg
 import pytest
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core.run_files import read_jsonl
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.source.dump import DumpSource
+from nextcrm_lab.generate import Generator
 from tests.expected import assert_lossless
 
 ROOT = Path(__file__).resolve().parents[1]

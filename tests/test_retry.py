@@ -22,8 +22,6 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.core.run_files import read_jsonl
@@ -31,6 +29,8 @@ from engine.migrate.run import Migration, MigrationSettings
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.source.dump import DumpSource
 from engine.source.mongo import MongoSource
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres
 from tests.expected import assert_lossless
 from tests.oracle import expected_pairs, uuid_of
 

@@ -20,13 +20,13 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core.ids import uuid_to_object_id
 from engine.core.mapping import nextcrm
 from engine.postgres import change_log, rollback_state
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.runbook.checks import RunContext, run_check
+from nextcrm_lab.generate import Generator
 from tests.test_trust_stages import cutover, deploy, follow_until_idle
 
 ROOT = Path(__file__).resolve().parents[1]

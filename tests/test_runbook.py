@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.runbook.actions import run_action
 from engine.runbook.checks import CHECKS, RunContext, run_check
 from engine.runbook.model import RunbookError, RunbookState, export_record, load_runbook
+from nextcrm_lab.generate import Generator
 from tests.conftest import SHARED, shared
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,11 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core.mapping import nextcrm
 from engine.postgres import schema_diff
 from engine.postgres.catalog import catalog_counts
+from nextcrm_lab.generate import Generator
 
 # A Prisma-deployed target holds this beside NextCRM's tables (what `prisma
 # migrate deploy` creates; tests/test_prisma_targets.py has the whole story).

@@ -16,9 +16,9 @@ from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import EngineReported
 from cockpit.monitors import SystemSample
 from cockpit.screens import PerformanceScreen
-from cockpit_lab.generate import Generator
 from engine.core import events
 from engine.core.mapping import nextcrm
+from nextcrm_lab.generate import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
 STILL = SystemSample(at=0.0, cpu_percent=12.5, memory_percent=41.0, memory_used=10 * 2**30,

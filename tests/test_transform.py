@@ -9,12 +9,12 @@ from bson import Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 from psycopg.types.json import Jsonb
 
-from cockpit_lab.generate import Generator
 from engine.core.ids import object_id_to_uuid
 from engine.core.mapping import Rules, nextcrm
 from engine.core.transform import Rejected, TableTransformer
 from engine.source.base import Position
 from engine.source.dump import DumpSource
+from nextcrm_lab.generate import Generator
 
 OID = ObjectId("64f284d5e09c8f3477e27a66")
 

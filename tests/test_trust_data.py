@@ -12,7 +12,6 @@ import pymongo
 import pytest
 from bson import MaxKey, Regex, Timestamp
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.control import MigrationControl
@@ -22,6 +21,7 @@ from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.postgres.ddl import deploy
 from engine.source.mongo import MongoSource
 from engine.validate.run import ValidationSettings, Validator
+from nextcrm_lab.generate import Generator
 
 RULES = (Path(__file__).resolve().parents[1] / "engine" / "nextcrm" / "rules.yaml").read_text()
 

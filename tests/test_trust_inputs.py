@@ -12,10 +12,10 @@ import psycopg
 import pymongo
 import pytest
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core.run_files import RunFileError, write_private
 from engine.postgres.checkpoint import ADVISORY_LOCK_KEY
+from nextcrm_lab.generate import Generator
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import psycopg
 import pymongo
 import pytest
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core import events
 from engine.core.control import MigrationControl
@@ -22,6 +21,7 @@ from engine.core.mapping import load_mapping
 from engine.migrate.run import Migration, MigrationSettings, Outcome
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.source.spec import open_source
+from nextcrm_lab.generate import Generator
 
 
 def follow_once(url: str, db: str, pg_url: str, run_dir: Path) -> None:

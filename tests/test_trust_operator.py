@@ -17,12 +17,12 @@ from cockpit.app import RECORDED, CockpitApp, CockpitConfig
 from cockpit.panes.errors import DOCUMENT_SHOWN
 from cockpit.panes.progress import headline
 from cockpit.progress_model import ProgressModel
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import MongoWireServer
 from engine.cli import main
 from engine.core import events
 from engine.core.run_files import RUNBOOK_STATE_FILE as STATE_FILE
 from engine.runbook.model import RunbookState
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import MongoWireServer
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -22,8 +22,6 @@ import pytest
 
 from cockpit.alerts import Limits, WarningSigns
 from cockpit.metrics_sheet import MetricsSheet
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core import events
 from engine.core.run_files import (
@@ -54,6 +52,8 @@ from engine.migrate.run import Migration, MigrationSettings, Outcome
 from engine.migrate.run_files import ErrorLog, RunFiles
 from engine.runbook.model import RunbookState
 from engine.source.dump import DumpSource
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYED, MIGRATED = "trust_files_deployed", "trust_files_migrated"

@@ -12,9 +12,9 @@ import pytest
 from bson import Binary
 from psycopg.conninfo import conninfo_to_dict
 
-from cockpit_lab.generate import Generator
 from engine.cli import main
 from engine.core.redact import redact_text, redact_url
+from nextcrm_lab.generate import Generator
 
 PASSWORD = "S3cret-Pw-7431"
 

@@ -25,8 +25,6 @@ import psycopg
 import pymongo
 import pytest
 
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import MongoWireServer
 from engine.cli import main
 from engine.core import events
 from engine.core.control import MigrationControl
@@ -35,6 +33,8 @@ from engine.migrate.follow import Follower
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.postgres.checkpoint import ADVISORY_LOCK_KEY, STATE_SCHEMA
 from engine.source.mongo import MongoSource
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import MongoWireServer
 from tests.test_follow import ROOT, follow_row, follower, wait
 
 RULES = ROOT / "engine" / "nextcrm" / "rules.yaml"

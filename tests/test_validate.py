@@ -10,13 +10,13 @@ import bson
 import psycopg
 import pytest
 
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres
 from engine.cli import main
 from engine.core.ids import object_id_to_uuid
 from engine.migrate.run import Migration, MigrationSettings
 from engine.source.dump import DumpSource
 from engine.validate.run import REPORT_FILE, ValidationSettings, Validator
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from cockpit_lab.generate import GenerateError, Generator, SeedingProgress
+    from nextcrm_lab.generate import GenerateError, Generator, SeedingProgress
 
     gen = Generator(args.scale, args.seed, args.dirt)
     total = sum(gen.counts.values())
@@ -61,7 +61,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cockpit_lab.demo import DEMO_DB, start_demo, stop_on_hangup
+    from nextcrm_lab.demo import DEMO_DB, start_demo, stop_on_hangup
 
     stop_on_hangup()
     env = start_demo(args.scale)

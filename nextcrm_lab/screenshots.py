@@ -1,6 +1,6 @@
 """Regenerate the SVG screenshots of every screen and state in screenshots/:
 
-    python -m cockpit_lab.screenshots [--out screenshots]
+    python -m nextcrm_lab.screenshots [--out screenshots]
 
 Runs the real cockpit (App.run_test) against embedded PostgreSQL and a
 generated mongodump folder; the following and cutover screens against the
@@ -23,10 +23,10 @@ from cockpit.alerts import Limits
 from cockpit.app import CockpitApp, CockpitConfig
 from cockpit.messages import MigrationEnded, ValidationEnded
 from cockpit.panes.runbook import RunbookPane
-from cockpit_lab.generate import Generator
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer
 from engine.cli import main as cli
 from engine.core import events
+from nextcrm_lab.generate import Generator
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psycopg
 
-from cockpit_lab.generate import Dataset, Generator, SeedingProgress
-from cockpit_lab.local_servers import EmbeddedPostgres, MongoWireServer
 from engine.core.mapping import nextcrm
 from engine.postgres import ddl
+from nextcrm_lab.generate import Dataset, Generator, SeedingProgress
+from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer
 
 DEMO_DB = "nextcrm"
 
