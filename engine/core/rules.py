@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from typing import TYPE_CHECKING
 
 from engine.core.redact import SecretFields
 from engine.core.yaml_file import InputFileError, read_yaml, validated
@@ -87,60 +85,6 @@ def _date_text(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-# -- the file's schema -------------------------------------------------------------
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_default(cls, data: Any) -> Any:
-        """A key left empty (`overrides:` with only a comment) takes its default."""
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None or k not in _EMPTY_OK}
-        return data
-
-
-_EMPTY_OK = {"text", "json", "dangling_references", "overrides", "sensitive_fields", "dates"}
-FieldName = Annotated[str, StringConstraints(pattern=r"^[^.\s]+\.[^\s]+$")]
-
-
-class TextRules(_Section):
-    nul_characters: Literal["strip", "quarantine"] = "strip"
-
-
-class JsonRules(_Section):
-    non_finite_numbers: Literal["null", "quarantine"] = "null"
-
-
-class DanglingRules(_Section):
-    overrides: dict[str, Literal["set_null", "quarantine"]] = Field(default_factory=dict)
-
-
-class DateRules(_Section):
-    plausible_from: dt.date | None = None
-    plausible_until: dt.date | None = None
-    implausible: Literal["count", "quarantine"] = "count"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> DateRules:
-        if self.plausible_from and self.plausible_until and \
-                _day(self.plausible_from) > _day(self.plausible_until):
-            raise ValueError(f"plausible_from ({self.plausible_from}) is after "
-                             f"plausible_until ({self.plausible_until})")
-        return self
-
-
-class RulesFile(_Section):
-    text: TextRules = TextRules()
-    json_rules: JsonRules = Field(default=JsonRules(), alias="json")
-    dangling_references: DanglingRules = DanglingRules()
-    batch_size: int = Field(default=5000, gt=0, strict=True)
-    sensitive_fields: list[FieldName] = Field(default_factory=list)
-    dates: DateRules = DateRules()
-
-
 def _day(value: dt.date) -> dt.datetime:
     """A date bound as the converters compare it (a YAML datetime keeps its time)."""
     if isinstance(value, dt.datetime):
@@ -158,6 +102,8 @@ def packaged_rules_path() -> Path:
 @cache
 def packaged_sensitive_fields() -> frozenset[str]:
     """The floor every rules file's sensitive fields add to."""
+    from engine.core.rules_schema import RulesFile
+
     file, value = read_yaml(packaged_rules_path(), "the packaged rules")
     return frozenset(validated(file, value or {}, RulesFile).sensitive_fields)
 
@@ -168,6 +114,9 @@ def load_rules(path: Path, foreign_keys: MappingOf[str, bool] | None = None,
     given the mapping's facts, against it: foreign_keys maps "table.column" of
     each foreign key to whether the column is NOT NULL; collections are the
     mapped ones a sensitive field may name. RulesError names file and line."""
+    # pydantic only here: the loader's worker processes get the Rules whole.
+    from engine.core.rules_schema import RulesFile
+
     try:
         file, value = read_yaml(path, "the rules file")
         if not isinstance(value, dict | None):

@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic is imported where a file is validated, not at start-up
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 Loc = tuple[str | int, ...]
 
 
@@ -110,6 +112,8 @@ def validated(file: YamlFile, value: Any, schema: type[M],
               context: dict[str, Any] | None = None) -> M:
     """value (read from file) as the schema's model; InputFileError names the
     line of the first fault."""
+    from pydantic import ValidationError
+
     try:
         return schema.model_validate(value, context=context)
     except ValidationError as exc:
@@ -125,6 +129,8 @@ def validated(file: YamlFile, value: Any, schema: type[M],
 
 def _unknown_key(schema: type[BaseModel], loc: Loc) -> str:
     """An unknown key: which keys are known there, and the likely one it meant."""
+    from pydantic import BaseModel
+
     model: Any = schema
     for part in loc[:-1]:
         field = model.model_fields.get(str(part)) or next(
