@@ -88,6 +88,8 @@ def test_the_headless_demo_runs_from_an_empty_folder(installed: Path, tmp_path: 
     assert demo.returncode in (0, 3), demo.stdout[-2000:] + demo.stderr[-2000:]
     assert "Stopping the demo servers." in demo.stdout
     assert (tmp_path / "migration-report.json").exists()
+    log = (tmp_path / "migration-debug.log").read_text()  # a demo keeps its record too
+    assert "=== cockpit demo --headless" in log and "Migration" in log
 
 
 TUI_PROBE = """

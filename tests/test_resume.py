@@ -130,6 +130,11 @@ def test_sigint_pauses_saves_checkpoint_and_resumes(dump: Path, pg_url: str,
     assert autovacuum_held(pg_url) == 0
     assert_lossless(pg_url, DumpSource(dump))
     assert_files_match_quarantine(pg_url, run_dir)
+    # The report counts both invocations: the paused one and the one that finished.
+    report = json.loads((run_dir / "migration-report.json").read_text())
+    lines = (run_dir / "migration-sessions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["outcome"] for line in lines][0] == "paused"
+    assert report["sessions"] == len(lines) == 2
 
 
 def test_corrupt_checkpoint_file_gives_recovery_advice(dump: Path, pg_url: str,

@@ -4,6 +4,7 @@ unfinished migration, and the migrate command's arguments. Real servers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -12,12 +13,15 @@ import bson
 import psycopg
 import pymongo
 import pytest
+import yaml
 
 from engine.cli import main
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.ids import object_id_to_uuid
 from engine.core.mapping import load_mapping
+from engine.core.rules import packaged_rules_path
+from engine.core.rules_schema import RulesFile
 from engine.migrate.run import Migration, MigrationSettings, Outcome
 from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.source.spec import open_source
@@ -150,6 +154,20 @@ def test_the_packaged_rules_and_an_empty_file_are_accepted(tmp_path: Path) -> No
     empty = load_mapping(rules_path=tmp_path / "empty.yaml").rules
     assert packaged.batch_size == empty.batch_size == 5000
     assert packaged.sensitive_fields == empty.sensitive_fields
+
+
+def test_the_packaged_rules_are_in_the_schemas_normal_form(tmp_path: Path) -> None:
+    """A run without --rules reads the packaged file without the schema
+    (engine.core.rules._packaged): it must say nothing the schema would change
+    or refuse. The same bytes given as an operator's copy go through the schema."""
+    packaged_path = packaged_rules_path()
+    raw = yaml.safe_load(packaged_path.read_text())
+    assert RulesFile.model_validate(raw).model_dump(by_alias=True) == raw
+    copy = tmp_path / "rules.yaml"
+    copy.write_bytes(packaged_path.read_bytes())
+    trusted, checked = load_mapping().rules, load_mapping(rules_path=copy).rules
+    assert trusted.source != checked.source  # the two readings, not one cached
+    assert dataclasses.replace(trusted, source=checked.source) == checked
 
 
 # -- item 12: perftest measures a finished migration only; --runs is a count -----------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.cli.common import EXIT_OK, add_run_dir, fail
+from engine.cli.common import EXIT_OK, add_run_dir, fail, need_run_dir
 from engine.cli.migrate import run_migration
 from engine.core.redact import redact_url
 from engine.source.base import SourceError
@@ -64,12 +64,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nextcrm_lab.demo import DEMO_DB, start_demo, stop_on_hangup
 
     stop_on_hangup()
+    run_dir = need_run_dir(args)  # its migration-debug.log, as any migration keeps one
     env = start_demo(args.scale)
     try:
         print(f"MongoDB:    {redact_url(env.mongo_url)}")
         print(f"PostgreSQL: {redact_url(env.postgres_url)}")
         return run_migration(MongoSource(env.mongo_url, DEMO_DB), env.postgres_url,
-                             args.run_dir, None)
+                             run_dir, None)
     finally:
         print("Stopping the demo servers.")
         env.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.core.redact import SecretFields
-from engine.core.yaml_file import InputFileError, read_yaml, validated
+from engine.core.yaml_file import InputFileError, YamlFile, read_yaml, validated
 
 if TYPE_CHECKING:
     from engine.core.mapping import Column, ForeignKey
@@ -102,10 +102,16 @@ def packaged_rules_path() -> Path:
 @cache
 def packaged_sensitive_fields() -> frozenset[str]:
     """The floor every rules file's sensitive fields add to."""
-    from engine.core.rules_schema import RulesFile
+    return frozenset(_packaged()[1]["sensitive_fields"])
 
-    file, value = read_yaml(packaged_rules_path(), "the packaged rules")
-    return frozenset(validated(file, value or {}, RulesFile).sensitive_fields)
+
+@cache
+def _packaged() -> tuple[YamlFile, dict]:
+    """The packaged rules.yaml as read. It is the tool's own file, written in
+    the schema's normal form (every section, every key; a test holds it to
+    that), so reading it needs no schema: a run without --rules never imports
+    pydantic (~0.2 s of every command's start)."""
+    return read_yaml(packaged_rules_path(), "the packaged rules")
 
 
 def load_rules(path: Path, foreign_keys: MappingOf[str, bool] | None = None,
@@ -114,6 +120,26 @@ def load_rules(path: Path, foreign_keys: MappingOf[str, bool] | None = None,
     given the mapping's facts, against it: foreign_keys maps "table.column" of
     each foreign key to whether the column is NOT NULL; collections are the
     mapped ones a sensitive field may name. RulesError names file and line."""
+    if path == packaged_rules_path():
+        file, normal = _packaged()
+    else:
+        file, normal = _read_checked(path)
+    for key, policy in normal["dangling_references"]["overrides"].items():
+        loc = ("dangling_references", "overrides", key)
+        if foreign_keys is not None and key not in foreign_keys:
+            raise RulesError(file.fault(loc, _no_such_key(key, foreign_keys)))
+        if foreign_keys and policy == "set_null" and foreign_keys[key]:
+            raise RulesError(file.fault(loc, "set_null on a NOT NULL column: PostgreSQL "
+                                        "cannot hold the NULL; use quarantine"))
+    for i, name in enumerate(normal["sensitive_fields"]):
+        if collections is not None and name.split(".", 1)[0] not in collections:
+            raise RulesError(file.fault(("sensitive_fields", i), _no_such_collection(
+                name, collections)))
+    return rules_of(normal, str(path), hashlib.sha256(file.data).hexdigest())
+
+
+def _read_checked(path: Path) -> tuple[YamlFile, dict]:
+    """An operator's rules file and its value in the schema's normal form."""
     # pydantic only here: the loader's worker processes get the Rules whole.
     from engine.core.rules_schema import RulesFile
 
@@ -122,31 +148,24 @@ def load_rules(path: Path, foreign_keys: MappingOf[str, bool] | None = None,
         if not isinstance(value, dict | None):
             raise RulesError(file.fault((), "expected a mapping of rule sections (text:, "
                                             "json:, dangling_references:, ...) at the top"))
-        rules = validated(file, value or {}, RulesFile)
+        return file, validated(file, value or {}, RulesFile).model_dump(by_alias=True)
     except InputFileError as exc:
         raise RulesError(str(exc)) from None
-    for key, policy in rules.dangling_references.overrides.items():
-        loc = ("dangling_references", "overrides", key)
-        if foreign_keys is not None and key not in foreign_keys:
-            raise RulesError(file.fault(loc, _no_such_key(key, foreign_keys)))
-        if foreign_keys and policy == "set_null" and foreign_keys[key]:
-            raise RulesError(file.fault(loc, "set_null on a NOT NULL column: PostgreSQL "
-                                        "cannot hold the NULL; use quarantine"))
-    for i, name in enumerate(rules.sensitive_fields):
-        if collections is not None and name.split(".", 1)[0] not in collections:
-            raise RulesError(file.fault(("sensitive_fields", i), _no_such_collection(
-                name, collections)))
-    dates = rules.dates
+
+
+def rules_of(normal: dict, source: str, digest: str) -> Rules:
+    """The Rules a rules file in the schema's normal form says (the one place
+    a rule's key becomes a field)."""
+    dates = normal["dates"]
     return Rules(
-        nul_characters=rules.text.nul_characters,
-        non_finite_json=rules.json_rules.non_finite_numbers,
-        dangling_overrides=dict(rules.dangling_references.overrides),
-        batch_size=rules.batch_size,
-        sensitive_fields=packaged_sensitive_fields() | frozenset(rules.sensitive_fields),
-        plausible_from=_day(dates.plausible_from) if dates.plausible_from else None,
-        plausible_until=_day(dates.plausible_until) if dates.plausible_until else None,
-        implausible_dates=dates.implausible,
-        source=str(path), digest=hashlib.sha256(file.data).hexdigest())
+        nul_characters=normal["text"]["nul_characters"],
+        non_finite_json=normal["json"]["non_finite_numbers"],
+        dangling_overrides=dict(normal["dangling_references"]["overrides"]),
+        batch_size=normal["batch_size"],
+        sensitive_fields=packaged_sensitive_fields() | frozenset(normal["sensitive_fields"]),
+        plausible_from=_day(dates["plausible_from"]) if dates["plausible_from"] else None,
+        plausible_until=_day(dates["plausible_until"]) if dates["plausible_until"] else None,
+        implausible_dates=dates["implausible"], source=source, digest=digest)
 
 
 def _no_such_key(key: str, foreign_keys: MappingOf[str, bool]) -> str:

@@ -285,10 +285,10 @@ class Migration(StageRun):
         quarantined = sum(t.quarantined for t in self.state.tables.values())
         self._record_session(Outcome.FINISHED_SHORT if short else
                              Outcome.FINISHED_WITH_QUARANTINE if quarantined else Outcome.FINISHED)
+        sessions = self.files.sessions(self.state.started_at.isoformat(), self.resumed)
         report = write_migration_report(
             conn, self.mapping, self.settings.run_dir, self.source.description, self.target,
-            seconds, phases, short,
-            self.files.sessions(self.state.started_at.isoformat()), self._source_size())
+            seconds, phases, short, sessions, self._source_size())
         self.emit(events.MigrationFinished(
             total_records=self.state.total_records, quarantined=quarantined, seconds=seconds,
             documents=self.documents_read, report_path=str(report),

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import psycopg
-from pydantic import NonNegativeFloat, NonNegativeInt
 
 from engine.core import events
 from engine.core.run_files import (
@@ -27,44 +26,18 @@ from engine.core.run_files import (
     read_run_file,
     write_private,
 )
-from engine.core.shapes import FileShape, IsoTime, line_check
 from engine.postgres.checkpoint import STATE_SCHEMA, RunState
 
 MIRROR_EVERY_S = 0.5  # the checkpoint file is rewritten at most this often, unless forced
-
-
-class ResourcePeaks(FileShape):
-    """A session's resource peaks (engine.core.resources), as the report reads them."""
-
-    cpuPercent: NonNegativeFloat
-    processCpuPercent: NonNegativeFloat
-    memoryPercent: NonNegativeFloat
-    processMemoryBytes: NonNegativeInt
-    diskReadBytesPerSecond: NonNegativeFloat
-    diskWriteBytesPerSecond: NonNegativeFloat
-    diskFreeMinBytes: NonNegativeInt | None
-    samples: NonNegativeInt
-    memoryTotalBytes: NonNegativeInt
-    cpuCount: NonNegativeInt
-
-
-class SessionRecord(FileShape):
-    """One line of migration-sessions.jsonl: what the migration report sums."""
-
-    runStartedAt: IsoTime
-    startedAt: IsoTime
-    endedAt: IsoTime
-    seconds: NonNegativeFloat
-    outcome: str
-    phaseSeconds: dict[str, NonNegativeFloat]
-    warnings: list[str] = []
-    resources: ResourcePeaks
 
 
 def read_sessions(path: Path, warn: Callable[[str], None]) -> list[dict]:
     """Every well-formed line of migration-sessions.jsonl. A damaged line (a
     torn write, a hand edit) is skipped and said to warn with its file and
     line: it costs its session's figures, never the run's verdict."""
+    from engine.core.shapes import line_check  # pydantic: only when a run file is read back
+    from engine.migrate.session_shapes import SessionRecord
+
     return read_jsonl(path, warn, line_check(SessionRecord))
 
 
@@ -83,6 +56,7 @@ class RunFiles:
         self._warn = warn
         self.lock = threading.Lock()
         self._written = 0.0
+        self._added: list[dict] = []  # this process's session records, as read back
 
     def read_checkpoint(self) -> dict | None:
         return read_checkpoint_file(self.checkpoint_path)
@@ -102,14 +76,17 @@ class RunFiles:
 
     def add_session(self, record: dict) -> None:
         """One invocation of the run (started, ended, outcome, phases, resources)."""
+        line = json.dumps(record, default=str)
         with open_run_file_for_append(self.sessions_path) as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+            fh.write(line + "\n")
+        self._added.append(json.loads(line))
 
-    def sessions(self, run_started_at: str) -> list[dict]:
+    def sessions(self, run_started_at: str, resumed: bool = True) -> list[dict]:
         """This run's sessions (the file may hold an earlier run's too); a
-        damaged line is skipped with a warning."""
-        return [s for s in read_sessions(self.sessions_path, self.warn)
-                if s["runStartedAt"] == run_started_at]
+        damaged line is skipped with a warning. A run this process began has
+        no earlier session: the file is not read back (nor its schema loaded)."""
+        found = self._added if not resumed else read_sessions(self.sessions_path, self.warn)
+        return [s for s in found if s["runStartedAt"] == run_started_at]
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)

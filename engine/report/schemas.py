@@ -20,7 +20,7 @@ from engine.core.run_files import (
     DamagedRunFile,
 )
 from engine.core.shapes import FileShape, IsoTime, problems
-from engine.migrate.run_files import ResourcePeaks
+from engine.migrate.session_shapes import ResourcePeaks
 
 # -- migration-report.json --------------------------------------------------------------
 
