@@ -8,20 +8,25 @@ PostgreSQL (until idle), adds that many quarantine records waiting for rows
 that never come (each with a document of a real one's size), then makes
 --changes changes with bulk writes while no follower runs (updates, inserts
 and deletes across the big collections) and times `cockpit migrate --follow
---until-idle 2` catching them up. Prints changes/s (the idle wait left out)
-and what bounds it: the follower's CPU seconds (our process) and the wire
-server's, against the wall time. Figures are only meaningful on a quiet machine.
+--until-idle 2` catching them up. Prints changes/s (the idle wait left out;
+the follower's start-up and its history check are in), the follower's peak
+RSS, and what bounds the rate: the follower's CPU seconds (our process) and
+the wire server's, against the wall time. --engine times another checkout's
+engine (before and after in one run: `git worktree add /tmp/before <commit>`).
+Figures are only meaningful on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,22 +47,38 @@ BIG = {"crm_Contacts": "description", "crm_Leads": "description", "Tasks": "cont
 IDLE_S = 2.0
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path, engine: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, text=True,
-                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(engine)})
 
 
 def add_quarantine(url: str, n: int) -> None:
-    """n records waiting for Users that never come, each with a real document's size."""
+    """n records waiting for Users that never come, each with a real document's size
+    (what they wait for in columns where the engine has them, in the text otherwise)."""
     with psycopg.connect(url, autocommit=True) as conn:
+        waits = conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+            "'cockpit_migration' AND table_name = 'quarantine' AND column_name = 'waits_for'"
+        ).fetchone()[0]
+        columns, values = (", waits_table, waits_column, waits_for",
+                           ", 'Users', 'user', gen_random_uuid()") if waits else ("", "")
         conn.execute(
             "INSERT INTO cockpit_migration.quarantine (table_name, collection, object_id, "
-            "reason_code, message, document, waits_table, waits_column, waits_for) "
+            f"reason_code, message, document{columns}) "
             "SELECT 'tasksComments', 'tasksComments', md5(i::text), 'dangling_reference', "
-            "'user points at Users ObjectId(...), which is not in the target', "
-            "'{\"pad\": \"' || repeat('x', 1200) || '\"}', 'Users', 'user', gen_random_uuid() "
-            "FROM generate_series(1, %s) i", [n])
+            "'user points at Users ObjectId(' || substr(md5(i::text), 1, 24) || '), which is "
+            "not in the target', '{\"pad\": \"' || repeat('x', 1200) || '\"}'"
+            f"{values} FROM generate_series(1, %s) i", [n])
         conn.execute("ANALYZE cockpit_migration.quarantine")
+
+
+def peak_rss(proc: subprocess.Popen, peak: list[int]) -> None:
+    """Samples the follower's RSS until it exits (peak[0], bytes)."""
+    with contextlib.suppress(psutil.Error):
+        watched = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            peak[0] = max(peak[0], watched.memory_info().rss)
+            time.sleep(0.05)
 
 
 def make_backlog(url: str, db: str, changes: int) -> None:
@@ -84,16 +105,17 @@ def make_backlog(url: str, db: str, changes: int) -> None:
                 src[c].bulk_write(todo[k:k + 1000], ordered=False)
 
 
-def one_run(scale: float, changes: int, quarantine: int) -> None:
+def one_run(scale: float, changes: int, quarantine: int, engine: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="backlog-bench-") as tmp:
         work = Path(tmp)
         with EmbeddedPostgres(work / "pg") as pg, MongoWireServer(":memory:") as mongo:
             db, url = "nextcrm", pg.create_database("nextcrm")
             Generator(scale=scale, seed=42).write_mongo(mongo.url, db)
             source = f"{mongo.url}{db}"
-            assert cli("schema", "deploy", "--postgres", url, cwd=work).returncode == 0
+            deployed = cli("schema", "deploy", "--postgres", url, cwd=work, engine=engine)
+            assert deployed.returncode == 0, deployed.stderr
             first = cli("migrate", "--mongo", source, "--postgres", url, "--follow",
-                        "--until-idle", "1", cwd=work)
+                        "--until-idle", "1", cwd=work, engine=engine)
             assert first.returncode in (0, 3), first.stdout + first.stderr
             add_quarantine(url, quarantine)
             make_backlog(mongo.url, db, changes)
@@ -105,8 +127,12 @@ def one_run(scale: float, changes: int, quarantine: int) -> None:
                 [sys.executable, "-m", "engine", "migrate", "--mongo", source, "--postgres",
                  url, "--follow", "--until-idle", str(IDLE_S)], cwd=work, text=True,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                env={**os.environ, "PYTHONPATH": str(engine)})
+            peak = [0]
+            sampler = threading.Thread(target=peak_rss, args=(proc, peak), daemon=True)
+            sampler.start()
             out, _ = proc.communicate()
+            sampler.join()
             wall = time.perf_counter() - started - IDLE_S
             assert proc.returncode in (0, 3), out
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -115,7 +141,8 @@ def one_run(scale: float, changes: int, quarantine: int) -> None:
         print(f"scale {scale:g}, quarantine {quarantine:,}: {changes:,} changes caught up in "
               f"{wall:.1f}s = {changes / wall:,.0f} changes/s; follower CPU {cpu:.1f}s "
               f"({cpu / wall:.0%} of the wall), wire server CPU {server_cpu:.1f}s "
-              f"({server_cpu / wall:.0%})", flush=True)
+              f"({server_cpu / wall:.0%}); follower peak RSS {peak[0] / 2**20:,.0f} MB "
+              f"[engine: {engine}]", flush=True)
 
 
 def main() -> None:
@@ -123,9 +150,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.2)
     parser.add_argument("--changes", type=int, default=5_000)
     parser.add_argument("--quarantine", default="2000,20000")
+    parser.add_argument("--engine", type=Path, action="append",
+                        help="a checkout whose engine to time (repeatable; default: this one)")
     args = parser.parse_args()
-    for n in [int(q) for q in args.quarantine.split(",")]:
-        one_run(args.scale, args.changes, n)
+    for engine in args.engine or [ROOT]:
+        for n in [int(q) for q in args.quarantine.split(",")]:
+            one_run(args.scale, args.changes, n, engine.resolve())
 
 
 if __name__ == "__main__":

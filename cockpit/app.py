@@ -28,14 +28,17 @@ from cockpit.panes.runbook import RunbookBox, RunbookPane
 from cockpit.panes.system import SystemPane
 from cockpit.progress_model import ProgressModel
 from cockpit.reactions import Reactions
+from cockpit.refusals import Refusals
 from cockpit.requests import Requests
+from cockpit.rollback_actions import RollbackActions
 from cockpit.screens import ConfirmQuitScreen, HelpScreen
-from cockpit.status import Connections, StatusBar
+from cockpit.status import Connections, StatusBar, connection_names
+from cockpit.way_back import WayBackLine
 from cockpit.workers import Workers
 from engine.core.control import MigrationControl
 from engine.core.mapping import nextcrm_with_rules
-from engine.core.redact import redact_url
 from engine.core.run_files import ALERTS_FILE, CHECKPOINT_FILE
+from engine.postgres.rollback_state import CaptureStatus
 from engine.runbook.model import RunbookState, load_runbook
 
 __all__ = ["CockpitApp", "CockpitConfig"]
@@ -44,10 +47,9 @@ RECORDED = 2_000  # messages kept in CockpitApp.recorded
 PANES = ["progress", "postgres", "checkpoint", "errors", "system", "runbook"]
 COMPACT_WIDTH, COMPACT_HEIGHT = 120, 34
 WIDE_WIDTH = 160  # narrower: the left column takes more, so no id or number is cut
-PG_CONNECT_TIMEOUT_S = 5  # engine.runbook.checks.pg
 
 
-class CockpitApp(Requests, Reactions, Workers, App[int]):
+class CockpitApp(Refusals, Requests, Reactions, RollbackActions, Workers, App[int]):
     CSS_PATH = "cockpit.tcss"
     TITLE = "Migration Cockpit"
     SUB_TITLE = "NextCRM MongoDB → PostgreSQL"
@@ -61,6 +63,8 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
         Binding("p", "refuse('pause')", "Pause", show=False),
         Binding("v", "validate", "Validate"),
         Binding("v", "refuse('validate')", "Validate", show=False),
+        Binding("u", "rollback", "Roll back"),  # after the cutover, until the deadline
+        Binding("u", "refuse('rollback')", "Roll back", show=False),
         Binding("f", "fullscreen", "Full screen"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "request_quit", "Quit"),
@@ -74,6 +78,8 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
     HELP = [("s", "start the migration (or resume it); not offered once it has finished"),
             ("p", "pause / resume (the batch in flight finishes; checkpoint saved)"),
             ("v", "validate (four layers, every row)"),
+            ("u", "roll back to MongoDB, after the cutover while the capture is open (asks "
+             "first)"),
             ("1-6, Tab", "go to a pane: 1 Progress 2 PostgreSQL 3 Checkpoint 4 Errors "
              "5 System 6 Runbook (Shift+Tab: back)"),
             ("f", "full screen for the current pane (again to return)"),
@@ -95,6 +101,7 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
         self.mapping = nextcrm_with_rules(config.rules_path)
         self.control = MigrationControl()
         self.cutover_control = MigrationControl()  # its own: the follower's stops apart
+        self.rollback_control = MigrationControl()
         self.model = ProgressModel()
         self.metrics = MetricsSheet(config.run_dir)
         self.signs = WarningSigns(config.limits, config.run_dir / ALERTS_FILE)
@@ -102,6 +109,8 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
         self.runbook_state = RunbookState.load(config.run_dir)
         self.engine_running = False
         self.cutover_running = False  # beside the engine's worker: it takes the follower over
+        self.rollback_running = False
+        self.capture: CaptureStatus | None = None  # the way back's, once a cutover is recorded
         self.target_known = not config.postgres_url  # no target: nothing to read first
         self.autostarted = False
         self.quit_after_stop = False
@@ -131,22 +140,14 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
                                     self.checkpoint_pane, self.errors_pane, self.system_pane,
                                     self.runbook_box]
         self.status = StatusBar(id="status")
-        self.connections = Connections(*self._connection_names(), id="connections")
+        self.connections = Connections(*connection_names(config), id="connections")
+        self.way_back = WayBackLine("", id="way-back")
         self.panebar = Static("", id="panebar")
-
-    def _connection_names(self) -> tuple[str, str, str, str]:
-        c = self.config
-        source = f"dump {c.dump}" if c.dump else redact_url(
-            c.mongo_url or "(none: give --mongo or --dump)")
-        target = redact_url(c.postgres_url or "(none: give --postgres)")
-        source_wait = ("reading…" if c.dump else
-                       f"connecting… (timeout {c.source_timeout:.0f} s)" if c.mongo_url else "")
-        target_wait = f"connecting… (timeout {PG_CONNECT_TIMEOUT_S} s)" if c.postgres_url else ""
-        return source, target, source_wait, target_wait
 
     def compose(self) -> ComposeResult:
         yield self.status
         yield self.connections
+        yield self.way_back
         yield self.panebar
         with Container(id="grid"):
             # Grid order (see cockpit.tcss): progress spans two rows, errors
@@ -163,6 +164,9 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
         self.set_interval(self.config.alert_interval, self.evaluate_alerts)
         self.set_interval(0.25, self.repaint)
         self.check_connections()
+        if self.config.postgres_url:  # the way back's figures, on pane 2's cadence
+            self.set_interval(self.config.postgres_interval, self.read_capture)
+            self.read_capture()
         self.action_show_pane(0)
         self._layout_for(self.size.width, self.size.height)
         if self.runbook_state.warning:
@@ -176,60 +180,12 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
                 self.action_start()
         self.repaint()
 
-    # -- what can be done now --------------------------------------------------------
-
-    def refusal(self, action: str) -> str | None:
-        """Why a key cannot act now, or None when it can."""
-        m, running = self.model, self.engine_running
-        if self.cutover_running and action in ("start", "pause", "resume", "validate"):
-            return "The cutover is running: wait for its report."
-        if action == "start":
-            if running:
-                return "The migration is already running (p pauses it)."
-            if not self.config.postgres_url or not (self.config.mongo_url or self.config.dump):
-                return "Give --postgres and --mongo or --dump to migrate."
-            if not self.target_known:
-                return "Reading the target's checkpoint first; a moment."
-            if m.activity:
-                return f"Wait for the {m.activity.replace('ing', 'ion')} to end."
-            if m.state == "cut over":
-                return "This target has been cut over: there is nothing left to migrate."
-            if m.finished and not (self.config.follow and m.state != "following"):
-                return ("The migration on this target has finished: nothing to start. v "
-                        "validates it; R in pane 4 retries the quarantined; a new run needs "
-                        "an empty target (cockpit schema deploy --force).")
-            return None
-        if action in ("pause", "resume"):
-            if not running or m.activity:
-                return "Nothing is running to pause (s starts or resumes the migration)."
-            if self.control.paused != (action == "resume"):
-                return "Already paused: p resumes." if action == "pause" else "Not paused."
-            return None
-        if action == "validate":
-            if running:
-                return "Validate once the migration has finished, or pause it and quit first."
-            if m.activity:
-                return f"Already {m.activity}."
-            if not self.config.postgres_url or not (self.config.mongo_url or self.config.dump):
-                return "Give --postgres and --mongo or --dump to validate."
-            return None
-        return None
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("start", "pause", "resume", "validate"):
-            return self.refusal(action) is None
-        if action == "cycle_pane":  # on a dialog, Tab moves between its buttons
-            return self.screen is self.screen_stack[0]
-        return True
-
-    def action_refuse(self, action: str) -> None:
-        self.notify(self.refusal(action) or "Not now.", severity="warning")
-
     # -- timers --------------------------------------------------------------------
 
     def repaint(self) -> None:
         self.status.show(self.model.pill, len(self.signs.active))
-        offered = (self.model.pill, self.engine_running, self.control.paused, self.target_known)
+        offered = (self.model.pill, self.engine_running, self.control.paused, self.target_known,
+                   self.capture is not None and self.capture.open, self.rollback_running)
         if offered != self.offered:
             self.offered = offered
             self.refresh_bindings()  # the footer offers what the new state allows
@@ -331,22 +287,27 @@ class CockpitApp(Requests, Reactions, Workers, App[int]):
         def decided(yes: bool | None) -> None:
             if not yes:
                 return
-            if self.engine_running or self.cutover_running:
+            if self.busy:
                 self.quit_after_stop = True
                 self.control.stop()
                 self.cutover_control.stop()
+                self.rollback_control.stop()
                 self.notify("Pausing safely and saving the checkpoint…", timeout=30)
             else:
                 self.leave()
 
         why, command = next_step(self.model, self.config, self.validated)
-        self.push_screen(ConfirmQuitScreen(self.engine_running or self.cutover_running,
-                                           f"{command}  ({why})"), decided)
+        self.push_screen(ConfirmQuitScreen(self.busy, f"{command}  ({why})"), decided)
+
+    @property
+    def busy(self) -> bool:
+        """Work that pauses safely before the cockpit exits."""
+        return self.engine_running or self.cutover_running or self.rollback_running
 
     def leave_if_asked(self) -> bool:
         """A quit waiting for the work to stop: answered once nothing runs,
         however the work ended (a worker that raised too)."""
-        if self.quit_after_stop and not self.engine_running and not self.cutover_running:
+        if self.quit_after_stop and not self.busy:
             self.leave()
             return True
         return False

@@ -8,6 +8,7 @@ from textual.message import Message
 from cockpit.monitors import PostgresStats, SystemSample
 from cockpit.target_state import TargetState
 from engine.core import events
+from engine.postgres.rollback_state import CaptureStatus
 
 
 class EngineReported(Message):
@@ -46,6 +47,23 @@ class CutoverEnded(ReportEnded):
 
 class ValidationEnded(ReportEnded):
     pass
+
+
+class RollbackEnded(ReportEnded):
+    pass
+
+
+class CaptureRead(Message):
+    """The way back's capture (None: no cutover recorded on the target), or why
+    it could not be read."""
+
+    def __init__(self, status: CaptureStatus | None, error: str = "") -> None:
+        super().__init__()
+        self.status = status
+        self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, CaptureRead)
 
 
 class PostgresSampled(Message):

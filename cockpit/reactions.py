@@ -51,6 +51,8 @@ class Reactions:
                             severity="error", timeout=15)
             case events.Notice() if event.level != "info":
                 self.notify(event.text, severity="warning")
+            case events.Notice() if self.rollback_running:  # its progress, batch by batch
+                self.model.message = event.text
             case events.PlanReady():
                 self.runbook_result("migrate", True, f"started: {len(event.tables)} tables "
                                     + ("(resumed)" if event.resumed else "planned"))
@@ -93,6 +95,7 @@ class Reactions:
             self.notify(message.error or "cutover failed", title="Cutover", severity="error")
             return
         self.model.cut_over(message.report)
+        self.read_capture()  # the way back's line at once, not at the next poll
         out = io.StringIO()
         print_cutover(message.report, out)
         self.push_screen(ReportScreen("Cutover", out.getvalue()))

@@ -1,5 +1,5 @@
-"""Modal screens: help, quit confirmation, a quarantined record, a report, the
-performance tests' table, a note."""
+"""Modal screens: help, the quit and rollback confirmations, a quarantined
+record, a report, the performance tests' table, a note."""
 
 from __future__ import annotations
 
@@ -140,3 +140,43 @@ class NoteScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmRollbackScreen(ModalScreen[bool]):
+    """The way back asks first, saying what it will write where."""
+
+    BINDINGS = [Binding("escape,n", "cancel", "No"), Binding("y", "confirm", "Yes")]
+
+    def __init__(self, changes: int, mongo: str) -> None:
+        super().__init__()
+        self.changes = changes
+        self.mongo = mongo  # redacted
+
+    def compose(self) -> ComposeResult:
+        n = f"{self.changes:,} captured change{'' if self.changes == 1 else 's'}"
+        with Vertical(id="dialog"):
+            yield Static(Text.assemble(("Roll back to MongoDB?", "bold")), id="question")
+            yield Static(f"This applies {n} to MongoDB {self.mongo}: the application's writes "
+                         "to PostgreSQL since the cutover, in their order and in MongoDB's "
+                         "shape (rows become documents, junction rows ids in arrays, deleted "
+                         "rows deleted documents).", id="what", markup=False)
+            yield Static("First stop the application's writes to PostgreSQL: the rollback "
+                         "refuses while a session writes there. Then point the application "
+                         "at MongoDB, and prove it: cockpit rollback --verify. q pauses the "
+                         "rollback between batches; running it again goes on.",
+                         id="then", markup=False)
+            with Horizontal(id="buttons"):
+                yield Button(f"Roll back {n} (y)", variant="error", id="yes")
+                yield Button("Cancel (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()  # Enter alone never writes to MongoDB
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

@@ -4,15 +4,24 @@ then the source and the target, each named once, with what they answered."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.widgets import Static
+
+from engine.core.redact import redact_url
+
+if TYPE_CHECKING:
+    from cockpit.config import CockpitConfig
 
 PILL_STYLE = {"RUNNING": "bold black on green", "STARTING": "bold black on green",
               "PAUSED": "bold black on yellow", "FOLLOWING": "bold black on cyan",
               "VALIDATING": "bold black on cyan", "RETRYING": "bold black on cyan",
+              "ROLLING BACK": "bold black on magenta",
               "FINISHED": "bold white on blue", "CUT OVER": "bold white on blue",
               "FAILED": "bold white on red", "NOT STARTED": "bold reverse"}
 TITLE = "Migration Cockpit: NextCRM MongoDB → PostgreSQL"
+PG_CONNECT_TIMEOUT_S = 5  # engine.runbook.checks.pg
 
 
 def pill_text(pill: str, alerts: int, title: str = TITLE) -> Text:
@@ -69,3 +78,15 @@ class Connections(Static):
             text.append(self.names[side])
             text.append(f" {mark} {detail}", style=style)
         self.update(text)
+
+
+def connection_names(c: CockpitConfig) -> tuple[str, str, str, str]:
+    """Source and target as the lead reads them (no password), and what each
+    waits for until it has answered."""
+    source = f"dump {c.dump}" if c.dump else redact_url(
+        c.mongo_url or "(none: give --mongo or --dump)")
+    target = redact_url(c.postgres_url or "(none: give --postgres)")
+    source_wait = ("reading…" if c.dump else
+                   f"connecting… (timeout {c.source_timeout:.0f} s)" if c.mongo_url else "")
+    target_wait = f"connecting… (timeout {PG_CONNECT_TIMEOUT_S} s)" if c.postgres_url else ""
+    return source, target, source_wait, target_wait

@@ -9,21 +9,25 @@ from collections.abc import Callable
 
 import psycopg
 from textual import work
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from cockpit.config import CockpitConfig
 from cockpit.messages import (
+    CaptureRead,
     ConnectionChecked,
     CutoverEnded,
     EngineReported,
     MigrationEnded,
     ReportEnded,
+    RollbackEnded,
     TargetRead,
     ValidationEnded,
 )
 from cockpit.panes.errors import TAIL
 from cockpit.progress_model import ProgressModel
 from cockpit.target_state import read_target_state
+from cockpit.way_back import read_capture
+from cockpit.worker_errors import failure_of, log
 from engine.core import events
 from engine.core.control import MigrationControl
 from engine.core.mapping import Mapping
@@ -31,9 +35,11 @@ from engine.core.redact import redact_text
 from engine.cutover.run import CutoverSettings
 from engine.migrate.retry import RetryFilters, RetryQuarantined
 from engine.migrate.run import MigrationError, MigrationSettings, Outcome
-from engine.pipeline import LiveMigration, LiveSettings, run_cutover
+from engine.pipeline import STAGE_ERRORS, LiveMigration, LiveSettings, run_cutover
+from engine.rollback.run import Rollback, RollbackSettings
 from engine.runbook.checks import postgres_reachable
 from engine.source.base import Source, SourceError
+from engine.source.mongo import MongoSource
 from engine.validate.run import ValidationSettings, Validator
 
 
@@ -48,9 +54,11 @@ class Workers:
     mapping: Mapping
     control: MigrationControl
     cutover_control: MigrationControl
+    rollback_control: MigrationControl
     model: ProgressModel
     engine_running: bool
     cutover_running: bool
+    rollback_running: bool
     dirty: bool
     leave_if_asked: Callable[[], None]
 
@@ -87,6 +95,12 @@ class Workers:
         if self.config.postgres_url:
             self.post_message(TargetRead(read_target_state(self.config.postgres_url,
                                                            self.mapping, TAIL)))
+
+    @work(thread=True, exclusive=True, group="capture", exit_on_error=False)
+    def read_capture(self) -> None:
+        """The way back's figures, on the PostgreSQL pane's cadence."""
+        if self.config.postgres_url:
+            self.post_message(CaptureRead(*read_capture(self.config.postgres_url)))
 
     # -- the engine ---------------------------------------------------------------
 
@@ -136,6 +150,20 @@ class Workers:
 
         self._report_of(cutover, CutoverEnded)
 
+    @work(thread=True, exclusive=True, group="rollback", exit_on_error=False)
+    def run_rollback(self) -> None:
+        """The application's writes since the cutover, back into MongoDB. q stops
+        it between batches (each batch's end is recorded); running it again goes
+        on from there, its writes being idempotent (engine.rollback.run)."""
+        def rollback(source: Source) -> dict:
+            if not isinstance(source, MongoSource):
+                raise MigrationError("the rollback writes to a live MongoDB, not a dump",
+                                     "Start the cockpit with --mongo URL.")
+            return Rollback(source, RollbackSettings(self.config.postgres_url or ""),
+                            [self._engine_sink], self.rollback_control, self.mapping).run()
+
+        self._report_of(rollback, RollbackEnded)
+
     @work(thread=True, exclusive=True, group="validate", exit_on_error=False)
     def run_validation(self) -> None:
         self._report_of(lambda source: Validator(source, ValidationSettings(
@@ -152,12 +180,12 @@ class Workers:
         try:
             source = self.config.context.source()
         except Exception as exc:  # an unreachable source: said, not swallowed
-            self.post_message(ended(None, redact_text(str(exc))))
+            self.post_message(ended(None, _said(exc, ended)))
             return
         try:
             report = stage(source)
         except Exception as exc:  # shown to the lead, not swallowed
-            self.post_message(ended(None, redact_text(str(exc))))
+            self.post_message(ended(None, _said(exc, ended)))
             return
         finally:
             source.close()
@@ -168,11 +196,9 @@ class Workers:
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker failures surface: shown, logged, never silent,
         and the screen put back in a state that is true."""
-        if event.state is not WorkerState.ERROR:
+        if (error := failure_of(event)) is None:  # logged with its traceback
             return
         group = event.worker.group
-        error = redact_text(str(event.worker.error))
-        self.log.error(f"worker {group} failed: {error}")  # type: ignore[attr-defined]
         restore = getattr(self, f"_{group}_failed", None)
         if restore is not None:
             restore(error)
@@ -195,6 +221,14 @@ class Workers:
         self.dirty = True
         self.leave_if_asked()
 
+    def _rollback_failed(self, error: str) -> None:
+        """Only a defect gets here: the rollback's own failures end in RollbackEnded."""
+        self.rollback_running = False
+        self.model.end_activity()
+        self.model.message = f"Rollback failed: {error}"
+        self.dirty = True
+        self.leave_if_asked()
+
     def _validate_failed(self, error: str) -> None:
         self.model.end_activity()
         self.dirty = True
@@ -207,3 +241,14 @@ class Workers:
         self.model.message = (f"The target's checkpoint could not be read ({error}); "
                               "what this screen shows may be out of date.")
         self.dirty = True
+
+
+def _said(exc: Exception, ended: type[ReportEnded]) -> str:
+    """A stage's error as the lead reads it (with its hint); kept in the debug
+    log, with the traceback when it is a defect rather than a stage's error."""
+    text = redact_text(f"{exc} {getattr(exc, 'hint', '')}".strip())
+    if isinstance(exc, STAGE_ERRORS):
+        log.warning("%s: %s", ended.__name__, text)
+    else:
+        log.error("%s: %s", ended.__name__, text, exc_info=exc)
+    return text

@@ -4,12 +4,15 @@
 
 Runs the real cockpit (App.run_test) against embedded PostgreSQL and a
 generated mongodump folder; the following and cutover screens against the
-MongoWireServer (a live source, written to while it is followed)."""
+MongoWireServer (a live source, written to while it is followed), and after
+the cutover the way back: the application's writes captured, the rollback
+asked for and done."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import shutil
 import tempfile
 import time
@@ -21,8 +24,10 @@ from textual.pilot import Pilot
 
 from cockpit.alerts import Limits
 from cockpit.app import CockpitApp, CockpitConfig
-from cockpit.messages import MigrationEnded, ValidationEnded
+from cockpit.messages import MigrationEnded, RollbackEnded, ValidationEnded
 from cockpit.panes.runbook import RunbookPane
+from cockpit.screens import ConfirmRollbackScreen
+from cockpit.way_back import DEADLINE_ITEM
 from engine.cli import main as cli
 from engine.core import events
 from nextcrm_lab.generate import Generator
@@ -194,6 +199,33 @@ async def capture_following(out: Path, work: Path) -> list[Path]:
                 "production.2.5", {}).get("check", {}).get("ok", False))
             await pilot.pause(0.5)
             shots.append(Path(app.save_screenshot("14-cutover.svg", path=str(out))))
+            shots += await way_back(pilot, app, url, out)
+    return shots
+
+
+async def way_back(pilot: Pilot, app: CockpitApp, url: str, out: Path) -> list[Path]:
+    """After the cutover: the application writes to PostgreSQL; the lead has
+    noted the rollback deadline; u asks, y carries the writes back."""
+    import psycopg
+
+    await pilot.press("escape")  # the cutover's report
+    deadline = dt.datetime.now() + dt.timedelta(hours=6)
+    app.runbook_state.set_note(DEADLINE_ITEM, f"{deadline:%Y-%m-%d %H:%M}")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute('UPDATE "crm_Contacts" SET first_name = %s WHERE id IN '
+                     '(SELECT id FROM "crm_Contacts" ORDER BY id LIMIT 12)', ["Changed in PG"])
+    await _wait(pilot, lambda: app.capture is not None and app.capture.captured >= 12)
+    await pilot.press("1")
+    await pilot.pause(1.0)
+    shots = [Path(app.save_screenshot("16-way-back.svg", path=str(out)))]
+    await pilot.press("u")
+    await _wait(pilot, lambda: isinstance(app.screen, ConfirmRollbackScreen))
+    await pilot.pause(0.3)
+    shots.append(Path(app.save_screenshot("17-rollback-confirm.svg", path=str(out))))
+    await pilot.press("y")
+    await _wait(pilot, lambda: any(isinstance(m, RollbackEnded) for m in app.recorded))
+    await pilot.pause(1.0)
+    shots.append(Path(app.save_screenshot("18-rolled-back.svg", path=str(out))))
     return shots
 
 

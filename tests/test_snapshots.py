@@ -6,6 +6,7 @@ of a run (finished, paused, following) come from a scripted run's events.
 After an intended change of a screen: pytest tests/test_snapshots.py --snapshot-update
 """
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from cockpit.app import CockpitApp, CockpitConfig
-from cockpit.messages import EngineReported
+from cockpit.messages import CaptureRead, EngineReported
 from cockpit.monitors import SystemSample
 from cockpit.screens import PerformanceScreen
+from cockpit.way_back import DEADLINE_ITEM
 from engine.core import events
 from engine.core.mapping import nextcrm
+from engine.postgres.rollback_state import CaptureStatus
 from nextcrm_lab.generate import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +149,37 @@ def test_performance_screen(cockpit: CockpitApp, snap_compare: object) -> None:
 
     assert snap_compare(cockpit, terminal_size=(160, 48),  # type: ignore[operator]
                         run_before=show)
+
+
+CUT_OVER_AT = dt.datetime(2026, 12, 6, 21, 4, tzinfo=dt.UTC)
+
+
+def cut_over_and_captured() -> Callable[[object], object]:
+    """run_before: the scripted run, cut over; then the application's writes
+    captured, with the lead's deadline noted, at a fixed moment."""
+    async def run_before(pilot: object) -> None:
+        app: CockpitApp = pilot.app  # type: ignore[attr-defined]
+        await play("finished")(pilot)
+        app.model.cut_over({"status": "DONE", "downtimeSeconds": 4.2,
+                            "validation": {"status": "PASS"}})
+        app.config.mongo_url = "mongodb://crm:secret@mongo.internal:27017/nextcrm"
+        app.runbook_state.items[DEADLINE_ITEM] = {"note": "2026-12-06 23:00+00:00"}
+        app.on_capture_read(CaptureRead(CaptureStatus(CUT_OVER_AT, 1_234, 1_234, None, None,
+                                                      None)))
+        app.dirty = True
+        await settle(pilot)
+    return run_before
+
+
+@pytest.mark.parametrize(("name", "size", "keys"), [
+    ("after-cutover", (120, 40), []),
+    ("after-cutover-80x24", (80, 24), []),
+    ("rollback-confirm", (120, 40), ["u"]),
+])
+def test_way_back(name: str, size: tuple[int, int], keys: list[str], cockpit: CockpitApp,
+                  snap_compare: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the cutover: the changes captured, the capture open, the time left
+    to the deadline, u offered; u asks first, saying what it will write where."""
+    monkeypatch.setattr("cockpit.way_back.now", lambda: CUT_OVER_AT + dt.timedelta(minutes=17))
+    assert snap_compare(cockpit, terminal_size=size, press=keys,  # type: ignore[operator]
+                        run_before=cut_over_and_captured())

@@ -15,6 +15,7 @@ from textual.widgets import Static
 from cockpit.alerts import Limits
 from cockpit.messages import CheckpointRead
 from cockpit.plain import plain_value
+from cockpit.worker_errors import ReportsWorkerFailures
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def read_checkpoint_view(path: Path) -> CheckpointView:
     return CheckpointView(True, data, time.time() - stat.st_mtime)
 
 
-class CheckpointPane(Static, can_focus=True):
+class CheckpointPane(ReportsWorkerFailures, Static, can_focus=True):
     BORDER_TITLE = "3 Checkpoint"
 
     def __init__(self, path: Path, limits: Limits, running: Callable[[], bool],

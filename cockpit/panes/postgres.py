@@ -9,6 +9,7 @@ from textual.widgets import Static
 
 from cockpit.messages import PostgresSampled
 from cockpit.monitors import PostgresStats, sample_postgres
+from cockpit.worker_errors import ReportsWorkerFailures
 
 
 def _size(n: int) -> str:
@@ -19,7 +20,7 @@ def _size(n: int) -> str:
     return f"{n:.0f} PB"
 
 
-class PostgresPane(Static, can_focus=True):
+class PostgresPane(ReportsWorkerFailures, Static, can_focus=True):
     """Samples the target every `interval` seconds in a thread worker."""
 
     BORDER_TITLE = "2 PostgreSQL"

@@ -17,6 +17,7 @@ from textual.widgets.tree import TreeNode
 
 from cockpit.messages import RunbookItemDone
 from cockpit.screens import NoteScreen, PerformanceScreen, ReportScreen
+from cockpit.worker_errors import ReportsWorkerFailures, log
 from engine.core.redact import redact_text
 from engine.core.run_files import RUNBOOK_RECORD_FILE
 from engine.perftest.run import PERFORMANCE_FILE
@@ -38,7 +39,8 @@ from engine.runbook.model import (
 KIND_MARK = {"manual": "·", "auto": "○", "action": "▶"}
 
 
-class RunbookPane(Tree[object], can_focus=True):
+class RunbookPane(ReportsWorkerFailures, Tree[object], can_focus=True):
+    WORKERS_OF = "6 Runbook"
     BINDINGS = [
         Binding("space", "tick", "Tick"),
         Binding("enter", "run", "Run check/action"),
@@ -153,6 +155,7 @@ class RunbookPane(Tree[object], can_focus=True):
             else:
                 result = run_action(name, self.context)
         except Exception as exc:  # this group's handler: a FAIL with the cause, never stuck
+            log.error("runbook %s %s failed", kind, name, exc_info=True)  # the traceback kept
             result = CheckResult(False, redact_text(str(exc)).strip())
         self.post_message(RunbookItemDone(item_id, result.ok, result.detail,
                                           name if kind == "action" else ""))

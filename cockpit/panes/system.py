@@ -14,11 +14,12 @@ from cockpit.alerts import Limits
 from cockpit.messages import SystemSampled
 from cockpit.monitors import SystemSample, sample_system
 from cockpit.panes.chart import Chart
+from cockpit.worker_errors import ReportsWorkerFailures
 
 HISTORY = 120
 
 
-class SystemPane(Vertical, can_focus=True):
+class SystemPane(ReportsWorkerFailures, Vertical, can_focus=True):
     BORDER_TITLE = "5 System"
 
     def __init__(self, run_dir: Path, interval: float, limits: Limits,

@@ -5,12 +5,10 @@ the last proof, and the ObjectIds minted for rows the application created
 in PostgreSQL (their UUIDs come from no ObjectId: engine.core.ids).
 
 The capture itself is engine.postgres.change_log's (row images from the
-cutover on); this module only starts and closes it. It lives here, below
-the cutover and the rollback, because both use it.
-
-These tables should join the versioned state schema
-(engine/postgres/state_schema.py) once it lands; until then they are
-created if missing, as change_log's is.
+cutover on); this module only starts, closes and counts it (capture_status,
+for the cockpit's display). It lives here, below the cutover and the
+rollback, because both use it. Its tables are the state schema's
+(engine/postgres/state_schema.py, version 3).
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ from engine.postgres.checkpoint import STATE_SCHEMA
 
 ROLLBACK = f"{STATE_SCHEMA}.rollback"
 MINTED = f"{STATE_SCHEMA}.rollback_ids"
-
 
 
 @dataclass(frozen=True)
@@ -108,3 +105,34 @@ def pairing(conn: psycopg.Connection) -> dict[uuid.UUID, ObjectId]:
         return {}
     return {u: ObjectId(o) for u, o in conn.execute(
         f"SELECT row_uuid, object_id FROM {MINTED}")}
+
+
+@dataclass(frozen=True)
+class CaptureStatus:
+    """The way back as a screen shows it: how many changes the application
+    made since the cutover (rows of the change log, not a difference of
+    sequence numbers, which skip), how many of them MongoDB lacks yet, and
+    whether the capture still runs."""
+
+    started_at: dt.datetime
+    captured: int  # changes logged since the cutover
+    to_apply: int  # of them, not yet carried back to MongoDB
+    closed_at: dt.datetime | None
+    closed_by: str | None
+    rolled_back_at: dt.datetime | None
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+
+def capture_status(conn: psycopg.Connection) -> CaptureStatus | None:
+    """None: no capture on this target (no cutover recorded)."""
+    state = load(conn)
+    if state is None:
+        return None
+    captured, to_apply = conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE seq > %s) FROM {change_log.CHANGE_LOG} "
+        "WHERE seq > %s", [state.start_seq, state.capture_from_seq]).fetchone()  # type: ignore[misc]
+    return CaptureStatus(state.capture_started_at, captured, to_apply, state.capture_closed_at,
+                         state.capture_closed_by, state.rolled_back_at)

@@ -17,13 +17,12 @@ def rollback_capture(ctx: RunContext) -> CheckResult:
     """Until the rollback deadline, every write of the application is captured
     (triggers present, enabled, recording rows); after it, closed and recorded."""
     with pg(ctx) as conn:
-        state = rollback_state.load(conn)
-        if state is None:
+        status = rollback_state.capture_status(conn)
+        if status is None:
             return CheckResult(False, NO_CAPTURE)
-        captured = change_log.last_seq(conn) - state.capture_from_seq
-        if state.capture_closed_at is not None:
-            return CheckResult(True, f"closed {state.capture_closed_at:%Y-%m-%d %H:%M:%S} by "
-                               f"{state.capture_closed_by} after {captured:,} change(s): the "
+        if status.closed_at is not None:
+            return CheckResult(True, f"closed {status.closed_at:%Y-%m-%d %H:%M:%S} by "
+                               f"{status.closed_by} after {status.captured:,} change(s): the "
                                "rollback deadline has passed")
         broken = [s.table for s in change_log.trigger_states(conn, nextcrm())
                   if not (s.sound and s.rows)]
@@ -32,8 +31,8 @@ def rollback_capture(ctx: RunContext) -> CheckResult:
                            f"({', '.join(broken[:3])}): writes there would be lost by a "
                            "rollback. Re-enable its triggers (ALTER TABLE ... ENABLE TRIGGER "
                            f"{change_log.ROW_TRIGGER}), or roll back now")
-    return CheckResult(True, f"capturing since {state.capture_started_at:%Y-%m-%d %H:%M:%S}: "
-                       f"{captured:,} change(s); at the rollback deadline: "
+    return CheckResult(True, f"capturing since {status.started_at:%Y-%m-%d %H:%M:%S}: "
+                       f"{status.captured:,} change(s); at the rollback deadline: "
                        "cockpit rollback --close")
 
 
