@@ -12,6 +12,12 @@ row update with its staged pairs and junction rows re-synced. The figure is
 changes per second, with this process's CPU seconds beside it (the rest of
 the wall is PostgreSQL's); the source's reads are left out (the documents are
 in memory), so it is our side alone. It should not fall as the target grows.
+
+Each path in --paths is measured on the same target in turn, each pass
+setting its own text: "set-wise" (the follower's, upsert) and "per-document"
+(upsert_one: every document by the path the rare cases take, the follower's
+before set-wise apply, though its junction rows now also skip rows whose
+arrays did not change), so the two are compared in one run.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ def dump_folder(scale: float) -> Path:
     return folder / "nextcrm"
 
 
-def changed_documents(dump: Path, changes: int) -> list[tuple[str, dict]]:
+def changed_documents(dump: Path, changes: int, tag: str = "") -> list[tuple[str, dict]]:
     per = changes // len(CHANGED)
     out = []
     for collection, field in CHANGED.items():
@@ -59,12 +65,13 @@ def changed_documents(dump: Path, changes: int) -> list[tuple[str, dict]]:
             for n, doc in enumerate(bson.decode_file_iter(f)):
                 if n == per:
                     break
-                doc[field] = f"changed by the apply bench {n}"
+                doc[field] = f"changed by the apply bench {tag}{n}"
                 out.append((collection, doc))
     return out
 
 
-def apply_changes(url: str, docs: list[tuple[str, dict]]) -> tuple[float, float]:
+def apply_changes(url: str, docs: list[tuple[str, dict]],
+                  path: str = "set-wise") -> tuple[float, float]:
     """Seconds to apply them all, committed as the follower commits, and
     this process's CPU seconds in them (the rest is PostgreSQL's or waiting)."""
     mapping = nextcrm()
@@ -77,8 +84,9 @@ def apply_changes(url: str, docs: list[tuple[str, dict]]) -> tuple[float, float]
             batch = [(mapping.table_for_collection(c), d) for c, d in docs[i:i + COMMIT_EVERY]]
             with conn.transaction():  # as the follower's _apply does
                 applier.begin([(table, doc["_id"]) for table, doc in batch])
+                upsert = applier.upsert if path == "set-wise" else applier.upsert_one
                 for table, doc in batch:
-                    applier.upsert(table, doc)
+                    upsert(table, doc)
                 applier.settle()
             applier.end()
         return time.perf_counter() - started, time.process_time() - cpu
@@ -88,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1,4")
     parser.add_argument("--changes", type=int, default=2_000)
+    parser.add_argument("--paths", default="per-document,set-wise")
     args = parser.parse_args()
     for scale in [float(s) for s in args.scales.split(",")]:
         dump = dump_folder(scale)
@@ -102,12 +111,19 @@ def main() -> None:
             with psycopg.connect(url) as conn:
                 pairs = conn.execute("SELECT count(*) FROM cockpit_migration.junction_pairs"
                                      ).fetchone()[0]
-            docs = changed_documents(dump, args.changes)
-            seconds, cpu = apply_changes(url, docs)
-        print(f"scale {scale:g}: {len(docs):,} changes applied in {seconds:.2f}s = "
-              f"{len(docs) / seconds:,.0f} changes/s ({pairs:,} staged junction pairs); "
-              f"our process's CPU {cpu:.2f}s ({cpu / seconds:.0%} of the wall, the rest "
-              "PostgreSQL's)", flush=True)
+            rates = {}
+            for path in args.paths.split(","):
+                docs = changed_documents(dump, args.changes, path)
+                seconds, cpu = apply_changes(url, docs, path)
+                rates[path] = len(docs) / seconds
+                print(f"scale {scale:g}, {path}: {len(docs):,} changes applied in "
+                      f"{seconds:.2f}s = {rates[path]:,.0f} changes/s ({pairs:,} staged "
+                      f"junction pairs); our process's CPU {cpu:.2f}s ({cpu / seconds:.0%} "
+                      "of the wall, the rest PostgreSQL's)", flush=True)
+            if {"per-document", "set-wise"} <= rates.keys():
+                ratio = rates["set-wise"] / rates["per-document"]
+                print(f"scale {scale:g}: set-wise is {ratio:.1f}x the per-document path",
+                      flush=True)
 
 
 if __name__ == "__main__":

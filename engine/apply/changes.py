@@ -9,7 +9,11 @@ removes the row. A row that goes takes its dependents the way the migration
 treats a dangling reference (nullable: set NULL and recorded; NOT NULL:
 quarantined, and so on down), never by PostgreSQL's ON DELETE CASCADE. A
 unique value belongs to the first document by _id, whichever arrives first.
-Everything runs in the caller's transaction."""
+Everything runs in the caller's transaction.
+
+A batch's upserts and deletes are applied per table as a set where a
+document is the common case (engine.apply.setwise); the rare ones take the
+per-document path (upsert_one, delete_one), which decides every case."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from bson import ObjectId
 from psycopg import sql
 
 from engine.apply.document import Checked, DocumentApplier, waits_of
+from engine.apply.junctions import JunctionSync
+from engine.apply.setwise import Candidate, apply_set, delete_set, staging_table
 from engine.core.mapping import Mapping, Table
 from engine.core.transform import Rejected
 from engine.postgres import checkpoint, integrity
@@ -60,10 +66,13 @@ class ChangeApplier:
         self.no_entry: set[tuple[str, str]] = set()
         self._temps: set[str] = set()  # this session's staging tables, made once
         self.quarantine_changed = False  # since the caller last reset it (the error files)
-        # Rows updated whose arrays settle() stages, and whose junction rows it
-        # then brings in line: all at once, not row by row.
-        self.unstaged: dict[str, dict[bytes, list]] = {}
-        self.unsynced: dict[str, set[bytes]] = {}
+        # Rows updated or arrived whose arrays settle() stages, and whose
+        # junction rows it then brings in line: all at once, not row by row.
+        self.junctions = JunctionSync(conn, mapping, self.docs)
+        # Changes held to be applied as a set (see upsert, delete), by table.
+        self.held: dict[str, list[dict]] = {}
+        self.held_gone: dict[str, list[object]] = {}  # deletes, by table
+        self.held_keys: set[tuple[str, str]] = set()
 
     # -- a batch -------------------------------------------------------------------
 
@@ -91,11 +100,93 @@ class ChangeApplier:
         """The batch's transaction ended: nothing it learned holds any more."""
         self.docs.present, self.absent, self.no_entry = None, {}, set()
         self._temps = set()  # made in that transaction: gone with it if it rolled back
+        self.held, self.held_gone, self.held_keys = {}, {}, set()  # unapplied: rolled back
 
     # -- the two kinds of change ---------------------------------------------------
 
     def upsert(self, table: Table, doc: dict) -> None:
-        """The document as it is now: its row, or its quarantine record."""
+        """The document as it is now: its row, or its quarantine record.
+        Held until settle or the batch's next delete, which apply the held
+        documents per table as a set (engine.apply.setwise), tables parents
+        first; a document held twice is applied once as it was, then again."""
+        key = (table.name, record_id(doc.get("_id")))
+        if key in self.held_keys or self.held_gone:  # in the order they came
+            self._flush()
+        self.held_keys.add(key)
+        self.held.setdefault(table.name, []).append(doc)
+
+    def _flush(self) -> None:
+        """The held changes (upserts or deletes: a change of the other kind
+        flushes them first): per table, the common case as a set, then each
+        rare one (quarantine in or out, a reference not there, a unique
+        clash, a row others reference, a row PostgreSQL refuses) by the
+        per-document path, in the order they came."""
+        held, gone = self.held, self.held_gone
+        self.held, self.held_gone, self.held_keys = {}, {}, set()
+        for name in sorted(held, key=lambda n: self.order.get(n, 0)):  # parents first
+            table, docs = self.mapping.tables[name], held[name]
+            rare = self._apply_set(table, docs)
+            for doc in docs:
+                if id(doc) in rare:
+                    self.upsert_one(table, doc)
+        for name in sorted(gone, key=lambda n: -self.order.get(n, 0)):  # children first
+            table, keys = self.mapping.tables[name], gone[name]
+            for key in self._delete_set(table, keys):
+                self.delete_one(table, key)
+
+    def _delete_set(self, table: Table, keys: list[object]) -> list[object]:
+        """The common ones of keys deleted as a set; returns the rest."""
+        owns = [record_id(k) for k in keys]
+        unknown = [o for o in owns if (table.name, o) not in self.no_entry]
+        entries = entries_of(self.conn, table.name, unknown) if unknown else {}
+        rows = {own: self.docs.row_id(table, {"_id": k}) for k, own in zip(keys, owns,
+                                                                           strict=True)}
+        removed, rare = delete_set(self.conn, self.mapping, table, [
+            (r, own) for own, r in rows.items() if r is not None and own not in entries])
+        for row_id in removed:  # as _remove keeps the batch's memory
+            self.changed.setdefault(table.name, set()).add(uuid.UUID(bytes=row_id))
+            self.junctions.forget(table.name, row_id)
+            if self.docs.present is not None:
+                self.docs.present.get(table.name, set()).discard(row_id)
+            self.absent.setdefault(table.name, set()).add(row_id)
+        return [k for k, own in zip(keys, owns, strict=True)
+                if own in entries or rows[own] in rare]
+
+    def _apply_set(self, table: Table, docs: list[dict]) -> set[int]:
+        """The common ones of docs applied as a set; returns the rest (by id())."""
+        owns = [record_id(d.get("_id")) for d in docs]
+        unknown = [o for o in owns if (table.name, o) not in self.no_entry]
+        entries = entries_of(self.conn, table.name, unknown) if unknown else {}
+        rare: set[int] = set()
+        candidates: list[Candidate] = []
+        for doc, own in zip(docs, owns, strict=True):
+            if own in entries:
+                rare.add(id(doc))
+                continue
+            try:
+                row, pairs = self.docs.transformer(table).transform(doc)
+            except Rejected:
+                rare.add(id(doc))
+                continue
+            candidates.append(Candidate(doc, own, row, pairs))
+        out = apply_set(self.conn, self.mapping, table, candidates, self._temps)
+        rare |= {id(c.doc) for c in candidates if c.row[0] in out.rare}
+        present = self.docs.present
+        if present is not None:
+            present.setdefault(table.name, set()).update(out.inserted)
+        self.absent.get(table.name, set()).difference_update(out.inserted)
+        self.arrived.setdefault(table.name, set()).update(
+            uuid.UUID(bytes=r) for r in out.inserted)
+        self.changed.setdefault(table.name, set()).update(
+            uuid.UUID(bytes=r) for r in out.updated)
+        arrived = set(out.inserted)
+        for c in candidates:  # their arrays: settle stages them and syncs the junctions
+            if c.row[0] not in out.rare:
+                self.junctions.stage(table.name, c.row[0], c.pairs, c.row[0] in arrived)
+        return rare
+
+    def upsert_one(self, table: Table, doc: dict) -> None:
+        """One document by the per-document path: every case, the rare ones."""
         own = record_id(doc.get("_id"))
         entry = self._entry(table, own)
         row_id = self.docs.row_id(table, doc)
@@ -130,7 +221,16 @@ class ChangeApplier:
             checkpoint.add_to_counts(self.conn, table.name, quarantined=-1)
 
     def delete(self, table: Table, key: object) -> None:
-        """The document is gone from the source: so are its row or its record."""
+        """The document is gone from the source: so are its row or its record.
+        Held like upsert's, until settle or the next upsert."""
+        key_of = (table.name, record_id(key))
+        if key_of in self.held_keys or self.held:  # in the order they came
+            self._flush()
+        self.held_keys.add(key_of)
+        self.held_gone.setdefault(table.name, []).append(key)
+
+    def delete_one(self, table: Table, key: object) -> None:
+        """One delete by the per-document path: every case, the rare ones."""
         own = record_id(key)
         row_id = self.docs.row_id(table, {"_id": key})
         if row_id is not None and self._exists(table, row_id):
@@ -149,8 +249,9 @@ class ChangeApplier:
         held by a row that changed or went (it may have let it go). Found by
         what each record waits for (indexed columns): the cost is the
         changes', never the quarantine's size."""
+        self._flush()
         for _ in range(100):  # each round follows the rows the last one brought
-            self._sync_junctions()
+            self.junctions.sync()
             arrived, changed = self.arrived, self.changed
             self.arrived, self.changed = {}, {}
             waiting = {e.seq: e for name, ids in arrived.items()
@@ -166,8 +267,8 @@ class ChangeApplier:
                 table = self.mapping.tables[name]
                 assert table.collection
                 for doc in self.fetch(table.collection, [e.source_id for e in by_table[name]]):
-                    self.upsert(table, doc)
-        self._sync_junctions()
+                    self.upsert_one(table, doc)  # each has a record: never the common case
+        self.junctions.sync()
 
     # -- rows ----------------------------------------------------------------------
 
@@ -188,13 +289,7 @@ class ChangeApplier:
     def _update(self, table: Table, own: str, c: Checked) -> None:
         """The row takes the document's values now; its own set-NULL records,
         staged pairs and junction rows follow its arrays now."""
-        temp = f"apply_{table.name}"  # the row by COPY, as the load writes rows
-        if temp not in self._temps:
-            self.conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {})").format(
-                ident(temp), ident(table.name)))
-            self._temps.add(temp)
-        # DELETE, not TRUNCATE: a TRUNCATE makes a new file for the table each time.
-        self.conn.execute(sql.SQL("DELETE FROM {}").format(ident(temp)))
+        temp = staging_table(self.conn, table, self._temps)  # the row by COPY, as the load
         copy_rows(self.conn, temp, table.column_names, wire_types(table), [c.row])
         columns = [n for n in table.column_names if n != "id"]
         self.conn.execute(sql.SQL("UPDATE {t} SET ({cols}) = (SELECT {cols} FROM {tmp}) "
@@ -204,39 +299,7 @@ class ChangeApplier:
         self.conn.execute(f"DELETE FROM {STATE_SCHEMA}.adjustments WHERE table_name = %s "
                           "AND object_id = %s", [table.name, own])
         self.docs.record_nulled(table, own, c.nulled)
-        self.unstaged.setdefault(table.name, {})[c.row[0]] = c.pairs  # see settle
-
-    def _sync_junctions(self) -> None:
-        """The arrays of the rows updated since last time staged, and the
-        junction rows naming them made exactly the
-        staged pairs (both sides' arrays) whose two rows are there; a few
-        statements a junction for all of them, not a few a row."""
-        unstaged, self.unstaged = self.unstaged, {}
-        for name, by_row in unstaged.items():
-            if by_row:
-                self.docs.stage_pairs_of(self.mapping.tables[name], list(by_row),
-                                         [p for pairs in by_row.values() for p in pairs])
-                self.unsynced.setdefault(name, set()).update(by_row)
-        unsynced, self.unsynced = self.unsynced, {}
-        for name, row_ids in unsynced.items():
-            if not row_ids:
-                continue
-            ids = [uuid.UUID(bytes=r) for r in row_ids]
-            for j in self.mapping.junctions:
-                for column, other, t in (("left_id", "right_id", j.left_table),
-                                         ("right_id", "left_id", j.right_table)):
-                    if t != name:
-                        continue
-                    mine = j.left_column if column == "left_id" else j.right_column
-                    theirs = j.right_column if column == "left_id" else j.left_column
-                    self.conn.execute(sql.SQL(
-                        "DELETE FROM {j} x WHERE x.{mine} = ANY(%s) AND NOT EXISTS (SELECT 1 "
-                        "FROM {pairs} p WHERE p.junction = %s AND p.{col} = x.{mine} "
-                        "AND p.{oth} = x.{theirs})").format(
-                        j=ident(j.table), mine=ident(mine), theirs=ident(theirs),
-                        pairs=sql.SQL(PAIRS_TABLE), col=sql.Identifier(column),
-                        oth=sql.Identifier(other)), [ids, j.table])
-            self.docs.add_pairs_of(self.mapping.tables[name], list(row_ids))
+        self.junctions.stage(table.name, c.row[0], c.pairs)  # see settle
 
     def _remove(self, table: Table, row_id: bytes, own: str, code: str | None,
                 message: str | None, doc: dict | None = None,
@@ -245,8 +308,7 @@ class ChangeApplier:
         reference); with a code, its document goes to the quarantine."""
         rid = uuid.UUID(bytes=row_id)
         self.changed.setdefault(table.name, set()).add(rid)
-        self.unstaged.get(table.name, {}).pop(row_id, None)  # its staged pairs go below
-        self.unsynced.get(table.name, set()).discard(row_id)
+        self.junctions.forget(table.name, row_id)  # its staged pairs go below
         if self.docs.present is not None:  # the batch's memory follows the row out
             self.docs.present.get(table.name, set()).discard(row_id)
             self.absent.setdefault(table.name, set()).add(row_id)
