@@ -6,15 +6,21 @@ Seeds the MongoDB wire server (secantusd, a separate process) with the NextCRM
 set, starts `cockpit migrate --follow` against embedded PostgreSQL while the
 application writes at --rate (follow_bench's Load: inserts, updates of fields
 and relation arrays, deletes on the big collections), during the snapshot and
-for --seconds after the follower caught up. Then the writes stop and, at once,
+until the follower's own online validation (started once it caught up) has
+proven the rows (its duration and the follower's lag meanwhile are printed),
+and for --seconds more. Then the writes stop and, at once,
 `cockpit cutover --writes-stopped-at <that moment>` runs beside the follower
 and takes it over (no follower stopped first, none started again). Printed:
 the downtime (writes stopped -> validated) and each part: before the cutover
 began (the command's own start-up), taking the follower over (it applies up
 to the source's last operation and exits), the cutover's catch-up (proven by
-operation time; idle confirmation only in the fallback), validation. Which
-figures grow with the data: validation (all rows unless proven online); the
-others follow the write rate and the lag at the stop, not the size."""
+operation time; idle confirmation only in the fallback), validation (since
+the proof, with its own parts: the change log, the source's stream since the
+proof, the rows by key, the set-wise checks, the exact counts). Which figures
+grow with the data: the exact counts (a count per collection: a scan on the
+wire server) and, without a proof, validation; the stream and the rows by key
+follow the writes since the proof; the others the write rate and the lag at
+the stop."""
 
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from follow_bench import Load, follow_view, snapshot_finished  # noqa: E402
+from online_validation_bench import lags_while, online_done, print_cutover, said  # noqa: E402
 
 from nextcrm_lab.generate import Generator  # noqa: E402
 from nextcrm_lab.local_servers import EmbeddedPostgres, MongoWireServer  # noqa: E402
@@ -75,7 +82,18 @@ def main() -> None:
                 raise SystemExit((run / "follower.log").read_text()[-2000:])
             time.sleep(0.2)
         print(f"snapshot under {args.rate:g} writes/s: {time.monotonic() - t:.1f}s")
-        time.sleep(args.seconds)
+        # the follower's own online validation, once caught up: the proof the cutover builds on
+        proof_file = run / "migration-validation-report.json"
+        t = time.monotonic()
+        during = lags_while(run, lambda: not online_done(proof_file) and follower.poll() is None
+                            and time.monotonic() - t < 600 * max(1.0, args.scale))
+        proof = json.loads(proof_file.read_text()) if proof_file.exists() else {}
+        print(f"online validation beside the follower: {proof.get('status')} after "
+              f"{time.monotonic() - t:.1f}s (from the snapshot's end; its own "
+              f"{proof.get('durationSeconds')}s scan), {proof.get('online')}")
+        print(f"follower lag during it: {said(during)}")
+        after = lags_while(run, lambda: True, args.seconds)
+        print(f"follower lag after it, for {args.seconds:g}s: {said(after)}")
         view = follow_view(run) or {}
         print(f"following under load: lag {view.get('lagSeconds')}s at the stop, "
               f"{load.written():,} writes so far")
@@ -90,16 +108,9 @@ def main() -> None:
         report = json.loads((run / "cutover-report.json").read_text())
         if report.get("status") != "DONE":
             print(done.stdout[-3000:], done.stderr[-3000:])
-        p = report.get("parts", {})
-        print(f"\n{documents:,} documents, {args.rate:g} writes/s until the stop")
-        print(f"cutover {report.get('status')} (caught up by {report.get('caughtUpBy')}, "
-              f"follower taken over: {bool(report.get('tookOverFollower'))}, follower exit "
-              f"{follower.returncode}); command wall time {wall:.1f}s")
-        print(f"downtime {report.get('downtimeSeconds', 0):.2f}s = before the cutover began "
-              f"{p.get('beforeCutoverStarted', 0):.2f}s + takeover {p.get('takeover', 0):.2f}s"
-              f" + catch-up {p.get('catchUp', 0):.2f}s + idle confirmation "
-              f"{p.get('idleConfirmation', 0):.2f}s + validation {p.get('validation', 0):.2f}s")
-        print(f"changes applied after the stop: {report.get('changesAppliedAfterStop')}")
+        print(f"\n{documents:,} documents, {args.rate:g} writes/s until the stop; follower "
+              f"exit {follower.returncode}; command wall time {wall:.1f}s")
+        print_cutover(report)
     finally:
         if load is not None:
             load.halt()

@@ -45,11 +45,26 @@ def lags_while(run: Path, busy: callable, seconds: float | None = None) -> list[
     return lags
 
 
-def _online_done(report: Path) -> bool:
+def online_done(report: Path) -> bool:
     try:
         return "online" in json.loads(report.read_text())
     except (OSError, ValueError):
         return False
+
+
+def print_cutover(cut: dict) -> None:
+    """The downtime, its parts, and where the validation's part went."""
+    p, v = cut.get("parts", {}), cut.get("validation", {})
+    print(f"cutover {cut.get('status')} (caught up by {cut.get('caughtUpBy')}, follower "
+          f"taken over: {bool(cut.get('tookOverFollower'))})")
+    print(f"downtime {cut.get('downtimeSeconds', 0):.2f}s = before the cutover began "
+          f"{p.get('beforeCutoverStarted', 0):.2f}s + takeover {p.get('takeover', 0):.2f}s"
+          f" + catch-up {p.get('catchUp', 0):.2f}s + idle confirmation "
+          f"{p.get('idleConfirmation', 0):.2f}s + validation {p.get('validation', 0):.2f}s")
+    print(f"validation {v.get('mode')}: {v.get('rowsChecked', 'every')} rows checked by key; "
+          f"its parts {v.get('partSeconds')}; fully validated "
+          f"{(v.get('fullyValidated') or {}).get('tables')}; why full {v.get('whyFull')}")
+    print(f"changes applied after the stop: {cut.get('changesAppliedAfterStop')}")
 
 
 def said(lags: list[float]) -> str:
@@ -90,11 +105,11 @@ def main() -> None:
         load.start(args.rate)
         report = run / "migration-validation-report.json"
         t = time.monotonic()  # the follower's own online validation, once caught up
-        while not _online_done(report) and time.monotonic() - t < 600:
-            time.sleep(0.5)
+        own = lags_while(run, lambda: not online_done(report)
+                         and time.monotonic() - t < 600 * max(1.0, args.scale))
         print(f"the follower's own online validation: "
               f"{json.loads(report.read_text()).get('status') if report.exists() else 'none'}"
-              f" after {time.monotonic() - t:.1f}s")
+              f" after {time.monotonic() - t:.1f}s (lag meanwhile: {said(own)})")
         base = lags_while(run, lambda: True, args.seconds)
         t = time.monotonic()
         online = subprocess.Popen([*cockpit, "validate", "--online", "--mongo", source,
@@ -118,10 +133,7 @@ def main() -> None:
         cut = json.loads((run / "cutover-report.json").read_text())
         if cut.get("status") != "DONE":
             print(done.stdout[-3000:], done.stderr[-3000:])
-        v = cut.get("validation", {})
-        print(f"cutover {cut.get('status')}: downtime {cut.get('downtimeSeconds')}s, parts "
-              f"{cut.get('parts')}; validation {v.get('mode')} "
-              f"({v.get('rowsChecked', 'every')} rows checked)")
+        print_cutover(cut)
     finally:
         mongo.close()
         pg.close()

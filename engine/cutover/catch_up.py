@@ -82,7 +82,7 @@ def catch_up(source: MongoSource, postgres_url: str, settings: MigrationSettings
     taken = time.monotonic()
     followed = Follower(source, settings, None, sinks, control, mapping,
                         max_seconds=max(1.0, max_wait_s - (taken - begun)),
-                        finish_at=finish).run()
+                        finish_at=finish, read_oplog=False).run()
     done = time.monotonic()
     method = finish.method if followed.outcome == "caught_up" else ""
     idle = idle_s if method == IDLE else 0.0

@@ -12,17 +12,22 @@ cutover checks, against the now frozen source:
 - no change since the proof made behind the tool's back (by_tool false in the
   change log): each is named and fails the cutover.
 
-Doubt falls back to the full validation (every row, `cutover --full` always):
-no passing proof, a change-log trigger missing or disabled, a TRUNCATE, a
-table whose modification counters moved more than the change log explains
-(writes the triggers did not see: session_replication_role = replica), or
-an entity table whose exact count differs.
+A doubt on one table validates that table in full (every row, four layers;
+both sides of a doubted junction), the rest since the proof: a change-log
+trigger missing or disabled on it, its modification counters moving more
+than the change log explains (writes the triggers did not see:
+session_replication_role = replica), its exact count differing. A doubt on
+the whole target validates everything in full (`cutover --full` always): no
+passing proof, the change log or every trigger missing, a TRUNCATE (it
+empties the tables it cascades to unseen), the source's stream since the
+proof unreadable.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -36,62 +41,131 @@ from engine.postgres.session import connect
 from engine.source.change_stream import HistoryLost, StreamPosition
 from engine.source.mongo import MongoSource
 from engine.validate import proof_record
-from engine.validate.by_key import KeyResult, changed_rows, check_keys
-from engine.validate.online import stream_changes
+from engine.validate.by_key import FrozenArrays, KeyResult, changed_rows, check_keys
+from engine.validate.online import StreamNotRead, stream_changes
 from engine.validate.run import Validator
 from engine.validate.setwise import SetwiseChecks
 from engine.validate.table_check import ValidationSettings
 
 
+@dataclass(frozen=True)
+class Doubt:
+    """Why (part of) the proof cannot be built on."""
+
+    why: str
+    table: str | None = None  # the table it concerns; None: the whole target
+
+
 def validate_at_cutover(source: MongoSource, settings: ValidationSettings, mapping: Mapping,
                         sinks: Iterable[events.Sink] = (), full: bool = False) -> dict:
-    """The cutover's validation report: since the proof, or in full (with why)."""
+    """The cutover's validation report: since the proof, with the tables a
+    doubt concerns validated in full ("fullyValidated"), or all in full (with why)."""
     sinks = list(sinks)
     started = time.monotonic()
     with connect(settings.postgres_url, "cutover", tuned=False) as conn:
         proof = proof_record.latest(conn)
-        doubts = ["cutover --full"] if full else doubts_about(conn, mapping, proof)
-        if not doubts:
+        doubts = [Doubt("cutover --full")] if full else doubts_about(conn, mapping, proof)
+        if not any(d.table is None for d in doubts):
             assert proof is not None
             behind = change_log.writes_behind_the_tool(conn, proof.change_seq)
             if behind:
                 return _behind_the_tool(behind, proof, started)
-            report = _since_proof(conn, source, settings, mapping, proof, sinks)
+            counted = time.monotonic()
+            counts = exact_counts(conn, source, mapping)
+            counted = time.monotonic() - counted
+            doubts += [Doubt(f"{t}: exact count differs (expected "
+                             f"{c['source'] - c['quarantined']}, has {c['target']})", t)
+                       for t, c in counts.items() if c["source"] - c["quarantined"] != c["target"]]
+            affected = affected_tables(mapping, doubts)
+            report = _since_proof(conn, source, settings, mapping, proof, sinks, counts,
+                                  affected)
             if report.get("doubt"):
-                doubts = [report["doubt"]]
+                doubts = [Doubt(report["doubt"])]
             else:
-                report["durationSeconds"] = round(time.monotonic() - started, 3)
-                return report
-    for sink in sinks:
-        sink(events.Notice("info", "validating every row: " + "; ".join(doubts)))
-    report = Validator(source, settings, sinks, mapping).run()
-    report["mode"] = "full"
-    report["whyFull"] = doubts
+                report["partSeconds"]["exactCounts"] = round(counted, 3)
+    if any(d.table is None for d in doubts):
+        whole = [d.why for d in doubts]
+        for sink in sinks:
+            sink(events.Notice("info", "validating every row: " + "; ".join(whole)))
+        report = Validator(source, settings, sinks, mapping).run()
+        report["mode"] = "full"
+        report["whyFull"] = whole
+        return report
+    if affected:
+        _validate_in_full(report, source, settings, mapping, sinks, doubts, affected)
+    report["durationSeconds"] = round(time.monotonic() - started, 3)
     return report
 
 
+def affected_tables(mapping: Mapping, doubts: list[Doubt]) -> set[str]:
+    """The entity tables to validate in full for the doubts on tables: each
+    doubted entity table, and both sides of a doubted junction (its pairs
+    come from both sides' arrays). Orphans and values are checked over the
+    whole target by the full validation either way."""
+    junctions = {j.table: j for j in mapping.junctions}
+    out: set[str] = set()
+    for d in doubts:
+        if d.table in junctions:
+            out |= {junctions[d.table].left_table, junctions[d.table].right_table}
+        elif d.table is not None:
+            out.add(d.table)
+    return out
+
+
+def _validate_in_full(report: dict, source: MongoSource, settings: ValidationSettings,
+                      mapping: Mapping, sinks: list[events.Sink], doubts: list[Doubt],
+                      affected: set[str]) -> None:
+    """The affected tables, every row, four layers (the rest was validated
+    since the proof): the report says which and why, and fails with them."""
+    why = [d.why for d in doubts if d.table is not None]
+    for sink in sinks:
+        sink(events.Notice("info", f"validating every row of {', '.join(sorted(affected))}: "
+                           + "; ".join(why)))
+    began = time.monotonic()
+    validator = Validator(source, settings, sinks, mapping, rules_sample=None, only=affected)
+    validator.write_report = False  # its findings are the cutover report's (the proof's stays)
+    full = validator.run()
+    report["partSeconds"]["affectedInFull"] = round(time.monotonic() - began, 3)
+    layers = ("rowCountValidation", "sampleRecordValidation",
+              "referentialIntegrityValidation", "dataTypeValidation")
+    report["fullyValidated"] = {
+        "tables": sorted(affected), "why": why, "status": full["status"],
+        "rowsChecked": full["totals"]["targetRows"],
+        "failing": {k: full[k] for k in layers if full[k]["status"] != "PASS"}}
+    if full["status"] != "PASS":
+        report["status"] = "FAIL"
+        report["matchPercentage"] = min(report["matchPercentage"], full["matchPercentage"])
+
+
 def doubts_about(conn: psycopg.Connection, mapping: Mapping,
-                 proof: proof_record.Proof | None) -> list[str]:
-    """Why the proof cannot be built on (none: it can)."""
+                 proof: proof_record.Proof | None) -> list[Doubt]:
+    """Why the proof cannot be built on (none: it can), on the whole target
+    or on one table."""
     if proof is None:
-        return ["no passing online validation is recorded (cockpit validate --online)"]
+        return [Doubt("no passing online validation is recorded (cockpit validate --online)")]
     if not change_log.exists(conn):
-        return ["the change log is missing"]
-    doubts = [f"{s.table}: change-log trigger missing or disabled (row "
-              f"{s.row_trigger or 'missing'}, truncate {s.truncate_trigger or 'missing'})"
-              for s in change_log.trigger_states(conn, mapping) if not s.sound]
-    doubts += [f"{t}: truncated since the proof"
+        return [Doubt("the change log is missing")]
+    states = change_log.trigger_states(conn, mapping)
+    if all(s.row_trigger is None and s.truncate_trigger is None for s in states):
+        return [Doubt("the change log's triggers are missing on every table")]
+    doubts = [Doubt(f"{s.table}: change-log trigger missing or disabled (row "
+                    f"{s.row_trigger or 'missing'}, truncate {s.truncate_trigger or 'missing'})",
+                    s.table)
+              for s in states if not s.sound]
+    # a TRUNCATE empties the tables it cascades to without their triggers: everything
+    doubts += [Doubt(f"{t}: truncated since the proof")
                for t in sorted(change_log.truncated_since(conn, proof.change_seq))]
     logged = change_log.counts_since(conn, proof.change_seq)
     now = proof_record.counters(conn, mapping)
     for table, count in sorted(now.items()):
         before = proof.counters.get(table)
         if before is None or count < before:
-            doubts.append(f"{table}: modification counters reset since the proof")
+            doubts.append(Doubt(f"{table}: modification counters reset since the proof",
+                                table))
         elif count - before > logged.get(table, 0):
-            doubts.append(f"{table}: {count - before} row writes since the proof, "
-                          f"{logged.get(table, 0)} in the change log (writes the triggers "
-                          "did not see, or rolled back)")
+            doubts.append(Doubt(f"{table}: {count - before} row writes since the proof, "
+                                f"{logged.get(table, 0)} in the change log (writes the "
+                                "triggers did not see, or rolled back)", table))
     return doubts
 
 
@@ -109,34 +183,45 @@ def _behind_the_tool(behind: list[change_log.Change], proof: proof_record.Proof,
 
 
 def _since_proof(conn: psycopg.Connection, source: MongoSource, settings: ValidationSettings,
-                 mapping: Mapping, proof: proof_record.Proof,
-                 sinks: list[events.Sink]) -> dict:
-    counts = exact_counts(conn, source, mapping)
-    differ = {t: c for t, c in counts.items() if c["source"] - c["quarantined"] != c["target"]}
-    if differ:
-        return {"doubt": "exact counts differ: " + "; ".join(
-            f"{t} expected {c['source'] - c['quarantined']}, has {c['target']}"
-            for t, c in differ.items())}
+                 mapping: Mapping, proof: proof_record.Proof, sinks: list[events.Sink],
+                 counts: dict[str, dict[str, int]], affected: set[str]) -> dict:
+    """Every row changed since the proof, by key, but those of the affected
+    tables (validated in full instead); {"doubt": why} when what changed at
+    the source cannot be read."""
+    # where the time goes (the source's stream and counts: bounded by its server's speed)
+    seconds: dict[str, float] = {}
+    began = time.monotonic()
     changed = changed_rows(mapping, change_log.changed_keys(conn, proof.change_seq))
+    seconds["changeLog"] = round(time.monotonic() - began, 3)
+    began = time.monotonic()
     position = StreamPosition(proof.stream_token,
                               None if proof.stream_token else proof.stream_time)
     try:
         streamed = stream_changes(source, mapping, position, None)
     except HistoryLost:
         return {"doubt": "the source's stream no longer holds the changes since the proof"}
+    except StreamNotRead as exc:
+        return {"doubt": str(exc)}
     for table, ids in streamed.items():
         changed.setdefault(table, set()).update(ids)
+    seconds["sourceStream"] = round(time.monotonic() - began, 3)
+    began = time.monotonic()
 
     def emit(event: events.Event) -> None:
         for sink in sinks:
             sink(event)
+    arrays = FrozenArrays(source, mapping)  # (the source is frozen: read its arrays once)
     results: dict[str, KeyResult] = {
-        t: check_keys(conn, source, mapping, settings, t, ids, emit)
-        for t, ids in changed.items() if ids and mapping.tables[t].collection}
+        t: check_keys(conn, arrays, mapping, settings, t, ids, emit)
+        for t, ids in changed.items()
+        if ids and mapping.tables[t].collection and t not in affected}
+    seconds["byKey"] = round(time.monotonic() - began, 3)
+    began = time.monotonic()
     checks = SetwiseChecks(mapping, settings.thresholds)
     orphans = [o for fk in mapping.foreign_keys if (o := checks.orphans_among(conn, fk, changed))]
     types = checks.data_types(conn, only=changed)
     schema = [d.message for d in schema_diff.compare(conn, mapping) if d.fails_validation]
+    seconds["setWise"] = round(time.monotonic() - began, 3)
     failing = {t: r for t, r in results.items() if r.differing}
     n = settings.thresholds.examples
     passed = not failing and not orphans and not types and not schema
@@ -144,7 +229,7 @@ def _since_proof(conn: psycopg.Connection, source: MongoSource, settings: Valida
         "status": "PASS" if passed else "FAIL", "mode": "since proof",
         "proofAt": proof.at.isoformat(), "proofChangeSeq": proof.change_seq,
         "rowsChecked": sum(r.checked for r in results.values()),
-        "counts": counts,
+        "counts": counts, "partSeconds": seconds,
         "failedRows": {t: {"count": len(r.differing), "missing": r.count.missing[:n],
                            "extra": r.count.extra[:n], "fieldMismatches": r.mismatches[:n],
                            "junctionPairs": r.junctions[:n]} for t, r in failing.items()},

@@ -41,7 +41,7 @@ TIME_FORMAT = "'YYYY-MM-DD HH:MM:SS'"
 
 # What the validation since the online proof found (engine/cutover/proof.py).
 SINCE_PROOF = ("rowsChecked", "failedRows", "orphans", "typeProblems", "schemaDifferences",
-               "behindTheTool", "why")
+               "behindTheTool", "why", "fullyValidated", "partSeconds")
 
 
 @dataclass(frozen=True)

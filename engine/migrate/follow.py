@@ -120,13 +120,17 @@ class Follower(StageRun):
     def __init__(self, source: MongoSource, settings: MigrationSettings,
                  until_idle: float | None = None, sinks: Iterable[events.Sink] = (),
                  control: MigrationControl | None = None, mapping: Mapping | None = None,
-                 max_seconds: float | None = None, finish_at: FinishAt | None = None) -> None:
+                 max_seconds: float | None = None, finish_at: FinishAt | None = None,
+                 read_oplog: bool = True) -> None:
         super().__init__(sinks, control, mapping)
         self.source = source
         self.settings = settings
         self.until_idle = until_idle
         self.finish_at = finish_at  # the cutover's: outcome "caught_up" once reached
         self.max_seconds = max_seconds  # the cutover's bound: then outcome "timed_out"
+        # False for the cutover's (inside the downtime): no read of the oplog, which a
+        # wire server scans whole; a resume token's history is the server's to check.
+        self.read_oplog = read_oplog
         self.order = {t.collection: i for i, t in enumerate(self.mapping.entity_tables)}
         self._mirrored = 0.0
         self._applied = 0  # by this invocation
@@ -219,7 +223,8 @@ class Follower(StageRun):
         applied, idle_since, lag, checked = self._applied, None, 0.0, False
         rate_window: list[tuple[float, int]] = []
         files_at, files_behind = time.monotonic(), False
-        history, history_at = oplog_span(self.source), time.monotonic()
+        history = oplog_span(self.source) if self.read_oplog else None
+        history_at = time.monotonic()
         # For a cutover's finish (engine.migrate.finish): the stream's position once
         # drained, the last change applied, when the last empty batch was asked for.
         passed: Timestamp | None = None
@@ -237,7 +242,7 @@ class Follower(StageRun):
                 self.outage.answered()
                 for note in batch.notes:  # a drop or rename of no mapped collection
                     self.emit(events.Notice("warning", note))
-                if not checked:
+                if not checked and (self.read_oplog or not (state.token or state.start_token)):
                     # Once the stream has read from the position, and before any
                     # change is applied: the history since it must be whole.
                     self._check_history(state)
@@ -273,7 +278,8 @@ class Follower(StageRun):
                 if files_behind and now - files_at >= ERROR_FILES_EVERY_S:
                     self.files.errors.rewrite(conn)
                     files_at, files_behind = now, False
-                if now - history_at >= HISTORY_EVERY_S:
+                if self.read_oplog and self.finish_at is None \
+                        and now - history_at >= HISTORY_EVERY_S:  # (never in a cutover's downtime)
                     history, history_at = oplog_span(self.source), now
                 progress = events.FollowProgress(applied_before + applied, rate, lag, caught_up,
                                                  history)

@@ -21,6 +21,16 @@ from engine.source.base import (
 )
 
 FETCH_CHUNK = 100  # _ids a find asks for (see MongoSource.fetch)
+REFERENCING_IN_MAX = 20  # ids a $in on an array field asks for (see MongoSource.referencing)
+
+
+def is_hashable(value: object) -> bool:
+    return not isinstance(value, dict | list)
+
+
+def named_values(value: object) -> list:
+    """What a field names: an array's elements, or the value itself."""
+    return value if isinstance(value, list) else [value]
 
 
 def mongo_database(url: str) -> str | None:
@@ -166,12 +176,25 @@ class MongoSource:
         return out
 
     def referencing(self, collection: str, field: str, ids: list[object]) -> list[dict]:
-        out: list[dict] = []
+        """The documents whose field (an array, or a value) names any of ids,
+        projected on it. A few ids: a $in query (an index on the field serves
+        it). More: one read of the collection projected on the field, matched
+        here: without an index the server scans the collection either way,
+        and a wire server matches a $in element by element (issue 18: 1,000
+        ids took 35x a projected read of the collection, 5,000 timed out)."""
+        if len(ids) <= REFERENCING_IN_MAX:
+            with self._answering(f"reading {printable(collection)}"):
+                return list(self.db[collection].find({field: {"$in": ids}}, {field: 1}))
+        wanted = set(ids)
+        return [doc for doc in self.projected(collection, [field])
+                if any(is_hashable(v) and v in wanted for v in named_values(doc.get(field)))]
+
+    def projected(self, collection: str, fields: list[str]) -> list[dict]:
+        """Every document holding any of fields, projected on them (_id too)."""
         with self._answering(f"reading {printable(collection)}"):
-            for i in range(0, len(ids), 10_000):
-                out.extend(self.db[collection].find({field: {"$in": ids[i:i + 10_000]}},
-                                                    {field: 1}))
-        return out
+            return list(self.db[collection].find({"$or": [{f: {"$exists": True}}
+                                                          for f in fields]},
+                                                 dict.fromkeys(fields, 1), batch_size=5000))
 
     def size(self) -> dict[str, int]:
         with self._answering("asking for dbStats"):

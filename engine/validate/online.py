@@ -10,9 +10,11 @@ against a source that is still changing, beside a running follower:
    document may have changed after the follower's position);
 3. take the source's operation time and wait until the follower has applied
    every change up to it;
-4. re-check the suspects by key (engine/validate/by_key.py): equal now, they
-   pass; still differing and changed since step 1 (in the target's change log
-   or the source's stream), they are left to the cutover, which checks every
+4. re-check the suspects by key (engine/validate/by_key.py; their junction
+   pairs only where the set-wise check found one differing): equal now, they
+   pass; still differing and changed since step 1 (in the target's change log,
+   or, for those it does not explain, the source's stream up to the server's
+   time after the re-check), they are left to the cutover, which checks every
    row changed after the proof; still differing and unchanged, they fail;
 5. record the proof in the target (engine/validate/proof_record.py) and in
    migration-validation-report.json ("online", "provenUpTo").
@@ -46,11 +48,17 @@ from engine.source.mongo import MongoSource
 from engine.validate import proof_record
 from engine.validate.by_key import KeyResult, changed_rows, check_keys
 from engine.validate.report import REPORT_FILE
+from engine.validate.rules_check import SAMPLE as RULES_SAMPLE
 from engine.validate.rules_check import find_disagreements, rules_report
 from engine.validate.run import Validator
 from engine.validate.table_check import ValidationSettings
 
 DEFAULT_WAIT_S = 300.0  # how long the follower may take to pass the checks' end
+
+
+class StreamNotRead(Exception):
+    """The source's stream could not be read up to the point asked for in
+    time: what changed is not known (never a partial answer taken as whole)."""
 
 
 class NotFollowing(Exception):
@@ -67,7 +75,8 @@ def lower_priority() -> None:
 def stream_changes(source: MongoSource, mapping: Mapping, position: StreamPosition,
                    until: Timestamp | None, max_seconds: float = 60.0) -> dict[str, set[bytes]]:
     """Table -> row ids of the documents changed at the source after position
-    (up to until, or the stream's end when until is None)."""
+    (up to until, or the stream's end when until is None); StreamNotRead if
+    that takes longer than max_seconds."""
     out: dict[str, set[bytes]] = {}
     stream = ChangeStream(source, mapping.collections, position, wait_ms=200)
     deadline = time.monotonic() + max_seconds
@@ -87,7 +96,9 @@ def stream_changes(source: MongoSource, mapping: Mapping, position: StreamPositi
                 return out
     finally:
         stream.close()
-    return out
+    raise StreamNotRead(f"the source's change stream was still being read after "
+                        f"{max_seconds:g}s ({sum(map(len, out.values())):,} documents "
+                        "changed so far)")
 
 
 def follower_passed(source: MongoSource, conn: psycopg.Connection, mapping: Mapping,
@@ -113,12 +124,14 @@ def follower_passed(source: MongoSource, conn: psycopg.Connection, mapping: Mapp
 class OnlineValidation:
     def __init__(self, source: MongoSource, settings: ValidationSettings,
                  sinks: Iterable[events.Sink] = (), mapping: Mapping | None = None,
-                 wait_seconds: float = DEFAULT_WAIT_S) -> None:
+                 wait_seconds: float = DEFAULT_WAIT_S,
+                 rules_sample: int | None = RULES_SAMPLE) -> None:
         self.source = source
         self.settings = dataclasses.replace(settings, workers=1)  # beside the follower
         self.sinks = list(sinks)
         self.mapping = mapping or nextcrm()
         self.wait_seconds = wait_seconds
+        self.rules_sample = rules_sample  # the second opinion's, run once after the re-check
 
     def emit(self, event: events.Event) -> None:
         for sink in self.sinks:
@@ -142,7 +155,9 @@ class OnlineValidation:
             position = StreamPosition(follow.token or follow.start_token,
                                       None if follow.token else follow.start_time)
             stream_time = follow.last_event_time or follow.start_time
-        validator = Validator(self.source, self.settings, self.sinks, self.mapping)
+        # (its own second opinion is not run: the one after the re-check counts)
+        validator = Validator(self.source, self.settings, self.sinks, self.mapping,
+                              rules_sample=None)
         validator.write_report = False  # the scan's findings are suspects, not yet a report
         report = validator.run()
         checked_until = cluster_time(self.source)
@@ -154,21 +169,19 @@ class OnlineValidation:
                     "running? Nothing was recorded as proven.")}
                 report["status"] = "NOT_PROVEN"
                 return self._write(report)
-            results = self._recheck(conn, validator.suspects)
+            results = self._recheck(conn, validator.suspects, validator.pair_suspects)
             orphans = [o for fk in self.mapping.foreign_keys
                        if (o := validator.checks.orphans(conn, fk))]
             types = validator.checks.data_types(conn)
-            rules = (find_disagreements(conn, self.source, self.mapping,
-                                        validator.rules_sample)
-                     if validator.rules_sample else None)
+            rules = (find_disagreements(conn, self.source, self.mapping, self.rules_sample)
+                     if self.rules_sample else None)
             # What changed since the proof began, read after every check above.
-            changed = changed_rows(self.mapping, change_log.changed_keys(conn, start_seq))
-            for table, ids in stream_changes(self.source, self.mapping, position, None).items():
-                changed.setdefault(table, set()).update(ids)
+            changed = self._changed_since(conn, start_seq, position, results,
+                                          rules[1] if rules else [])
             failed, deferred = self._settle(results, changed)
             rules_found = None if rules is None else rules_report(
                 rules[0], [d for d in rules[1] if not _changed(d, changed)],
-                validator.rules_sample or 0, self.settings.thresholds.examples)
+                self.rules_sample or 0, self.settings.thresholds.examples)
             self._rewrite(report, results, failed, deferred, orphans, types, rules_found)
             proven = {"changeSeq": start_seq, "streamTime": _pair(stream_time),
                       "checkedUntil": _pair(checked_until),
@@ -187,11 +200,35 @@ class OnlineValidation:
             time.sleep(0.5)
         return True
 
-    def _recheck(self, conn: psycopg.Connection, suspects: dict[str, set[bytes]]
-                 ) -> dict[str, KeyResult]:
+    def _recheck(self, conn: psycopg.Connection, suspects: dict[str, set[bytes]],
+                 pair_suspects: dict[str, dict[str, set[bytes]]]) -> dict[str, KeyResult]:
+        """Each suspect's row again, and its pairs only in the junctions where
+        the set-wise check found one of them differing (the others matched)."""
         return {table: check_keys(conn, self.source, self.mapping, self.settings, table, ids,
-                                  self.emit)
+                                  self.emit, pairs_of=pair_suspects.get(table, {}))
                 for table, ids in suspects.items() if ids}
+
+    def _changed_since(self, conn: psycopg.Connection, start_seq: int,
+                       position: StreamPosition, results: dict[str, KeyResult],
+                       rules_found: list[dict]) -> dict[str, set[bytes]]:
+        """Table -> rows changed since the proof began: in the target's change
+        log (the follower's writes and anyone's), and, only where a row still
+        differs that the log does not explain, at the source: its stream from
+        the proof's position up to the server's time now (read after every
+        check, so every change a check could have seen lies before it). Read
+        to the stream's end instead, beside writes that never stop, it took
+        the whole of a minute's bound and loaded the server the follower reads."""
+        changed = changed_rows(self.mapping, change_log.changed_keys(conn, start_seq))
+        unexplained = any(row_id not in changed.get(table, ())
+                          for table, r in results.items() for row_id in r.differing) or \
+            any(not _changed(d, changed) for d in rules_found)
+        if unexplained:  # (not read in time: the rows stay unexplained, failed)
+            until = cluster_time(self.source)
+            with contextlib.suppress(StreamNotRead):
+                for table, ids in stream_changes(self.source, self.mapping, position,
+                                                 until).items():
+                    changed.setdefault(table, set()).update(ids)
+        return changed
 
     def _settle(self, results: dict[str, KeyResult], changed: dict[str, set[bytes]]
                 ) -> tuple[dict[str, set[bytes]], dict[str, set[bytes]]]:

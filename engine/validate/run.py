@@ -57,7 +57,7 @@ __all__ = ["REPORT_FILE", "Thresholds", "ValidationSettings", "Validator"]
 class Validator:
     def __init__(self, source: Source, settings: ValidationSettings,
                  sinks: Iterable[events.Sink] = (), mapping: Mapping | None = None,
-                 rules_sample: int | None = RULES_SAMPLE) -> None:
+                 rules_sample: int | None = RULES_SAMPLE, only: set[str] | None = None) -> None:
         self.source = source
         self.settings = settings
         self.sinks = list(sinks)
@@ -68,8 +68,16 @@ class Validator:
         # table -> every row id found differing, for a re-check by key (the
         # online validation's suspects); filled by run().
         self.suspects: dict[str, set[bytes]] = {}
+        # table -> junction -> the ids among them named by a differing pair
+        # of that junction: only their pairs need re-checking.
+        self.pair_suspects: dict[str, dict[str, set[bytes]]] = {}
         self.rules_sample = rules_sample  # the second opinion's documents per table
         self.write_report = True  # the online validation writes its own, once settled
+        # only: the entity tables to validate in full (the cutover's affected
+        # ones), with the junctions both of whose sides are among them; None: all.
+        self.tables = [t for t in self.mapping.entity_tables if only is None or t.name in only]
+        self.junctions = [j for j in self.mapping.junctions if only is None
+                          or {j.left_table, j.right_table} <= only]
 
     def emit(self, event: events.Event) -> None:
         for sink in self.sinks:
@@ -96,6 +104,8 @@ class Validator:
                 if j["missingCount"] or j["extraCount"]:
                     for table, ids in self.checks.junction_suspects(conn, self._junction(j)):
                         self.suspects.setdefault(table, set()).update(ids)
+                        self.pair_suspects.setdefault(table, {}).setdefault(
+                            j["table"], set()).update(ids)
             types = self.checks.data_types(conn)
             schema = schema_diff.compare(conn, self.mapping)
             for d in schema:  # the operator's own objects: reported, never a failure
@@ -121,7 +131,7 @@ class Validator:
                       ) -> tuple[dict[str, TableCount], dict[str, int], list[dict]]:
         present = set(self.source.collection_names())
         # Largest first, so the worker processes finish together.
-        tables = sorted(self.mapping.entity_tables, key=lambda t: -self.source.count(
+        tables = sorted(self.tables, key=lambda t: -self.source.count(
             t.collection) if t.collection in present else 0)
         if self.workers > 1:
             results = run_in_workers(
@@ -133,13 +143,13 @@ class Validator:
             results = {t.name: check_table(conn, self.source, self.mapping, self.settings,
                                            quarantined, adjustments, self.emit, t.name)
                        for t in tables}
-        counts = {t.name: results[t.name].count for t in self.mapping.entity_tables}
-        for t in self.mapping.entity_tables:
+        counts = {t.name: results[t.name].count for t in self.tables}
+        for t in self.tables:
             if results[t.name].differing:
                 self.suspects.setdefault(t.name, set()).update(results[t.name].differing)
         records: Counter[str] = Counter()
         mismatches: list[dict] = []
-        for t in self.mapping.entity_tables:
+        for t in self.tables:
             records.update(results[t.name].records)
             mismatches += results[t.name].mismatches
         for key in ("compared", "fields", "matched", "mismatchCount"):
@@ -196,7 +206,7 @@ class Validator:
         run_on_connections(url, [lambda c: c.execute(f"CREATE INDEX ON {IDS} (t, id)"),
                                  lambda c: c.execute(f"CREATE INDEX ON {PAIRS} (junction)")],
                            self.workers, app)
-        tables, junctions = self.mapping.entity_tables, self.mapping.junctions
+        tables, junctions = self.tables, self.junctions
         tasks: list[Callable[[psycopg.Connection], Any]] = [
             lambda c, t=t: self.suspects.setdefault(t.name, set()).update(
                 self.checks.extras(c, t, counts[t.name])) for t in tables]
