@@ -99,13 +99,23 @@ def _say(event: object) -> None:
 def _close(url: str, mapping: object) -> int:
     from engine.postgres import change_log, rollback_state
     from engine.postgres.session import connect
+    from engine.rollback.hold import LOCK_WAIT
 
     with connect(url, "rollback close", tuned=False) as conn:
         state = rollback_state.load(conn)
         if state is None:
             return fail("no capture on this target: nothing to close (it starts at the "
                         "cutover)")
-        closed = rollback_state.close_capture(conn, mapping)  # type: ignore[arg-type]
+        # A rollback running holds NextCRM's tables (engine.rollback.hold) until
+        # it ends: said, not waited for without a word.
+        conn.execute(f"SET lock_timeout = '{LOCK_WAIT}'")
+        try:
+            closed = rollback_state.close_capture(conn, mapping)  # type: ignore[arg-type]
+        except psycopg.errors.LockNotAvailable:
+            return fail("the capture cannot be closed now: another session holds NextCRM's "
+                        "tables (a cockpit rollback running, or the application writing)\n"
+                        "   What to do: let the rollback end (or stop the writes), then run "
+                        "cockpit rollback --close again.")
         captured = change_log.last_seq(conn) - state.capture_from_seq
         state = rollback_state.load(conn)
     assert state is not None
@@ -120,6 +130,8 @@ def _print_proof(result: dict) -> int:
     print(f"\n🔁 Rollback proof: {result['status']}: a fresh migration of the rolled-back "
           f"MongoDB against the target, {result['tables']} tables, {result['rows']:,} rows "
           f"({result['seconds']:.1f}s)")
+    for name in result.get("leftoversDropped", []):
+        print(f"   dropped {name}: the scratch database of a proof that was killed")
     if result["setAside"]:
         print(f"   {result['setAside']:,} row(s) of documents the migration had set aside "
               "(quarantined) load now: MongoDB holds them as it did")

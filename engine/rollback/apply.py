@@ -21,11 +21,18 @@ from collections import Counter
 from collections.abc import Callable
 
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteError
 
 from engine.core.mapping import Junction, Mapping
 from engine.migrate.run import MigrationError
-from engine.rollback.documents import Ids, changed_columns, document_id, fields, mapped
+from engine.rollback.documents import (
+    Ids,
+    Unwritable,
+    changed_columns,
+    document_id,
+    fields,
+    mapped,
+)
 from engine.rollback.net import Net
 
 Write = Callable[[], object]
@@ -41,7 +48,10 @@ def apply_batch(db: Database, mapping: Mapping, nets: list[Net], ids: Ids) -> Co
     steps: list[Step] = []
     for net in nets:  # documents first: a pair's $addToSet needs its document
         if net.table not in junctions:
-            steps += _document_writes(db, mapping, net, ids, done)
+            try:
+                steps += _document_writes(db, mapping, net, ids, done)
+            except Unwritable as exc:
+                raise _unwritable(net, exc) from None
     for net in nets:
         if net.table in junctions:
             steps += _pair_writes(db, junctions[net.table], net, ids, done)
@@ -51,6 +61,8 @@ def apply_batch(db: Database, mapping: Mapping, nets: list[Net], ids: Ids) -> Co
             step[1]()
         except DuplicateKeyError:  # a unique value moving between documents: after the rest
             deferred.append(step)
+        except (DocumentTooLarge, WriteError) as exc:
+            raise _refused(step[0], exc) from None
     # Values the deferred documents hold each other's (two users swapping
     # emails): each gives its old value up for a placeholder of its own first.
     for _, _, free in deferred:
@@ -59,7 +71,9 @@ def apply_batch(db: Database, mapping: Mapping, nets: list[Net], ids: Ids) -> Co
     for what, write, _ in deferred:
         try:
             write()
-        except DuplicateKeyError as exc:
+        except (DocumentTooLarge, WriteError) as exc:
+            if not isinstance(exc, DuplicateKeyError):
+                raise _refused(what, exc) from None
             index = (exc.details or {}).get("keyPattern")  # not the value: it may be secret
             raise MigrationError(f"{what}: MongoDB's unique index {index} refuses the row's "
                                  "values even after the batch's other writes",
@@ -67,6 +81,26 @@ def apply_batch(db: Database, mapping: Mapping, nets: list[Net], ids: Ids) -> Co
                                  "which should keep it, then run cockpit rollback again "
                                  "(it goes on where it stopped).") from None
     return done
+
+
+def _unwritable(net: Net, exc: Unwritable) -> MigrationError:
+    key = ":".join(str(v) for v in net.key.values())
+    return MigrationError(
+        f"{net.table} row {key} (change {net.last_seq:,}), {exc}: MongoDB cannot take it",
+        f"Set a value MongoDB can hold in that row's {exc.column.name} in PostgreSQL (the "
+        "application's data: yours to settle), then run cockpit rollback again; if the same "
+        "change is named again, give --batch-size large enough to reach your fix.")
+
+
+def _refused(what: str, exc: DocumentTooLarge | WriteError) -> MigrationError:
+    """MongoDB refused a document or an update (too large, a field name it
+    will not store...): named, with its reason, never the values."""
+    why = ("the document would pass MongoDB's 16 MB limit" if isinstance(exc, DocumentTooLarge)
+           else f"MongoDB refused the write (code {exc.code}: "
+           f"{str((exc.details or {}).get('errmsg', ''))[:120]})")
+    return MigrationError(f"{what}: {why}", "Change that row in PostgreSQL into a document "
+                          "MongoDB takes (the application's data: yours to settle), then run "
+                          "cockpit rollback again (it goes on where it stopped).")
 
 
 def _document_writes(db: Database, mapping: Mapping, net: Net, ids: Ids,

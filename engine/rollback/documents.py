@@ -48,6 +48,15 @@ class Ids:
             raise KeyError(f"no ObjectId minted for {u}") from None
 
 
+class Unwritable(ValueError):
+    """A value PostgreSQL holds that has no MongoDB form the migration reads
+    back ('infinity' as a date, a year past 9999)."""
+
+    def __init__(self, column: Column, why: str) -> None:
+        super().__init__(f"column {column.name}: {why}")
+        self.column = column
+
+
 def uuid_values(table: Table, image: dict | None) -> Iterable[str]:
     """Every UUID an image holds: its id, its references, its UUID[] elements."""
     if not image:
@@ -74,7 +83,11 @@ def value_of(column: Column, value: Any, ids: Ids) -> Any:
     if kind == "timestamp":
         # TIMESTAMP(3) is UTC without a zone (engine.core.convert): a naive
         # datetime, which pymongo stores as that UTC instant, milliseconds kept.
-        return dt.datetime.fromisoformat(value)
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:  # 'infinity', '-infinity', years outside 1-9999, BC
+            raise Unwritable(column, f"the date {value!r} has no BSON date the migration "
+                             "reads back (years 1-9999)") from None
     return value  # text, int, bool, enum labels, JSONB, TEXT[]
 
 

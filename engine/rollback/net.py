@@ -20,9 +20,10 @@ Why a net effect per row, replayed in seq order, is sound:
   the rest of the batch.
 - An UPDATE that moves a primary key is logged by change_log as a delete
   of the old key and an insert of the new one.
-- Changes are read only once committed: the rollback refuses while another
-  session holds a write transaction on the target (a change not committed
-  yet can take a seq lower than one already read).
+- Changes are read only once committed: the rollback holds NextCRM's tables
+  against every write from before it reads the last seq until it ends
+  (engine.rollback.hold; a change not committed yet can take a seq lower
+  than one already read).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from engine.postgres.run_guard import Stage, cutover_time, refusal
 from engine.postgres.session import connect
 from engine.rollback.apply import apply_batch
 from engine.rollback.documents import Ids, from_object_id, uuid_values
+from engine.rollback.hold import tables_held
 from engine.rollback.net import Net, TruncateCaptured, changes_after, net_effects
 from engine.source.mongo import MongoSource
 
@@ -52,26 +53,35 @@ class Rollback(StageRun):
         # Not tuned: the minted ids must be committed for sure (synchronous_commit
         # stays on) before a MongoDB write uses them.
         with connect(self.settings.postgres_url, "rollback", tuned=False) as conn:
-            state = self._refuse_unless_ready(conn)
-            seq, end = state.start_seq, change_log.last_seq(conn)
-            done: Counter[str] = Counter()
-            self.emit(events.Notice("info", f"{end - seq:,} captured change(s) to carry back "
-                                    "to MongoDB" if end > seq else "nothing left to carry back"))
-            while seq < end and not self.control.stopping:
-                changes = changes_after(conn, seq, end, self.settings.batch)
-                if not changes:
-                    break
-                try:
-                    nets = net_effects(changes, self.mapping)
-                except TruncateCaptured as exc:
-                    raise MigrationError(str(exc), "Restore the table's rows in PostgreSQL "
-                                         "from a backup, or empty the collection in MongoDB "
-                                         "by hand, then run the rollback again.") from None
-                done += apply_batch(self.source.db, self.mapping, nets, self._ids(conn, nets))
-                seq = changes[-1].seq
-                rollback_state.save_applied(conn, seq)
-                self.emit(events.Notice("info", f"applied up to change {seq:,} of {end:,}"))
-            late = change_log.last_seq(conn) - end
+            self._refuse_unless_ready(conn)  # before the hold: a refusal waits for no lock
+            # Held: nobody writes NextCRM's tables until the rollback ends (a write
+            # committed late could take a seq below one applied), no second rollback.
+            with tables_held(self.settings.postgres_url, self.mapping, RERUN):
+                # Asked again under the hold: a rollback or a --close that ended
+                # meanwhile moved the state on.
+                return self._carry_back(conn, self._refuse_unless_ready(conn), begun)
+
+    def _carry_back(self, conn: psycopg.Connection, state: rollback_state.RollbackState,
+                    begun: float) -> dict:
+        seq, end = state.start_seq, change_log.last_seq(conn)
+        done: Counter[str] = Counter()
+        self.emit(events.Notice("info", f"{end - seq:,} captured change(s) to carry back "
+                                "to MongoDB" if end > seq else "nothing left to carry back"))
+        while seq < end and not self.control.stopping:
+            changes = changes_after(conn, seq, end, self.settings.batch)
+            if not changes:
+                break
+            try:
+                nets = net_effects(changes, self.mapping)
+            except TruncateCaptured as exc:
+                raise MigrationError(str(exc), "Restore the table's rows in PostgreSQL "
+                                     "from a backup, or empty the collection in MongoDB "
+                                     "by hand, then run the rollback again.") from None
+            done += apply_batch(self.source.db, self.mapping, nets, self._ids(conn, nets))
+            seq = changes[-1].seq
+            rollback_state.save_applied(conn, seq)
+            self.emit(events.Notice("info", f"applied up to change {seq:,} of {end:,}"))
+        late = change_log.last_seq(conn) - end
         report = {"status": "DONE" if seq >= end else "PAUSED", "appliedSeq": seq,
                   "capturedUpTo": end, "seconds": round(time.monotonic() - begun, 3),
                   **{k.replace(" ", "_"): v for k, v in done.items()}}
@@ -84,7 +94,7 @@ class Rollback(StageRun):
 
     def _refuse_unless_ready(self, conn: psycopg.Connection) -> rollback_state.RollbackState:
         """The run's source and rules, a recorded cutover, a capture that
-        never stopped, and nobody else writing PostgreSQL now."""
+        never stopped (nobody else writing NextCRM's tables: engine.rollback.hold)."""
         if refused := refusal(conn, Stage.ROLLBACK, self.source.description,
                               self.mapping.rules.digest):
             raise MigrationError(*refused)
@@ -104,16 +114,6 @@ class Rollback(StageRun):
                 "a rollback would lose them; refused",
                 "Past the rollback deadline the way back is a new migration "
                 "(PostgreSQL -> MongoDB by hand), not this command.")
-        writers = conn.execute(
-            "SELECT pid, coalesce(nullif(application_name, ''), usename) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend' AND backend_xid IS NOT NULL").fetchall()
-        if writers:
-            named = ", ".join(f"pid {p} ({who})" for p, who in writers[:5])
-            raise MigrationError(f"{len(writers)} session(s) are writing to PostgreSQL now "
-                                 f"({named}): their changes are not committed, so their "
-                                 "order is not known yet", "Stop the application's writes "
-                                 f"to PostgreSQL (point it at MongoDB), then run {RERUN}.")
         return state
 
     def _ids(self, conn: psycopg.Connection, nets: list[Net]) -> Ids:

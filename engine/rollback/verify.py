@@ -29,7 +29,9 @@ from engine.core.mapping import Mapping, Table
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.postgres import change_log, ddl, rollback_state
 from engine.postgres.checkpoint import STATE_SCHEMA
+from engine.postgres.run_guard import Stage, refusal
 from engine.postgres.session import connect
+from engine.rollback.scratch import scratch_database
 from engine.source.mongo import MongoSource
 
 EXAMPLES = 5
@@ -43,45 +45,45 @@ def verify(source: MongoSource, postgres_url: str, mapping: Mapping) -> dict:
     """The proof's result (also recorded in cockpit_migration.rollback.verify)."""
     begun = time.monotonic()
     target_db = conninfo_to_dict(postgres_url).get("dbname") or "postgres"
-    scratch = f"{target_db}_rollback_proof_{os.getpid()}"[:63]
     with connect(postgres_url, "rollback verify", tuned=False) as conn:
+        if refused := refusal(conn, Stage.ROLLBACK, source.description, mapping.rules.digest):
+            raise MigrationError(*refused)  # another MongoDB or rules would prove nothing
         _refuse_unless_rolled_back(conn)
-        try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
-        except psycopg.errors.InsufficientPrivilege:
-            raise MigrationError(f"the proof needs a scratch database on the target's server, "
-                                 f"and this user may not create one ({scratch})",
-                                 "Grant it CREATEDB for the rehearsal (ALTER USER ... "
-                                 "CREATEDB), or run the proof as a user who may.") from None
-        folder = Path(tempfile.mkdtemp(prefix="rollback-proof-"))
-        try:
-            url = scratch_url(postgres_url, scratch)
-            with psycopg.connect(url, autocommit=True) as fresh:
-                ddl.deploy(fresh, mapping, prisma_baseline=False)
-            again = MongoSource(source.url, source.database, source.timeout_s)
-            try:
-                outcome = Migration(again, MigrationSettings(url, folder, workers=1),
-                                    mapping=mapping).run()
-            finally:
-                again.close()
-            if outcome in (Outcome.PAUSED, Outcome.FAILED):
-                raise MigrationError(f"the proof's fresh migration ended {outcome.value}",
-                                     f"See {folder}/migration-debug.log, then run "
-                                     "cockpit rollback --verify again.")
-            with psycopg.connect(url, autocommit=True) as fresh:
-                tables = compare(conn, fresh, mapping)
-            shutil.rmtree(folder, ignore_errors=True)  # kept when it failed: its debug log
-        finally:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(scratch)))
+        dropped: list[str] = []
+        with scratch_database(conn, target_db, os.getpid(), dropped) as scratch:
+            tables = _fresh_migration(source, scratch_url(postgres_url, scratch), mapping, conn)
         different = {t: r for t, r in tables.items() if r["missing"] or r["extra"]}
         result = {"status": "PASS" if not different else "FAIL",
                   "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "tables": len(tables), "rows": sum(r["rows"] for r in tables.values()),
                   "setAside": sum(r["setAside"] for r in tables.values()),
-                  "differences": different, "seconds": round(time.monotonic() - begun, 3)}
+                  "differences": different, "seconds": round(time.monotonic() - begun, 3),
+                  "leftoversDropped": dropped}
         rollback_state.save_verify(conn, result)
     return result
+
+
+def _fresh_migration(source: MongoSource, url: str, mapping: Mapping,
+                     target: psycopg.Connection) -> dict[str, dict]:
+    """The rolled-back MongoDB migrated afresh into the scratch database at
+    url; the comparison with the target (compare)."""
+    folder = Path(tempfile.mkdtemp(prefix="rollback-proof-"))
+    with psycopg.connect(url, autocommit=True) as fresh:
+        ddl.deploy(fresh, mapping, prisma_baseline=False)
+    again = MongoSource(source.url, source.database, source.timeout_s)
+    try:
+        outcome = Migration(again, MigrationSettings(url, folder, workers=1),
+                            mapping=mapping).run()
+    finally:
+        again.close()
+    if outcome in (Outcome.PAUSED, Outcome.FAILED):
+        raise MigrationError(f"the proof's fresh migration ended {outcome.value}",
+                             f"See {folder}/migration-debug.log, then run "
+                             "cockpit rollback --verify again.")
+    with psycopg.connect(url, autocommit=True) as fresh:
+        tables = compare(target, fresh, mapping)
+    shutil.rmtree(folder, ignore_errors=True)  # kept when it failed: its debug log
+    return tables
 
 
 def _refuse_unless_rolled_back(conn: psycopg.Connection) -> None:
