@@ -25,6 +25,7 @@ from engine.core.run_files import RunFileError
 from engine.core.stage import StageRun
 from engine.cutover.run import Cutover, CutoverSettings
 from engine.migrate.follow import Follower, FollowResult
+from engine.migrate.follow_retry import PATIENCE_S
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.postgres import checkpoint, ddl
 from engine.postgres.session import connect
@@ -68,6 +69,7 @@ class LiveRun:
 class LiveSettings:
     migration: MigrationSettings
     until_idle: float | None = None  # following ends once quiet this long (None: on stop)
+    outage_patience_s: float = PATIENCE_S  # a source outage longer than this ends following
     validate_online: bool = True  # once, beside the follower, after it caught up
     validation_workers: int | None = None
 
@@ -137,7 +139,8 @@ class LiveMigration(StageRun):
         assert isinstance(self.source, MongoSource)
         self._result.follow = Follower(
             self.source, self.settings.migration, self.settings.until_idle,
-            [*self.sinks, self._on_progress], self.control, self.mapping).run()
+            [*self.sinks, self._on_progress], self.control, self.mapping,
+            patience_s=self.settings.outage_patience_s).run()
 
     def _on_progress(self, event: events.Event) -> None:
         """Once the follower has caught up: the online validation, beside it."""

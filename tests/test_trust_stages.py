@@ -453,7 +453,8 @@ def test_a_frozen_source_ends_following_with_advice_and_never_caught_up(
     deploy(pg_url)
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "migrate", "--mongo", f"{url}{db}", "--postgres",
-         pg_url, "--follow", "--until-idle", "120", "--source-timeout", "1"],
+         pg_url, "--follow", "--until-idle", "120", "--source-timeout", "1",
+         "--outage-patience", "15"],
         cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     mirror = run_dir / "migration-checkpoint.json"

@@ -32,6 +32,7 @@ from engine.console import ConsoleRenderer
 from engine.core.mapping import Mapping
 from engine.core.redact import printable
 from engine.core.run_files import RunFileError
+from engine.migrate.follow_retry import PATIENCE_S
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.source.base import Source, SourceError
 from engine.source.mongo import MongoSource
@@ -55,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     follow.add_argument("--until-idle", type=positive_seconds, metavar="SECONDS",
                         help="with --follow: stop once caught up and no change came for this "
                         "long")
+    follow.add_argument("--outage-patience", type=positive_seconds, metavar="SECONDS",
+                        default=PATIENCE_S,
+                        help="with --follow: how long a source that stopped answering is "
+                        "tried again (backoff up to a minute, each try said) before following "
+                        f"ends with what to run (default {PATIENCE_S:.0f} s)")
     retry = migrate.add_argument_group(
         "re-migrating quarantined documents (after fixing them in the source)")
     retry.add_argument("--retry-quarantined", action="store_true",
@@ -76,6 +82,8 @@ _NOT_IN_DATABASE_NAMES = ' ./\\$"\x00'
 def cmd_migrate(args: argparse.Namespace) -> int:
     if args.until_idle is not None and not args.follow:
         return fail("--until-idle goes with --follow", EXIT_USAGE)
+    if args.outage_patience != PATIENCE_S and not args.follow:
+        return fail("--outage-patience goes with --follow", EXIT_USAGE)
     if (args.collection or args.reason or args.id) and not args.retry_quarantined:
         return fail("--collection, --reason and --id go with --retry-quarantined", EXIT_USAGE)
     if args.follow and args.retry_quarantined:
@@ -131,7 +139,8 @@ def run_follow(source: Source, url: str, run_dir: Path, mapping: Mapping,
             live = LiveMigration(
                 source, lambda: open_source(args.mongo, args.dump, args.db, args.source_timeout),
                 LiveSettings(MigrationSettings(url, run_dir, args.batch_size, follow=True),
-                             args.until_idle), [ConsoleRenderer()], control, mapping).run()
+                             args.until_idle, args.outage_patience), [ConsoleRenderer()],
+                control, mapping).run()
     except MigrationError as exc:
         return fail_with_hint(exc)
     except (SourceError, psycopg.Error) as exc:

@@ -27,7 +27,7 @@ from engine.core.redact import redact_url
 from engine.core.run_files import CHECKPOINT_FILE, write_private
 from engine.core.stage import StageRun
 from engine.migrate.finish import FinishAt, StreamSeen, finish_requested, listen
-from engine.migrate.follow_retry import PATIENCE_PER_TIMEOUT, Outage, retrying
+from engine.migrate.follow_retry import PATIENCE_S, Outage, retrying
 from engine.migrate.run import MigrationError, MigrationSettings
 from engine.migrate.run_files import RunFiles
 from engine.postgres.checkpoint import lock_holder, run_finished, take_run_lock
@@ -121,7 +121,7 @@ class Follower(StageRun):
                  until_idle: float | None = None, sinks: Iterable[events.Sink] = (),
                  control: MigrationControl | None = None, mapping: Mapping | None = None,
                  max_seconds: float | None = None, finish_at: FinishAt | None = None,
-                 read_oplog: bool = True) -> None:
+                 read_oplog: bool = True, patience_s: float = PATIENCE_S) -> None:
         super().__init__(sinks, control, mapping)
         self.source = source
         self.settings = settings
@@ -131,6 +131,7 @@ class Follower(StageRun):
         # False for the cutover's (inside the downtime): no read of the oplog, which a
         # wire server scans whole; a resume token's history is the server's to check.
         self.read_oplog = read_oplog
+        self.patience_s = patience_s  # a source outage longer than this ends following
         self.order = {t.collection: i for i, t in enumerate(self.mapping.entity_tables)}
         self._mirrored = 0.0
         self._applied = 0  # by this invocation
@@ -194,8 +195,7 @@ class Follower(StageRun):
         """_follow, and again from the committed position after a source that
         stopped answering (engine.migrate.follow_retry), until it answers."""
         deadline = started + self.max_seconds if self.max_seconds is not None else None
-        patience = PATIENCE_PER_TIMEOUT * self.source.timeout_s
-        for attempt in retrying(self.control, self._source_waited, self.outage, patience,
+        for attempt in retrying(self.control, self._source_waited, self.outage, self.patience_s,
                                 deadline):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:

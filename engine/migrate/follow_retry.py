@@ -19,8 +19,10 @@ from engine.source.base import SourceUnreachable
 
 FIRST_WAIT_S = 1.0
 LONGEST_WAIT_S = 60.0  # a long outage is asked about once a minute
-# An outage is waited out this many --source-timeout's long (15 s: 5 minutes).
-PATIENCE_PER_TIMEOUT = 20
+# How long an outage is waited out (--outage-patience): a server's restart or
+# a night's network trouble, not only a blip. Waiting is safe however long it
+# lasts: a history that ran out meanwhile is found when the source answers.
+PATIENCE_S = 3600.0
 
 # (what failed, attempt number, when the next try is): said on screen and in .follow
 Say = Callable[[str, int, dt.datetime], None]
