@@ -28,10 +28,23 @@ class HelpScreen(ModalScreen[None]):
             yield Static("\n".join(f"  [b]{k:<14}[/b] {d}" for k, d in self.keys))
 
 
-class ConfirmQuitScreen(ModalScreen[bool]):
-    """Every way out asks first; running work pauses safely before the exit."""
+class _YesNo(ModalScreen[bool]):
+    """A question answered by its buttons (#yes, #no) or y / n / Esc."""
 
     BINDINGS = [Binding("escape,n", "cancel", "No"), Binding("y", "confirm", "Yes")]
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class ConfirmQuitScreen(_YesNo):
+    """Every way out asks first; running work pauses safely before the exit."""
 
     def __init__(self, running: bool, then: str = "") -> None:
         super().__init__()
@@ -50,15 +63,6 @@ class ConfirmQuitScreen(ModalScreen[bool]):
                 yield Button("Yes, pause and quit (y)" if self.running else "Quit (y)",
                              variant="warning", id="yes")
                 yield Button("Stay (n)", id="no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_confirm(self) -> None:
-        self.dismiss(True)
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
 
 
 class RecordScreen(ModalScreen[None]):
@@ -142,10 +146,8 @@ class NoteScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class ConfirmRollbackScreen(ModalScreen[bool]):
+class ConfirmRollbackScreen(_YesNo):
     """The way back asks first, saying what it will write where."""
-
-    BINDINGS = [Binding("escape,n", "cancel", "No"), Binding("y", "confirm", "Yes")]
 
     def __init__(self, changes: int, mongo: str) -> None:
         super().__init__()
@@ -172,11 +174,3 @@ class ConfirmRollbackScreen(ModalScreen[bool]):
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()  # Enter alone never writes to MongoDB
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_confirm(self) -> None:
-        self.dismiss(True)
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
