@@ -98,6 +98,9 @@ class RunFiles:
         self.checkpoint_path.unlink(missing_ok=True)
 
 
+REWRITE_CHUNK = 1_000  # quarantine records in memory at a time
+
+
 class ErrorLog:
     """Also an event sink: appends each events.DocumentQuarantined it is given."""
 
@@ -106,15 +109,20 @@ class ErrorLog:
         self.jsonl_path = folder / JSONL_FILE
 
     def rewrite(self, conn: psycopg.Connection) -> int:
-        """Make both files hold exactly the quarantine table."""
+        """Make both files hold exactly the quarantine table, read a chunk at a
+        time by a server-side cursor: a follower's memory stays flat whatever
+        the quarantine's size (a plain query holds its whole result)."""
         for path in (self.log_path, self.jsonl_path):
             write_private(path, "")
-        rows = conn.execute(
-            f"SELECT table_name, collection, object_id, reason_code, message, document, at "
-            f"FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
-        records = [events.DocumentQuarantined(*r[:6], r[6].isoformat()) for r in rows]
-        self.append(records)
-        return len(records)
+        written = 0
+        with conn.transaction(), conn.cursor(name="quarantine_files") as cursor:
+            cursor.execute(
+                f"SELECT table_name, collection, object_id, reason_code, message, document, "
+                f"at FROM {STATE_SCHEMA}.quarantine ORDER BY seq")
+            while rows := cursor.fetchmany(REWRITE_CHUNK):
+                self.append(events.DocumentQuarantined(*r[:6], r[6].isoformat()) for r in rows)
+                written += len(rows)
+        return written
 
     def __call__(self, event: events.Event) -> None:
         if isinstance(event, events.DocumentQuarantined):
