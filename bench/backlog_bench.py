@@ -8,10 +8,13 @@ PostgreSQL (until idle), adds that many quarantine records waiting for rows
 that never come (each with a document of a real one's size), then makes
 --changes changes with bulk writes while no follower runs (updates, inserts
 and deletes across the big collections) and times `cockpit migrate --follow
---until-idle 2` catching them up. Prints changes/s (the idle wait left out;
-the follower's start-up and its history check are in), the follower's peak
-RSS, and what bounds the rate: the follower's CPU seconds (our process) and
-the wire server's, against the wall time. --engine times another checkout's
+--until-idle 2` catching them up. Prints changes/s from the follower's start
+(its start-up and history check in) until the target's own record
+(cockpit_migration.follow, committed with each batch) counts them all, and
+until it ended (the idle wait left out; the online validation it runs once
+caught up in); the follower's peak RSS; and what bounds the rate: the
+follower's CPU seconds (our process) and the wire server's, against the
+wall time until it ended. --engine times another checkout's
 engine (before and after in one run: `git worktree add /tmp/before <commit>`).
 Figures are only meaningful on a quiet machine.
 """
@@ -72,6 +75,25 @@ def add_quarantine(url: str, n: int) -> None:
         conn.execute("ANALYZE cockpit_migration.quarantine")
 
 
+def events_applied(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT events_applied FROM cockpit_migration.follow").fetchone()[0]
+
+
+def caught_up_after(url: str, target: int, proc: subprocess.Popen, started: float,
+                    out: list[float]) -> None:
+    """out[0]: seconds from the start until the target's own record says
+    `target` events are applied (each batch commits it with the rows)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        while proc.poll() is None:
+            done = conn.execute("SELECT events_applied FROM cockpit_migration.follow"
+                                ).fetchone()[0]
+            if done >= target:
+                out[0] = time.perf_counter() - started
+                return
+            time.sleep(0.02)
+
+
 def peak_rss(proc: subprocess.Popen, peak: list[int]) -> None:
     """Samples the follower's RSS until it exits (peak[0], bytes)."""
     with contextlib.suppress(psutil.Error):
@@ -122,24 +144,32 @@ def one_run(scale: float, changes: int, quarantine: int, engine: Path) -> None:
             server = psutil.Process(mongo.process.pid)
             server_cpu = sum(server.cpu_times()[:2])
             ours = resource.getrusage(resource.RUSAGE_CHILDREN)
+            target = events_applied(url) + changes  # one event per write
             started = time.perf_counter()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine", "migrate", "--mongo", source, "--postgres",
                  url, "--follow", "--until-idle", str(IDLE_S)], cwd=work, text=True,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(engine)})
-            peak = [0]
-            sampler = threading.Thread(target=peak_rss, args=(proc, peak), daemon=True)
-            sampler.start()
+            peak, caught = [0], [float("nan")]
+            watchers = [threading.Thread(target=peak_rss, args=(proc, peak), daemon=True),
+                        threading.Thread(target=caught_up_after, daemon=True,
+                                         args=(url, target, proc, started, caught))]
+            for w in watchers:
+                w.start()
             out, _ = proc.communicate()
-            sampler.join()
+            for w in watchers:
+                w.join()
             wall = time.perf_counter() - started - IDLE_S
             assert proc.returncode in (0, 3), out
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - ours.ru_utime) + (after.ru_stime - ours.ru_stime)
             server_cpu = sum(server.cpu_times()[:2]) - server_cpu
         print(f"scale {scale:g}, quarantine {quarantine:,}: {changes:,} changes caught up in "
-              f"{wall:.1f}s = {changes / wall:,.0f} changes/s; follower CPU {cpu:.1f}s "
+              f"{caught[0]:.1f}s = {changes / caught[0]:,.0f} changes/s (from the follower's "
+              f"start, by the target's record); the follower ended {wall:.1f}s after its "
+              f"start (idle wait left out; with the online validation it runs once caught "
+              f"up) = {changes / wall:,.0f} changes/s; follower CPU {cpu:.1f}s "
               f"({cpu / wall:.0%} of the wall), wire server CPU {server_cpu:.1f}s "
               f"({server_cpu / wall:.0%}); follower peak RSS {peak[0] / 2**20:,.0f} MB "
               f"[engine: {engine}]", flush=True)

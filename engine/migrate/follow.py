@@ -52,6 +52,9 @@ from engine.source.operation_time import token_time
 MAX_BATCH = 1000  # changes a transaction
 MIRROR_EVERY_S = 0.5
 HISTORY_EVERY_S = 30.0  # the oplog's span is asked this often
+# ... and first once caught up or this long after the start: a server may read
+# it by a full scan (the wire server does), which a backlog need not wait for.
+HISTORY_FIRST_S = 10.0
 ERROR_FILES_EVERY_S = 5.0  # the error logs follow the quarantine this often (and at the end)
 
 
@@ -223,8 +226,9 @@ class Follower(StageRun):
         applied, idle_since, lag, checked = self._applied, None, 0.0, False
         rate_window: list[tuple[float, int]] = []
         files_at, files_behind = time.monotonic(), False
-        history = oplog_span(self.source) if self.read_oplog else None
-        history_at = time.monotonic()
+        history = None
+        history_at: float | None = None  # see HISTORY_FIRST_S
+        begun = time.monotonic()
         # For a cutover's finish (engine.migrate.finish): the stream's position once
         # drained, the last change applied, when the last empty batch was asked for.
         passed: Timestamp | None = None
@@ -278,8 +282,9 @@ class Follower(StageRun):
                 if files_behind and now - files_at >= ERROR_FILES_EVERY_S:
                     self.files.errors.rewrite(conn)
                     files_at, files_behind = now, False
-                if self.read_oplog and self.finish_at is None \
-                        and now - history_at >= HISTORY_EVERY_S:  # (never in a cutover's downtime)
+                due = (now - history_at >= HISTORY_EVERY_S if history_at is not None
+                       else caught_up or now - begun >= HISTORY_FIRST_S)
+                if due and self.read_oplog and self.finish_at is None:  # never in a downtime
                     history, history_at = oplog_span(self.source), now
                 progress = events.FollowProgress(applied_before + applied, rate, lag, caught_up,
                                                  history)
