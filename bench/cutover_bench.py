@@ -16,11 +16,14 @@ began (the command's own start-up), taking the follower over (it applies up
 to the source's last operation and exits), the cutover's catch-up (proven by
 operation time; idle confirmation only in the fallback), validation (since
 the proof, with its own parts: the change log, the source's stream since the
-proof, the rows by key, the set-wise checks, the exact counts). Which figures
-grow with the data: the exact counts (a count per collection: a scan on the
-wire server) and, without a proof, validation; the stream and the rows by key
-follow the writes since the proof; the others the write rate and the lag at
-the stop."""
+proof, the rows by key with the set-wise checks among them, the wait for the
+exact counts, which run beside the catch-up and the rest), and the re-proofs
+made while following (each checks the rows changed since the one before it,
+so the cutover has only the last few seconds' to check). Which figures grow
+with the data: the exact counts (a count per collection: a scan on the wire
+server) and, without a proof, validation; the stream and the rows by key
+follow the writes since the last re-proof; the others the write rate and the
+lag at the stop."""
 
 from __future__ import annotations
 
@@ -111,12 +114,31 @@ def main() -> None:
         print(f"\n{documents:,} documents, {args.rate:g} writes/s until the stop; follower "
               f"exit {follower.returncode}; command wall time {wall:.1f}s")
         print_cutover(report)
+        print(reproofs(url))
     finally:
         if load is not None:
             load.halt()
         mongo.close()
         pg.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def reproofs(url: str) -> str:
+    """The proofs kept fresh while following (engine/validate/reprove.py)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        found = [r[0] for r in conn.execute(
+            "SELECT summary FROM cockpit_migration.validation_proof "
+            "WHERE summary ? 'reproof' ORDER BY id")]
+    if not found:
+        return "re-proofs while following: none"
+    seconds = sorted(f["seconds"] for f in found)
+    rows = sorted(f["rowsChecked"] for f in found)
+    return (f"re-proofs while following: {len(found)} ({sum(f['status'] == 'PASS' for f in found)}"
+            f" passed), median {seconds[len(seconds) // 2]:.2f}s for {rows[len(rows) // 2]:,} "
+            f"rows, longest {seconds[-1]:.2f}s; the last {found[-1]['seconds']:.2f}s for "
+            f"{found[-1]['rowsChecked']:,} rows")
 
 
 if __name__ == "__main__":

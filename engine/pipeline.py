@@ -88,6 +88,7 @@ class LiveMigration(StageRun):
         self._online: threading.Thread | None = None
         self._online_source: Source | None = None
         self._online_ended = False  # following ended first: its errors are ours
+        self._following_ended = threading.Event()
         self._result = LiveRun()
 
     def run(self, snapshot_done: bool = False) -> LiveRun:
@@ -113,6 +114,7 @@ class LiveMigration(StageRun):
         read of it outlives the follower (a frozen source would hold the exit)."""
         if self._online is None:
             return
+        self._following_ended.set()  # no re-proof begins after this
         if not wait:
             self._online_ended = True
             if self._online_source is not None:
@@ -154,6 +156,8 @@ class LiveMigration(StageRun):
         r = self._result
         try:
             from engine.validate.online import OnlineValidation
+            from engine.validate.reprove import PAUSE_S as REPROVE_PAUSE_S
+            from engine.validate.reprove import reprove
         except ImportError:
             r.online_note = "online validation is not in this version: skipped"
             self.emit(events.Notice("info", r.online_note))
@@ -164,9 +168,13 @@ class LiveMigration(StageRun):
         try:
             source = self._online_source = self.open_source()
             try:
-                r.online = OnlineValidation(source, ValidationSettings(
-                    s.postgres_url, s.run_dir, workers=self.settings.validation_workers),
-                    self.sinks, self.mapping).run()
+                settings = ValidationSettings(s.postgres_url, s.run_dir,
+                                              workers=self.settings.validation_workers)
+                r.online = OnlineValidation(source, settings, self.sinks, self.mapping).run()
+                # then the proof kept fresh, so that the cutover has little left to check
+                while (r.online.get("status") == "PASS"
+                       and not self._following_ended.wait(REPROVE_PAUSE_S)):
+                    reprove(source, settings, self.mapping, self.emit)
             finally:
                 source.close()
         except Exception as exc:

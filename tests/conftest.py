@@ -63,3 +63,24 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The run's working folder (checkpoint, error logs, reports)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def deployed(pg_url: str) -> str:
+    """A target with NextCRM's schema deployed (cockpit schema deploy)."""
+    from engine.cli import main
+
+    assert main(["schema", "deploy", "--postgres", pg_url]) == 0
+    return pg_url
+
+
+@pytest.fixture
+def staged(mongo_db: tuple[str, str]) -> Iterator[tuple[str, str, object]]:
+    """A small NextCRM source (2% scale, some dirt), and writes to it (tests.test_follow.Writes)."""
+    from nextcrm_lab.generate import Generator
+    from tests.test_follow import Writes
+
+    url, db = mongo_db
+    Generator(scale=0.02, seed=31, dirt_rate=0.01).write_mongo(url, db)
+    with pymongo.MongoClient(url) as client:
+        yield url, db, Writes(client[db])

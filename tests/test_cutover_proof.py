@@ -10,11 +10,9 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pymongo
 import pytest
 
 from engine.cli import main
@@ -32,12 +30,6 @@ from nextcrm_lab.generate import Generator
 from tests.test_follow import Writes, finished, follow_row, follower, wait
 
 MAPPING = nextcrm()
-
-
-@pytest.fixture
-def deployed(pg_url: str) -> str:
-    assert main(["schema", "deploy", "--postgres", pg_url]) == 0
-    return pg_url
 
 
 def test_change_log_tells_the_tools_writes_from_anyone_elses(deployed: str) -> None:
@@ -92,14 +84,6 @@ def _cutover(url: str, db: str, pg_url: str, run_dir: Path, *extra: str) -> dict
     main(["cutover", "--mongo", f"{url}{db}", "--postgres", pg_url, "--run-dir",
           str(run_dir), "--writes-stopped", "--idle", "1", *extra])
     return json.loads((run_dir / "cutover-report.json").read_text())
-
-
-@pytest.fixture
-def staged(mongo_db: tuple[str, str]) -> Iterator[tuple[str, str, Writes]]:
-    url, db = mongo_db
-    Generator(scale=0.02, seed=31, dirt_rate=0.01).write_mongo(url, db)
-    with pymongo.MongoClient(url) as client:
-        yield url, db, Writes(client[db])
 
 
 def test_online_validation_while_following_then_the_cutover_proves_only_the_rest(

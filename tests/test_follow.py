@@ -162,14 +162,6 @@ def assert_equals_a_fresh_migration(pg_server: EmbeddedPostgres, pg_url: str, ur
                  "--run-dir", str(run_dir)]) == 0
 
 
-@pytest.fixture
-def staged(mongo_db: tuple[str, str]) -> Iterator[tuple[str, str, Writes]]:
-    url, db = mongo_db
-    Generator(scale=0.02, seed=31, dirt_rate=0.01).write_mongo(url, db)
-    with pymongo.MongoClient(url) as client:
-        yield url, db, Writes(client[db])
-
-
 def test_follow_ends_equal_to_a_fresh_migration(pg_server: EmbeddedPostgres, pg_url: str,
                                                 staged: tuple[str, str, Writes],
                                                 run_dir: Path) -> None:

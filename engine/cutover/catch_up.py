@@ -66,7 +66,9 @@ def take_over(conn: psycopg.Connection, finish: FinishAt, wait_s: float,
 
 def catch_up(source: MongoSource, postgres_url: str, settings: MigrationSettings,
              idle_s: float, max_wait_s: float, sinks: Iterable[events.Sink],
-             control: MigrationControl, mapping: Mapping) -> CatchUp:
+             control: MigrationControl, mapping: Mapping,
+             on_latest: Callable[[], None] = lambda: None) -> CatchUp:
+    """on_latest: called once the source's last operation time is read."""
     sinks = list(sinks)
 
     def say(text: str) -> None:
@@ -75,6 +77,7 @@ def catch_up(source: MongoSource, postgres_url: str, settings: MigrationSettings
 
     begun = time.monotonic()
     latest = latest_operation(source)
+    on_latest()
     finish = FinishAt(latest.time, idle_s, latest.single_member,
                       recheck=lambda: latest_operation(source).time)
     with connect(postgres_url, "cutover") as conn:

@@ -30,21 +30,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
 
 from engine.core import events
 from engine.core.mapping import Mapping
+from engine.cutover.counts import SourceCounts, exact_counts
 from engine.postgres import change_log, schema_diff
-from engine.postgres.checkpoint import STATE_SCHEMA
-from engine.postgres.ddl import ident
 from engine.postgres.session import connect
-from engine.source.change_stream import HistoryLost, StreamPosition
+from engine.source.change_stream import HistoryLost
 from engine.source.mongo import MongoSource
 from engine.validate import proof_record
-from engine.validate.by_key import FrozenArrays, KeyResult, changed_rows, check_keys
-from engine.validate.online import StreamNotRead, stream_changes
+from engine.validate.online import StreamNotRead
 from engine.validate.run import Validator
-from engine.validate.setwise import SetwiseChecks
+from engine.validate.since_proof import changed_since, check_changed
 from engine.validate.table_check import ValidationSettings
 
 
@@ -57,32 +54,37 @@ class Doubt:
 
 
 def validate_at_cutover(source: MongoSource, settings: ValidationSettings, mapping: Mapping,
-                        sinks: Iterable[events.Sink] = (), full: bool = False) -> dict:
+                        sinks: Iterable[events.Sink] = (), full: bool = False,
+                        counting: SourceCounts | None = None, frozen: bool = True) -> dict:
     """The cutover's validation report: since the proof, with the tables a
-    doubt concerns validated in full ("fullyValidated"), or all in full (with why)."""
+    doubt concerns validated in full ("fullyValidated"), or all in full (with
+    why). counting: the source's exact counts, begun at the catch-up (frozen:
+    no change showed up after they began)."""
     sinks = list(sinks)
     started = time.monotonic()
+    counting = counting or SourceCounts(source, mapping)
     with connect(settings.postgres_url, "cutover", tuned=False) as conn:
         proof = proof_record.latest(conn)
         doubts = [Doubt("cutover --full")] if full else doubts_about(conn, mapping, proof)
         if not any(d.table is None for d in doubts):
             assert proof is not None
-            behind = change_log.writes_behind_the_tool(conn, proof.change_seq)
+            behind = change_log.writes_behind_the_tool(conn, proof.base_seq)
             if behind:
                 return _behind_the_tool(behind, proof, started)
-            counted = time.monotonic()
-            counts = exact_counts(conn, source, mapping)
-            counted = time.monotonic() - counted
-            doubts += [Doubt(f"{t}: exact count differs (expected "
-                             f"{c['source'] - c['quarantined']}, has {c['target']})", t)
-                       for t, c in counts.items() if c["source"] - c["quarantined"] != c["target"]]
-            affected = affected_tables(mapping, doubts)
-            report = _since_proof(conn, source, settings, mapping, proof, sinks, counts,
-                                  affected)
+            report = _since_proof(conn, source, settings, mapping, proof, sinks,
+                                  affected_tables(mapping, doubts))
             if report.get("doubt"):
                 doubts = [Doubt(report["doubt"])]
             else:
-                report["partSeconds"]["exactCounts"] = round(counted, 3)
+                waited = time.monotonic()
+                counts = exact_counts(conn, counting.result(frozen), mapping)
+                report["partSeconds"]["exactCountsWaited"] = round(time.monotonic() - waited, 3)
+                _with_counts(report, counts)
+                doubts += [Doubt(f"{t}: exact count differs (expected "
+                                 f"{c['source'] - c['quarantined']}, has {c['target']})", t)
+                           for t, c in counts.items()
+                           if c["source"] - c["quarantined"] != c["target"]]
+                affected = affected_tables(mapping, doubts)
     if any(d.table is None for d in doubts):
         whole = [d.why for d in doubts]
         for sink in sinks:
@@ -95,6 +97,12 @@ def validate_at_cutover(source: MongoSource, settings: ValidationSettings, mappi
         _validate_in_full(report, source, settings, mapping, sinks, doubts, affected)
     report["durationSeconds"] = round(time.monotonic() - started, 3)
     return report
+
+
+def _with_counts(report: dict, counts: dict[str, dict[str, int]]) -> None:
+    report["counts"] = counts
+    report["totals"] = {"targetRows": sum(c["target"] for c in counts.values()),
+                        "quarantined": sum(c["quarantined"] for c in counts.values())}
 
 
 def affected_tables(mapping: Mapping, doubts: list[Doubt]) -> set[str]:
@@ -143,6 +151,9 @@ def doubts_about(conn: psycopg.Connection, mapping: Mapping,
     or on one table."""
     if proof is None:
         return [Doubt("no passing online validation is recorded (cockpit validate --online)")]
+    if not proof.keeps_missing_pairs:
+        return [Doubt("the online proof was made by an older version (run cockpit validate "
+                      "--online again)")]
     if not change_log.exists(conn):
         return [Doubt("the change log is missing")]
     states = change_log.trigger_states(conn, mapping)
@@ -154,8 +165,11 @@ def doubts_about(conn: psycopg.Connection, mapping: Mapping,
               for s in states if not s.sound]
     # a TRUNCATE empties the tables it cascades to without their triggers: everything
     doubts += [Doubt(f"{t}: truncated since the proof")
-               for t in sorted(change_log.truncated_since(conn, proof.change_seq))]
-    logged = change_log.counts_since(conn, proof.change_seq)
+               for t in sorted(change_log.truncated_since(conn, proof.base_seq))]
+    # the log's rows since the base: counted up to the proof as it was made, since it here
+    logged = dict(proof.logged)
+    for table, n in change_log.counts_since(conn, proof.change_seq).items():
+        logged[table] = logged.get(table, 0) + n
     now = proof_record.counters(conn, mapping)
     for table, count in sorted(now.items()):
         before = proof.counters.get(table)
@@ -184,44 +198,31 @@ def _behind_the_tool(behind: list[change_log.Change], proof: proof_record.Proof,
 
 def _since_proof(conn: psycopg.Connection, source: MongoSource, settings: ValidationSettings,
                  mapping: Mapping, proof: proof_record.Proof, sinks: list[events.Sink],
-                 counts: dict[str, dict[str, int]], affected: set[str]) -> dict:
+                 affected: set[str]) -> dict:
     """Every row changed since the proof, by key, but those of the affected
     tables (validated in full instead); {"doubt": why} when what changed at
     the source cannot be read."""
     # where the time goes (the source's stream and counts: bounded by its server's speed)
     seconds: dict[str, float] = {}
     began = time.monotonic()
-    changed = changed_rows(mapping, change_log.changed_keys(conn, proof.change_seq))
-    seconds["changeLog"] = round(time.monotonic() - began, 3)
-    began = time.monotonic()
-    position = StreamPosition(proof.stream_token,
-                              None if proof.stream_token else proof.stream_time)
     try:
-        streamed = stream_changes(source, mapping, position, None)
+        changed = changed_since(conn, source, mapping, proof, None)
     except HistoryLost:
         return {"doubt": "the source's stream no longer holds the changes since the proof"}
     except StreamNotRead as exc:
         return {"doubt": str(exc)}
-    for table, ids in streamed.items():
-        changed.setdefault(table, set()).update(ids)
-    seconds["sourceStream"] = round(time.monotonic() - began, 3)
+    seconds["changed"] = round(time.monotonic() - began, 3)
     began = time.monotonic()
 
     def emit(event: events.Event) -> None:
         for sink in sinks:
             sink(event)
-    arrays = FrozenArrays(source, mapping)  # (the source is frozen: read its arrays once)
-    results: dict[str, KeyResult] = {
-        t: check_keys(conn, arrays, mapping, settings, t, ids, emit)
-        for t, ids in changed.items()
-        if ids and mapping.tables[t].collection and t not in affected}
+    checked = check_changed(conn, source, mapping, settings, changed, emit, skip=affected)
+    results, orphans, types = checked.results, checked.orphans, checked.types
     seconds["byKey"] = round(time.monotonic() - began, 3)
     began = time.monotonic()
-    checks = SetwiseChecks(mapping, settings.thresholds)
-    orphans = [o for fk in mapping.foreign_keys if (o := checks.orphans_among(conn, fk, changed))]
-    types = checks.data_types(conn, only=changed)
     schema = [d.message for d in schema_diff.compare(conn, mapping) if d.fails_validation]
-    seconds["setWise"] = round(time.monotonic() - began, 3)
+    seconds["schema"] = round(time.monotonic() - began, 3)
     failing = {t: r for t, r in results.items() if r.differing}
     n = settings.thresholds.examples
     passed = not failing and not orphans and not types and not schema
@@ -229,30 +230,9 @@ def _since_proof(conn: psycopg.Connection, source: MongoSource, settings: Valida
         "status": "PASS" if passed else "FAIL", "mode": "since proof",
         "proofAt": proof.at.isoformat(), "proofChangeSeq": proof.change_seq,
         "rowsChecked": sum(r.checked for r in results.values()),
-        "counts": counts, "partSeconds": seconds,
+        "partSeconds": seconds,
         "failedRows": {t: {"count": len(r.differing), "missing": r.count.missing[:n],
                            "extra": r.count.extra[:n], "fieldMismatches": r.mismatches[:n],
                            "junctionPairs": r.junctions[:n]} for t, r in failing.items()},
         "orphans": orphans, "typeProblems": types, "schemaDifferences": schema,
-        "matchPercentage": 100.0 if passed else 0.0,
-        "totals": {"targetRows": sum(c["target"] for c in counts.values()),
-                   "quarantined": sum(c["quarantined"] for c in counts.values())}}
-
-
-def exact_counts(conn: psycopg.Connection, source: MongoSource,
-                 mapping: Mapping) -> dict[str, dict[str, int]]:
-    """Each entity table: the source's documents (counted exactly), the
-    quarantined ones and the target's rows."""
-    present = set(source.collection_names())
-    quarantined = dict(conn.execute(
-        f"SELECT table_name, count(*) FROM {STATE_SCHEMA}.quarantine GROUP BY table_name"
-    ).fetchall())
-    out = {}
-    for table in mapping.entity_tables:
-        assert table.collection
-        target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            ident(table.name))).fetchone()[0]  # type: ignore[index]
-        out[table.name] = {
-            "source": source.exact_count(table.collection) if table.collection in present else 0,
-            "quarantined": int(quarantined.get(table.name, 0)), "target": int(target)}
-    return out
+        "matchPercentage": 100.0 if passed else 0.0}

@@ -22,6 +22,7 @@ from engine.core.mapping import Mapping
 from engine.core.run_files import CUTOVER_FILE, write_private
 from engine.core.stage import StageRun
 from engine.cutover.catch_up import catch_up
+from engine.cutover.counts import SourceCounts
 from engine.cutover.proof import validate_at_cutover
 from engine.cutover.still_writing import StillArriving
 from engine.migrate.run import MigrationError, MigrationSettings
@@ -72,9 +73,12 @@ class Cutover(StageRun):
                                 "catching up until past the source's last operation"))
         watch = StillArriving(self.emit, s.say_every_seconds, s.idle_seconds,
                               s.max_wait_seconds)
+        # (the source's exact counts: beside the catch-up, from its last operation time)
+        counting = SourceCounts(self.source, self.mapping)
         caught = catch_up(self.source, s.postgres_url,
                           MigrationSettings(s.postgres_url, s.run_dir), s.idle_seconds,
-                          s.max_wait_seconds, [*self.sinks, watch], self.control, self.mapping)
+                          s.max_wait_seconds, [*self.sinks, watch], self.control, self.mapping,
+                          on_latest=(lambda: None) if s.full_validation else counting.start)
         followed = caught.followed
         caught_up = time.monotonic()
         with connect(s.postgres_url, "cutover") as conn:
@@ -99,7 +103,8 @@ class Cutover(StageRun):
                                 "source"))
         validation = validate_at_cutover(
             self.source, ValidationSettings(s.postgres_url, s.run_dir), self.mapping,
-            self.sinks, full=s.full_validation)
+            self.sinks, full=s.full_validation, counting=counting,
+            frozen=not caught.operation.get("newerSeen"))
         validated_at = dt.datetime.now().astimezone()
         done = time.monotonic()
         # from writes stopped to this command's start (the lead's own steps), then ours

@@ -223,9 +223,15 @@ def counts_since(conn: psycopg.Connection, seq: int) -> dict[str, int]:
     """Table -> how many row changes were logged after seq (a key-moving
     UPDATE counts twice here, once in the table's counters: the log then
     explains more, never less)."""
+    return counts_between(conn, seq, None)
+
+
+def counts_between(conn: psycopg.Connection, after: int, upto: int | None) -> dict[str, int]:
+    """counts_since(after), of the changes up to seq upto (None: all)."""
     return {r[0]: int(r[1]) for r in conn.execute(
-        f"SELECT table_name, count(*) FILTER (WHERE op <> 'T') "
-        f"FROM {CHANGE_LOG} WHERE seq > %s GROUP BY table_name", [seq])}
+        f"SELECT table_name, count(*) FILTER (WHERE op <> 'T') FROM {CHANGE_LOG} "
+        "WHERE seq > %s AND (%s::bigint IS NULL OR seq <= %s) GROUP BY table_name",
+        [after, upto, upto])}
 
 
 def writes_behind_the_tool(conn: psycopg.Connection, seq: int, limit: int = 1000) -> list[Change]:

@@ -15,7 +15,7 @@ from engine.core.ids import object_id_to_uuid
 from engine.postgres.session import execute_all
 
 STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
-VERSION = 3  # this code's schema; 1: every version before schema_version existed
+VERSION = 4  # this code's schema; 1: every version before schema_version existed
 
 _TABLES = f"""
 CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA};
@@ -180,6 +180,32 @@ CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.rollback_ids (
 );
 """
 
+# Version 4: proofs kept fresh while following (engine/validate/reprove.py).
+# A re-proof checks only the rows changed since the proof before it, so it
+# carries the first proof's base (the change-log seq and the counters since
+# which writes the triggers did not see are judged, and the change log's rows
+# from it to the re-proof, counted as it goes: a log of days is never counted
+# whole; truncations and writes not the tool's are found by an index of their
+# own); the source's pairs the
+# junction tables lacked at a proof (naming a row absent then, mostly) tell
+# which documents name a row inserted later without having changed.
+_V4_DDL = f"""
+ALTER TABLE {STATE_SCHEMA}.validation_proof ADD COLUMN IF NOT EXISTS base_seq bigint,
+    ADD COLUMN IF NOT EXISTS logged jsonb NOT NULL DEFAULT '{{}}',
+    ADD COLUMN IF NOT EXISTS keeps_missing_pairs boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS change_log_unusual ON {STATE_SCHEMA}.change_log (seq)
+    WHERE op = 'T' OR NOT by_tool;
+CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.validation_missing_pairs (
+    junction text NOT NULL,
+    left_id uuid NOT NULL,
+    right_id uuid NOT NULL
+);
+CREATE INDEX IF NOT EXISTS validation_missing_pairs_left
+    ON {STATE_SCHEMA}.validation_missing_pairs (junction, left_id);
+CREATE INDEX IF NOT EXISTS validation_missing_pairs_right
+    ON {STATE_SCHEMA}.validation_missing_pairs (junction, right_id);
+"""
+
 
 class StateSchemaError(Exception):
     """A checkpoint schema this version cannot work with; args: (what, what to do)."""
@@ -193,6 +219,7 @@ def create(conn: psycopg.Connection, junctions: list[str]) -> None:
         conn.execute(_RETRY_TABLES)
         conn.execute(_WAITS_INDEX)
         conn.execute(_V3_TABLES)
+        conn.execute(_V4_DDL)
         conn.execute(f"INSERT INTO {STATE_SCHEMA}.schema_version (version) VALUES (%s)",
                      [VERSION])
     else:
@@ -290,5 +317,11 @@ def _v2_to_v3(conn: psycopg.Connection) -> None:
     conn.execute(_V3_TABLES)
 
 
+def _v3_to_v4(conn: psycopg.Connection) -> None:
+    """Version 3's proofs kept no missing pairs: not built on (keeps_missing_pairs false)."""
+    conn.execute(_V4_DDL)
+
+
 # _UPGRADES[n]: version n to n+1.
-_UPGRADES: dict[int, Callable[[psycopg.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+_UPGRADES: dict[int, Callable[[psycopg.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3,
+                                                              3: _v3_to_v4}

@@ -1,9 +1,11 @@
 """Layers 1 and 2 for chosen rows of one table: each named row against its
 source document as it is now (fetched by _id), and the junction pairs the row
 takes part in against the arrays naming it on either side. The online
-validation re-checks its suspects with it; the cutover checks the rows changed
-since the proof with it. The same TableChecker as the full validation does
-the comparing."""
+validation re-checks its suspects with it; a re-proof and the cutover check
+the rows changed since the proof with it. The same TableChecker as the full
+validation does the comparing. Documents are only ever read by _id: an array
+field has no index (nor in NextCRM's MongoDB), so finding who names a row
+would read whole collections."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 from bson import ObjectId
@@ -24,7 +25,7 @@ from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.postgres.ddl import ident
 from engine.postgres.integrity import object_id_text
 from engine.source.base import Source
-from engine.source.mongo import REFERENCING_IN_MAX, MongoSource, is_hashable, named_values
+from engine.validate import proof_record
 from engine.validate.table_check import TableChecker, TableCount, ValidationSettings
 
 CHUNK = 1000  # ids per source fetch and target query
@@ -41,6 +42,8 @@ class KeyResult:
     mismatches: list[dict] = field(default_factory=list)
     junctions: list[dict] = field(default_factory=list)  # pairs missing/extra, per junction
     differing: set[bytes] = field(default_factory=set)  # row ids still not equal
+    # junction -> the source's pairs its table lacks (kept with a proof)
+    missing_pairs: dict[str, set[tuple[bytes, bytes]]] = field(default_factory=dict)
 
 
 def _object_ids(ids: Iterable[bytes]) -> list[ObjectId]:
@@ -51,45 +54,6 @@ def _object_ids(ids: Iterable[bytes]) -> list[ObjectId]:
         with contextlib.suppress(ValueError):
             oids.append(uuid_to_object_id(i))
     return oids
-
-
-class FrozenArrays:
-    """A source that no longer changes (the cutover's), with referencing()
-    answered from one read per collection of every junction array field it
-    holds: on a server without indexes on them each referencing() of many
-    ids reads the whole collection, once per field and table otherwise."""
-
-    def __init__(self, source: MongoSource, mapping: Mapping) -> None:
-        self.source = source
-        self.fields: dict[str, list[str]] = {}
-        for j in mapping.junctions:
-            for src in j.sources:
-                named = self.fields.setdefault(src.collection, [])
-                if src.field not in named:
-                    named.append(src.field)
-        # collection -> field -> a value named -> the documents naming it
-        self.index: dict[str, dict[str, dict[object, list[dict]]]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
-
-    def referencing(self, collection: str, field: str, ids: list[object]) -> list[dict]:
-        if field not in self.fields.get(collection, ()) or len(ids) <= REFERENCING_IN_MAX:
-            return self.source.referencing(collection, field, ids)
-        if collection not in self.index:
-            fields = self.fields[collection]
-            index: dict[str, dict[object, list[dict]]] = {f: {} for f in fields}
-            for doc in self.source.projected(collection, fields):
-                for f in fields:
-                    for v in named_values(doc.get(f)):
-                        if is_hashable(v):
-                            index[f].setdefault(v, []).append(doc)
-            self.index[collection] = index
-        found: dict[int, dict] = {}
-        for i in ids:
-            for doc in self.index[collection][field].get(i, ()):
-                found[id(doc)] = doc
-        return list(found.values())
 
 
 def changed_rows(mapping: Mapping, keys: dict[str, list[dict]]
@@ -128,20 +92,20 @@ def exceptions_now(conn: psycopg.Connection, table: str, oids: list[str]
     return quarantined, adjusted
 
 
-def check_keys(conn: psycopg.Connection, source: Source | FrozenArrays, mapping: Mapping,
+def check_keys(conn: psycopg.Connection, source: Source, mapping: Mapping,
                settings: ValidationSettings, table_name: str, ids: Iterable[bytes],
                emit: Callable[[events.Event], None] = lambda e: None,
-               pairs_of: dict[str, set[bytes]] | None = None) -> KeyResult:
+               pairs_of: dict[str, set[bytes]] | None = None,
+               since: dict[str, set[bytes]] | None = None) -> KeyResult:
     """The rows `ids` (uuid bytes) of an entity table, and their junction
     pairs: of every junction the table takes part in (pairs_of None), or only
     of the junctions pairs_of names, for the ids it gives (junction table ->
     row ids: the online validation's junction suspects; a row whose pairs all
     matched the set-wise check needs no re-check of them).
 
-    The pairs are checked once for all the ids, not per chunk: the arrays
-    naming them are found by one query per array field (a collection scan
-    where the field has no index), so their cost follows the collection's
-    size, not the number of rows asked for."""
+    since: every row changed since a proof (table -> ids, these among them),
+    which the pairs are judged from (see _junction_pairs); None: the pairs
+    of the ids are read whole from both sides' documents, by _id."""
     table = mapping.tables[table_name]
     assert table.collection
     result = KeyResult(table_name)
@@ -182,54 +146,80 @@ def check_keys(conn: psycopg.Connection, source: Source | FrozenArrays, mapping:
         for left_side in (True, False):
             if (j.left_table if left_side else j.right_table) != table_name or not mine:
                 continue
-            for problem in _junction_pairs(conn, source, j, left_side, mine,
-                                           _object_ids(mine), own_pairs,
-                                           by_id=pairs_of is not None):
+            problems, missing = _junction_pairs(conn, source, mapping, j, left_side, mine,
+                                                own_pairs, since)
+            if missing:
+                result.missing_pairs.setdefault(j.table, set()).update(missing)
+            for problem in problems:
                 differing.add(problem["id"])
                 result.junctions.append({k: v for k, v in problem.items() if k != "id"})
     result.differing = differing
     return result
 
 
-def _junction_pairs(conn: psycopg.Connection, source: Source | FrozenArrays, j: Junction,
-                    left_side: bool, ids: list[bytes], oids: list[ObjectId],
+def _junction_pairs(conn: psycopg.Connection, source: Source, mapping: Mapping, j: Junction,
+                    left_side: bool, ids: list[bytes],
                     own_pairs: list[tuple[str, bytes, bytes, str]],
-                    by_id: bool = False) -> list[dict]:
-    """The pairs of junction j naming ids on one side: the arrays of these
-    documents and of every document naming them on the other side (pairs
-    naming a row absent from the target excepted, as the migration does),
-    against the junction's rows.
+                    since: dict[str, set[bytes]] | None
+                    ) -> tuple[list[dict], set[tuple[bytes, bytes]]]:
+    """The pairs of junction j naming ids on one side, against the junction's
+    rows (pairs naming a row absent from the target excepted, as the
+    migration does); and the source's pairs the junction lacks.
 
-    by_id (the online re-check of the pairs the set-wise check found
-    differing, both of whose ends are re-checked): of the other side, only
-    the documents of the pairs the junction holds are read, by _id; a pair
-    missing from the junction is found from the side whose array names it.
-    Otherwise (the cutover's changed rows: a row inserted since the proof
-    may be named by a document that did not change) every document naming
-    the ids is asked for: a collection scan per array field on a server
-    without an index on it."""
+    Expected: the pairs from these rows' own arrays, and from the arrays of
+    the documents on the other side that may name them, read by _id:
+    - since None (the online re-check of pairs the set-wise check found
+      differing, both of whose ends are re-checked): the partners of every
+      pair the junction holds; a pair missing from it is found from the side
+      whose array names it.
+    - since a proof (every row changed since, in `since`): the proof showed
+      each pair the junction held equal to the source's. A pair the junction
+      holds with a partner unchanged since (its document and row), that the
+      own arrays do not give, stands if only the partner's side has arrays
+      (they are as proven); else its partner is read. A pair the junction
+      lacked at the proof (kept with it, proof_record.missing_partners)
+      has its partner read: it may name a row inserted since. Any other
+      document naming these rows has changed since, and its own check by
+      key covers the pair: no collection is read whole."""
     mine = set(ids)
     column = j.left_column if left_side else j.right_column
     actual = {(a.bytes, b.bytes) for a, b in conn.execute(
         sql.SQL("SELECT {}, {} FROM {} WHERE {} = ANY(%s::uuid[])").format(
             ident(j.left_column), ident(j.right_column), ident(j.table), ident(column)),
         ["{" + ",".join(i.hex() for i in ids) + "}"])}
-    partners = _object_ids({b if left_side else a for a, b in actual})
     expected = {(a, b) for name, a, b, _ in own_pairs
                 if name == j.table and (a if left_side else b) in mine}
-    own_collection = j.left_table if left_side else j.right_table
+    own_collection = mapping.tables[j.left_table if left_side else j.right_table].collection
+    other_table = j.right_table if left_side else j.left_table
+    own_arrays = any(src.collection == own_collection and src.owner_is_left == left_side
+                     for src in j.sources)
+
+    def partner(pair: tuple[bytes, bytes]) -> bytes:
+        return pair[1] if left_side else pair[0]
+    if since is None:
+        to_read = {partner(p) for p in actual}
+    else:
+        changed = since.get(other_table, set())
+        to_read = set()
+        for pair in actual - expected:
+            if own_arrays or partner(pair) in changed:
+                to_read.add(partner(pair))
+            else:
+                expected.add(pair)  # the partner's arrays only, unchanged: as proven
+        to_read |= proof_record.missing_partners(conn, j.table, left_side, ids)
+    partners = _object_ids(to_read)
     for src in j.sources:
-        if src.collection == own_collection and src.owner_is_left == left_side:
+        if (src.collection == own_collection and src.owner_is_left == left_side) \
+                or not partners:
             continue  # this side's own arrays: in own_pairs
-        naming = (source.fetch(src.collection, list(partners)) if by_id else
-                  source.referencing(src.collection, src.field, list(oids)))
-        for doc in naming:
+        for doc in source.fetch(src.collection, list(partners)):
             if type(doc.get("_id")) is not ObjectId:
                 continue  # quarantined as wrong_type: no row, no pairs
             other = object_id_to_uuid(doc["_id"]).bytes
             for v in doc.get(src.field) or []:
                 if type(v) is ObjectId and (mine_id := object_id_to_uuid(v).bytes) in mine:
                     expected.add((mine_id, other) if left_side else (other, mine_id))
+    missing = expected - actual  # (before the presence check: a row may come later)
     if expected:  # (one query each, whatever the number of ids)
         present_left = _present(conn, j.left_table, {a for a, _ in expected})
         present_right = _present(conn, j.right_table, {b for _, b in expected})
@@ -240,7 +230,7 @@ def _junction_pairs(conn: psycopg.Connection, source: Source | FrozenArrays, j: 
             problems.append({"id": a if left_side else b, "table": j.table, "problem": kind,
                              "pair": f"{j.left_column}={object_id_text(a)} "
                                      f"{j.right_column}={object_id_text(b)}"})
-    return problems
+    return problems, missing
 
 
 def _present(conn: psycopg.Connection, table: str, ids: set[bytes]) -> set[bytes]:

@@ -121,6 +121,17 @@ def follower_passed(source: MongoSource, conn: psycopg.Connection, mapping: Mapp
     return not batch.changes or batch.changes[0].cluster_time > point
 
 
+def wait_for_follower(source: MongoSource, conn: psycopg.Connection, mapping: Mapping,
+                      point: Timestamp, seconds: float, every: float = 0.5) -> bool:
+    """Whether the follower passed point within seconds (follower_passed)."""
+    deadline = time.monotonic() + seconds
+    while not follower_passed(source, conn, mapping, point):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
 class OnlineValidation:
     def __init__(self, source: MongoSource, settings: ValidationSettings,
                  sinks: Iterable[events.Sink] = (), mapping: Mapping | None = None,
@@ -159,6 +170,7 @@ class OnlineValidation:
         validator = Validator(self.source, self.settings, self.sinks, self.mapping,
                               rules_sample=None)
         validator.write_report = False  # the scan's findings are suspects, not yet a report
+        validator.keep_missing_pairs = True  # what a re-proof and the cutover build on
         report = validator.run()
         checked_until = cluster_time(self.source)
         with connect(url, "validate", tuned=False) as conn:
@@ -170,6 +182,9 @@ class OnlineValidation:
                 report["status"] = "NOT_PROVEN"
                 return self._write(report)
             results = self._recheck(conn, validator.suspects, validator.pair_suspects)
+            for result in results.values():
+                for junction, pairs in result.missing_pairs.items():
+                    proof_record.add_missing_pairs(conn, junction, pairs)
             orphans = [o for fk in self.mapping.foreign_keys
                        if (o := validator.checks.orphans(conn, fk))]
             types = validator.checks.data_types(conn)
@@ -193,12 +208,7 @@ class OnlineValidation:
         return self._write(report)
 
     def _wait(self, conn: psycopg.Connection, point: Timestamp) -> bool:
-        deadline = time.monotonic() + self.wait_seconds
-        while not follower_passed(self.source, conn, self.mapping, point):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.5)
-        return True
+        return wait_for_follower(self.source, conn, self.mapping, point, self.wait_seconds)
 
     def _recheck(self, conn: psycopg.Connection, suspects: dict[str, set[bytes]],
                  pair_suspects: dict[str, dict[str, set[bytes]]]) -> dict[str, KeyResult]:

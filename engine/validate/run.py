@@ -36,6 +36,7 @@ from engine.postgres.checkpoint import STATE_SCHEMA
 from engine.postgres.session import connect, run_on_connections
 from engine.source.base import Source
 from engine.source.spec import SourceSpec
+from engine.validate import proof_record
 from engine.validate.report import REPORT_FILE, build_report
 from engine.validate.rules_check import SAMPLE as RULES_SAMPLE
 from engine.validate.rules_check import check_rules
@@ -73,6 +74,7 @@ class Validator:
         self.pair_suspects: dict[str, dict[str, set[bytes]]] = {}
         self.rules_sample = rules_sample  # the second opinion's documents per table
         self.write_report = True  # the online validation writes its own, once settled
+        self.keep_missing_pairs = False  # the online validation's proof keeps them
         # only: the entity tables to validate in full (the cutover's affected
         # ones), with the junctions both of whose sides are among them; None: all.
         self.tables = [t for t in self.mapping.entity_tables if only is None or t.name in only]
@@ -112,6 +114,8 @@ class Validator:
                 if not d.fails_validation:
                     self.emit(events.Notice("info", f"schema: {d.message}"))
             migration_finished = checkpoint.run_finished(conn)
+            if self.keep_missing_pairs:
+                proof_record.keep_missing_pairs(conn, PAIRS, self.junctions, replace=True)
             conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
             rules = (check_rules(conn, self.source, self.mapping, self.rules_sample,
                                  self.settings.thresholds.examples)
