@@ -133,6 +133,9 @@ def reproofs(url: str) -> str:
             "WHERE summary ? 'reproof' ORDER BY id")]
     if not found:
         return "re-proofs while following: none"
+    failed = [f for f in found if f["status"] != "PASS"]
+    if failed:
+        print("a re-proof failed:", json.dumps(failed[0])[:3000])
     seconds = sorted(f["seconds"] for f in found)
     rows = sorted(f["rowsChecked"] for f in found)
     return (f"re-proofs while following: {len(found)} ({sum(f['status'] == 'PASS' for f in found)}"

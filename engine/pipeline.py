@@ -145,7 +145,10 @@ class LiveMigration(StageRun):
             patience_s=self.settings.outage_patience_s).run()
 
     def _on_progress(self, event: events.Event) -> None:
-        """Once the follower has caught up: the online validation, beside it."""
+        """Once the follower has caught up: the online validation, beside it;
+        a cutover's takeover stops the re-proofs (the source is the downtime's)."""
+        if isinstance(event, events.FollowFinishing):
+            self._following_ended.set()
         if (self._online is None and self.settings.validate_online
                 and isinstance(event, events.FollowProgress) and event.caught_up):
             self._online = threading.Thread(target=self._validate_online, daemon=True,
@@ -174,7 +177,8 @@ class LiveMigration(StageRun):
                 # then the proof kept fresh, so that the cutover has little left to check
                 while (r.online.get("status") == "PASS"
                        and not self._following_ended.wait(REPROVE_PAUSE_S)):
-                    reprove(source, settings, self.mapping, self.emit)
+                    reprove(source, settings, self.mapping, self.emit,
+                            stop=self._following_ended.is_set)
             finally:
                 source.close()
         except Exception as exc:

@@ -138,3 +138,31 @@ def test_the_online_validation_keeps_the_pairs_the_junctions_lack(
                 and object_id_to_uuid(c).bytes not in contacts}
     assert expected  # (the source's dirt names contacts it lacks)
     assert {k for k in kept if k[0] == "DocumentsToContacts"} >= expected
+
+
+def test_a_record_count_that_disagrees_is_counted_exactly_and_only_that_decides(
+        deployed: str, staged: tuple, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cutover's first counts are the collections' own (mongod's record
+    count may be off after an unclean shutdown): one that disagrees with the
+    target is counted again by walking the documents, and a table whose
+    exact count differs is validated in full."""
+    url, db, _ = staged
+    _follow_once(url, db, deployed, run_dir)
+    off = {"crm_Contacts": 1, "crm_Leads": 1}  # wrong record counts
+    really_off = {"crm_Leads": 1}  # and a wrong exact one
+    count, exact = MongoSource.count, MongoSource.exact_count
+    monkeypatch.setattr(MongoSource, "count",
+                        lambda self, c: count(self, c) + off.get(c, 0))
+    monkeypatch.setattr(MongoSource, "exact_count",
+                        lambda self, c: exact(self, c) + really_off.get(c, 0))
+    cut = _cutover(url, db, deployed, run_dir)
+    v = cut["validation"]
+    assert v["mode"] == "since proof", v
+    with psycopg.connect(deployed, autocommit=True) as conn:
+        contacts = conn.execute('SELECT count(*) FROM "crm_Contacts"').fetchone()[0]
+    assert v["counts"]["crm_Contacts"]["exact"] == 1  # recounted, and equal
+    assert v["counts"]["crm_Contacts"]["source"] - v["counts"]["crm_Contacts"][
+        "quarantined"] == contacts
+    assert "exact" not in v["counts"]["Users"]
+    assert v["fullyValidated"]["tables"] == ["crm_Leads"]
+    assert any("exact count differs" in w for w in v["fullyValidated"]["why"])

@@ -176,10 +176,15 @@ class FollowProgress:
     history_seconds: float | None = None  # the oplog's span, when the server shows it
 
 
+@dataclass(frozen=True)
+class FollowFinishing:
+    """A cutover asked the follower to finish: it applies up to its point, then stops."""
+
+
 Event = (PlanReady | PhaseStarted | TableStarted | BatchCommitted | DocumentQuarantined
          | TableFinished | TableSkipped | StepDone | JunctionFilled | Notice
          | MigrationPaused | MigrationFinished | MigrationFailed | ValidationProgress
-         | QuarantineLeft | RetryProgress | RetryFinished | FollowProgress)
+         | QuarantineLeft | RetryProgress | RetryFinished | FollowProgress | FollowFinishing)
 Sink = Callable[[Event], None]
 
 

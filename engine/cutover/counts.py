@@ -1,12 +1,16 @@
-"""The cutover's exact counts: each entity table's source documents (counted
-exactly: a scan where the server keeps no count by index), quarantined ones
-and target rows.
+"""The cutover's counts: each entity table's source documents, quarantined
+ones and target rows, the source's exact where they disagree.
 
-The source's are counted in a thread of their own from the moment the
-catch-up has read the source's last operation time, beside the catch-up and
-the checks by key: inside the downtime they are the one part that grows with
-the data. They stand only if no change newer than that time showed up
-(the source was frozen while they counted); else they are counted again."""
+The source's are first its collections' own counts (the count command: the
+storage engine's record count on mongod, kept with every write; a scan on a
+server without one), in a thread of their own from the moment the catch-up
+has read the source's last operation time, beside the catch-up and the
+checks by key. A table whose count disagrees with the target's (rows +
+quarantined) is counted again exactly (countDocuments: every document
+walked), and only that count decides: a record count mongod got wrong after
+an unclean shutdown costs a scan, never a wrong verdict by itself. The first
+counts stand only if no change newer than that time showed up (the source
+was frozen while they counted); else they are taken again."""
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ class SourceCounts:
 
     def _count(self) -> dict[str, int]:
         present = set(self.source.collection_names())
-        return {t.collection: self.source.exact_count(t.collection)
+        return {t.collection: self.source.count(t.collection)
                 for t in self.mapping.entity_tables
                 if t.collection and t.collection in present}
 
@@ -59,10 +63,11 @@ class SourceCounts:
         return self._counts if frozen else self._count()
 
 
-def exact_counts(conn: psycopg.Connection, source_counts: dict[str, int],
+def exact_counts(conn: psycopg.Connection, source: MongoSource, source_counts: dict[str, int],
                  mapping: Mapping) -> dict[str, dict[str, int]]:
     """Each entity table: the source's documents (source_counts, by
-    collection), the quarantined ones and the target's rows."""
+    collection; counted exactly where they disagree with the target:
+    "exact" 1), the quarantined ones and the target's rows."""
     quarantined = dict(conn.execute(
         f"SELECT table_name, count(*) FROM {STATE_SCHEMA}.quarantine GROUP BY table_name"
     ).fetchall())
@@ -71,7 +76,11 @@ def exact_counts(conn: psycopg.Connection, source_counts: dict[str, int],
         assert table.collection
         target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
             ident(table.name))).fetchone()[0]  # type: ignore[index]
-        out[table.name] = {"source": source_counts.get(table.collection, 0),
-                           "quarantined": int(quarantined.get(table.name, 0)),
-                           "target": int(target)}
+        counted = {"source": source_counts.get(table.collection, 0),
+                   "quarantined": int(quarantined.get(table.name, 0)), "target": int(target)}
+        if counted["source"] - counted["quarantined"] != counted["target"] \
+                and table.collection in source_counts:
+            counted["source"] = source.exact_count(table.collection)
+            counted["exact"] = 1
+        out[table.name] = counted
     return out

@@ -77,7 +77,7 @@ def validate_at_cutover(source: MongoSource, settings: ValidationSettings, mappi
                 doubts = [Doubt(report["doubt"])]
             else:
                 waited = time.monotonic()
-                counts = exact_counts(conn, counting.result(frozen), mapping)
+                counts = exact_counts(conn, source, counting.result(frozen), mapping)
                 report["partSeconds"]["exactCountsWaited"] = round(time.monotonic() - waited, 3)
                 _with_counts(report, counts)
                 doubts += [Doubt(f"{t}: exact count differs (expected "
@@ -218,6 +218,7 @@ def _since_proof(conn: psycopg.Connection, source: MongoSource, settings: Valida
         for sink in sinks:
             sink(event)
     checked = check_changed(conn, source, mapping, settings, changed, emit, skip=affected)
+    assert checked is not None  # (never stopped)
     results, orphans, types = checked.results, checked.orphans, checked.types
     seconds["byKey"] = round(time.monotonic() - began, 3)
     began = time.monotonic()

@@ -42,7 +42,7 @@ TIME_FORMAT = "'YYYY-MM-DD HH:MM:SS'"
 
 # What the validation since the online proof found (engine/cutover/proof.py).
 SINCE_PROOF = ("rowsChecked", "failedRows", "orphans", "typeProblems", "schemaDifferences",
-               "behindTheTool", "why", "fullyValidated", "partSeconds")
+               "behindTheTool", "why", "fullyValidated", "partSeconds", "counts")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Cutover(StageRun):
                                 "catching up until past the source's last operation"))
         watch = StillArriving(self.emit, s.say_every_seconds, s.idle_seconds,
                               s.max_wait_seconds)
-        # (the source's exact counts: beside the catch-up, from its last operation time)
+        # (the source's counts: beside the catch-up, from its last operation time)
         counting = SourceCounts(self.source, self.mapping)
         caught = catch_up(self.source, s.postgres_url,
                           MigrationSettings(s.postgres_url, s.run_dir), s.idle_seconds,

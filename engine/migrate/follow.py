@@ -306,6 +306,7 @@ class Follower(StageRun):
         """A cutover's request heard, and its point reached (engine.migrate.finish)."""
         if (asked := finish_requested(conn)) is not None:
             self.finish_at = asked
+            self.emit(events.FollowFinishing())
             self.emit(events.Notice("info", "the cutover asked this follower to finish: "
                                     "applying until the source's last change, then stopping"))
         idle_for = time.monotonic() - idle_since if idle_since is not None else 0.0

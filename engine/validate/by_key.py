@@ -42,6 +42,9 @@ class KeyResult:
     mismatches: list[dict] = field(default_factory=list)
     junctions: list[dict] = field(default_factory=list)  # pairs missing/extra, per junction
     differing: set[bytes] = field(default_factory=set)  # row ids still not equal
+    values_differ: set[bytes] = field(default_factory=set)  # ... by the row itself
+    # a row differing by its pairs -> the other ends of those pairs (table, row id)
+    pair_partners: dict[bytes, set[tuple[str, bytes]]] = field(default_factory=dict)
     # junction -> the source's pairs its table lacks (kept with a proof)
     missing_pairs: dict[str, set[tuple[bytes, bytes]]] = field(default_factory=dict)
 
@@ -138,6 +141,7 @@ def check_keys(conn: psycopg.Connection, source: Source, mapping: Mapping,
             result.records[k] = result.records.get(k, 0) + v
         result.mismatches += checker.mismatches
         differing |= checker.differing
+        result.values_differ |= checker.differing
         result.checked += len(chunk)
     for j in mapping.junctions:
         if pairs_of is not None and not pairs_of.get(j.table):
@@ -152,9 +156,23 @@ def check_keys(conn: psycopg.Connection, source: Source, mapping: Mapping,
                 result.missing_pairs.setdefault(j.table, set()).update(missing)
             for problem in problems:
                 differing.add(problem["id"])
-                result.junctions.append({k: v for k, v in problem.items() if k != "id"})
+                result.pair_partners.setdefault(problem["id"], set()).add(
+                    (j.right_table if left_side else j.left_table, problem["partner"]))
+                result.junctions.append({k: v for k, v in problem.items()
+                                         if k not in ("id", "partner")})
     result.differing = differing
     return result
+
+
+def unexplained(result: KeyResult, changed: dict[str, set[bytes]]) -> set[bytes]:
+    """The rows still differing that no change explains (changed: table ->
+    rows changed since the check began): a row is explained if it changed,
+    or if it differs only by pairs whose other ends all changed (a document
+    on the other side changed its array, not yet applied)."""
+    mine = changed.get(result.table, set())
+    return {i for i in result.differing if i not in mine and (
+        i in result.values_differ or not all(
+            p in changed.get(t, ()) for t, p in result.pair_partners.get(i, ())))}
 
 
 def _junction_pairs(conn: psycopg.Connection, source: Source, mapping: Mapping, j: Junction,
@@ -227,7 +245,8 @@ def _junction_pairs(conn: psycopg.Connection, source: Source, mapping: Mapping, 
     problems = []
     for kind, diff in (("missing", expected - actual), ("extra", actual - expected)):
         for a, b in sorted(diff):
-            problems.append({"id": a if left_side else b, "table": j.table, "problem": kind,
+            problems.append({"id": a if left_side else b, "partner": b if left_side else a,
+                             "table": j.table, "problem": kind,
                              "pair": f"{j.left_column}={object_id_text(a)} "
                                      f"{j.right_column}={object_id_text(b)}"})
     return problems, missing

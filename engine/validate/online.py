@@ -45,8 +45,9 @@ from engine.postgres.follow_state import load_follow
 from engine.postgres.session import connect
 from engine.source.change_stream import ChangeStream, StreamPosition, cluster_time
 from engine.source.mongo import MongoSource
+from engine.source.operation_time import latest_operation, token_time
 from engine.validate import proof_record
-from engine.validate.by_key import KeyResult, changed_rows, check_keys
+from engine.validate.by_key import KeyResult, changed_rows, check_keys, unexplained
 from engine.validate.report import REPORT_FILE
 from engine.validate.rules_check import SAMPLE as RULES_SAMPLE
 from engine.validate.rules_check import find_disagreements, rules_report
@@ -75,9 +76,14 @@ def lower_priority() -> None:
 def stream_changes(source: MongoSource, mapping: Mapping, position: StreamPosition,
                    until: Timestamp | None, max_seconds: float = 60.0) -> dict[str, set[bytes]]:
     """Table -> row ids of the documents changed at the source after position
-    (up to until, or the stream's end when until is None); StreamNotRead if
-    that takes longer than max_seconds."""
+    (up to until, taken before: read until a change or the stream's position
+    is past it, or, on a one-member replica set, until it is empty; to the
+    stream's end when until is None, or where its tokens tell no time);
+    StreamNotRead if that takes longer than max_seconds."""
     out: dict[str, set[bytes]] = {}
+    # a one-member set's stream, read after until was taken, holds every change up to it
+    # once empty (engine/migrate/finish.py); else its position must pass until
+    one_member = until is not None and latest_operation(source).single_member
     stream = ChangeStream(source, mapping.collections, position, wait_ms=200)
     deadline = time.monotonic() + max_seconds
     try:
@@ -92,8 +98,12 @@ def stream_changes(source: MongoSource, mapping: Mapping, position: StreamPositi
                     continue  # a non-ObjectId _id: quarantined, never a row
                 out.setdefault(mapping.table_for_collection(change.collection).name,
                                set()).add(row_id)
-            if not batch.changes or batch.stop:
+            if batch.stop:
                 return out
+            if not batch.changes:  # its end now; but up to until? (as the catch-up's proof)
+                at = token_time(batch.token)
+                if until is None or at is None or at >= until or one_member:
+                    return out
     finally:
         stream.close()
     raise StreamNotRead(f"the source's change stream was still being read after "
@@ -229,10 +239,9 @@ class OnlineValidation:
         to the stream's end instead, beside writes that never stop, it took
         the whole of a minute's bound and loaded the server the follower reads."""
         changed = changed_rows(self.mapping, change_log.changed_keys(conn, start_seq))
-        unexplained = any(row_id not in changed.get(table, ())
-                          for table, r in results.items() for row_id in r.differing) or \
-            any(not _changed(d, changed) for d in rules_found)
-        if unexplained:  # (not read in time: the rows stay unexplained, failed)
+        if any(unexplained(r, changed) for r in results.values()) or \
+                any(not _changed(d, changed) for d in rules_found):
+            # (not read in time: the rows stay unexplained, failed)
             until = cluster_time(self.source)
             with contextlib.suppress(StreamNotRead):
                 for table, ids in stream_changes(self.source, self.mapping, position,
@@ -247,9 +256,9 @@ class OnlineValidation:
         failed: dict[str, set[bytes]] = {}
         deferred: dict[str, set[bytes]] = {}
         for table, result in results.items():
-            moved = changed.get(table, set())
+            bad = unexplained(result, changed)
             for row_id in result.differing:
-                (deferred if row_id in moved else failed).setdefault(table, set()).add(row_id)
+                (failed if row_id in bad else deferred).setdefault(table, set()).add(row_id)
         return failed, deferred
 
     def _rewrite(self, report: dict, results: dict[str, KeyResult],

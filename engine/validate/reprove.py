@@ -24,6 +24,7 @@ the cutover judges the writes no trigger saw since the first proof.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from engine.core import events
 from engine.core.mapping import Mapping
@@ -33,9 +34,9 @@ from engine.postgres.session import connect
 from engine.source.change_stream import HistoryLost, StreamPosition, cluster_time
 from engine.source.mongo import MongoSource
 from engine.validate import proof_record
-from engine.validate.by_key import changed_rows
+from engine.validate.by_key import changed_rows, unexplained
 from engine.validate.online import StreamNotRead, stream_changes, wait_for_follower
-from engine.validate.since_proof import changed_since, check_changed
+from engine.validate.since_proof import Checked, changed_since, check_changed
 from engine.validate.table_check import ValidationSettings
 
 PAUSE_S = 2.0  # between re-proofs, while following
@@ -43,10 +44,13 @@ WAIT_S = 60.0  # for the follower to pass a re-proof's start: else none is recor
 
 
 def reprove(source: MongoSource, settings: ValidationSettings, mapping: Mapping,
-            emit: events.Sink = lambda e: None, wait_s: float = WAIT_S) -> dict | None:
+            emit: events.Sink = lambda e: None, wait_s: float = WAIT_S,
+            stop: Callable[[], bool] = lambda: False) -> dict | None:
     """One re-proof; its summary, or None when there is nothing to build on
-    (no passing proof, no follower) or the follower did not pass its start
-    in wait_s (nothing recorded: the latest proof stands)."""
+    (no passing proof, no follower), the follower did not pass its start in
+    wait_s, or stop() said so between two tables (a cutover's takeover: its
+    catch-up has the source to itself): nothing recorded, the latest proof
+    stands."""
     began = time.monotonic()
     with connect(settings.postgres_url, "validate", tuned=False) as conn:
         proof = proof_record.latest(conn)
@@ -65,21 +69,24 @@ def reprove(source: MongoSource, settings: ValidationSettings, mapping: Mapping,
         except (StreamNotRead, HistoryLost):
             return None  # (the cutover finds a stream lost, from the latest proof)
         checked = check_changed(conn, source, mapping, settings, changed, lambda e: None,
-                                keep_pairs=True)
+                                keep_pairs=True, stop=stop)
+        if checked is None:
+            return None
         differing = checked.differing
         again = changed_rows(mapping, change_log.changed_keys(conn, start_seq))
-        if any(i not in again.get(t, ()) for t, ids in differing.items() for i in ids):
+        if any(unexplained(r, again) for r in checked.results.values()):
             for table, ids in stream_changes(source, mapping, position,
                                              cluster_time(source)).items():
                 again.setdefault(table, set()).update(ids)
-        failed = {t: len(ids - again.get(t, set())) for t, ids in differing.items()}
-        failed = {t: n for t, n in failed.items() if n}
+        failing = {t: unexplained(r, again) for t, r in checked.results.items()}
+        failed = {t: len(ids) for t, ids in failing.items() if ids}
         result = "FAIL" if failed or checked.orphans or checked.types else "PASS"
         summary = {"status": result, "reproof": True, "sinceProof": proof.id,
                    "rowsChecked": sum(r.checked for r in checked.results.values()),
                    "leftToTheNext": sum(len(ids) for ids in differing.values())
                    - sum(failed.values()),
-                   "failed": failed, "orphans": checked.orphans[:5],
+                   "failed": failed, "examples": _examples(checked, failing),
+                   "orphans": checked.orphans[:5],
                    "typeProblems": checked.types[:5],
                    "seconds": round(time.monotonic() - began, 3)}
         proof_record.record(conn, result, start_seq, position.token, stream_time, until,
@@ -91,3 +98,14 @@ def reprove(source: MongoSource, settings: ValidationSettings, mapping: Mapping,
                            "cutover will validate every row. Run cockpit validate --online "
                            "for the rows and what to do."))
     return summary
+
+
+def _examples(checked: Checked, failing: dict[str, set[bytes]], n: int = 5) -> dict:
+    """What differs in the failed rows' tables, a few of each kind."""
+    out: dict[str, dict] = {}
+    for table, ids in failing.items():
+        if ids:
+            r = checked.results[table]
+            out[table] = {"missing": r.count.missing[:n], "extra": r.count.extra[:n],
+                          "fieldMismatches": r.mismatches[:n], "junctionPairs": r.junctions[:n]}
+    return out

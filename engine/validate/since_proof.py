@@ -53,13 +53,17 @@ class Checked:
 def check_changed(conn: psycopg.Connection, source: MongoSource, mapping: Mapping,
                   settings: ValidationSettings, changed: dict[str, set[bytes]],
                   emit: Callable[[events.Event], None], skip: Collection[str] = (),
-                  keep_pairs: bool = False) -> Checked:
+                  keep_pairs: bool = False, stop: Callable[[], bool] = lambda: False
+                  ) -> Checked | None:
     """Each changed row (but those of the tables in skip) against its
     document now, its junction pairs judged from the proof (check_keys'
     since); the references among them and their types. keep_pairs: the
-    source's pairs the junctions lack are kept for the next proof."""
+    source's pairs the junctions lack are kept for the next proof. None
+    when stop() said so, between two tables."""
     out = Checked()
     for table, ids in changed.items():
+        if stop():
+            return None
         if ids and mapping.tables[table].collection and table not in skip:
             out.results[table] = check_keys(conn, source, mapping, settings, table, ids, emit,
                                             since=changed)
