@@ -8,7 +8,10 @@ application writes at --rate (follow_bench's Load: inserts, updates of fields
 and relation arrays, deletes on the big collections), during the snapshot and
 until the follower's own online validation (started once it caught up) has
 proven the rows (its duration and the follower's lag meanwhile are printed),
-and for --seconds more. Then the writes stop and, at once,
+until --reproofs re-proofs have been made (the proof kept fresh, as in a
+follower that has run for hours: the first re-proof checks every row changed
+during the online validation), and for --seconds more. Then the writes stop
+and, at once,
 `cockpit cutover --writes-stopped-at <that moment>` runs beside the follower
 and takes it over (no follower stopped first, none started again). Printed:
 the downtime (writes stopped -> validated) and each part: before the cutover
@@ -54,7 +57,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=4.0)
     parser.add_argument("--rate", type=float, default=500.0, help="writes/s until the stop")
     parser.add_argument("--seconds", type=float, default=20.0,
-                        help="writing while following, after the snapshot")
+                        help="writing while following, after the re-proofs below")
+    parser.add_argument("--reproofs", type=int, default=2,
+                        help="re-proofs made after the online validation before those seconds")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cutover-bench-"))
     pg = EmbeddedPostgres(work / "pg")
@@ -95,6 +100,14 @@ def main() -> None:
               f"{time.monotonic() - t:.1f}s (from the snapshot's end; its own "
               f"{proof.get('durationSeconds')}s scan), {proof.get('online')}")
         print(f"follower lag during it: {said(during)}")
+        # following goes on for hours or days before a cutover: the proof kept fresh
+        t = time.monotonic()
+        steady = lags_while(run, lambda: reproofs_made(url) < args.reproofs
+                            and follower.poll() is None
+                            and time.monotonic() - t < 600 * max(1.0, args.scale))
+        print(f"{reproofs_made(url)} re-proofs made after {time.monotonic() - t:.1f}s (the "
+              f"first checks every row changed during the online validation); follower lag "
+              f"meanwhile: {said(steady)}")
         after = lags_while(run, lambda: True, args.seconds)
         print(f"follower lag after it, for {args.seconds:g}s: {said(after)}")
         view = follow_view(run) or {}
@@ -121,6 +134,17 @@ def main() -> None:
         mongo.close()
         pg.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def reproofs_made(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        if conn.execute("SELECT to_regclass('cockpit_migration.validation_proof')"
+                        ).fetchone()[0] is None:
+            return 0
+        return conn.execute("SELECT count(*) FROM cockpit_migration.validation_proof "
+                            "WHERE summary ? 'reproof'").fetchone()[0]
 
 
 def reproofs(url: str) -> str:

@@ -221,7 +221,10 @@ class Follower(StageRun):
                 started: float) -> FollowResult:
         applied_before = state.events_applied - self._applied  # a retry's state counts them
         self._events_before = applied_before
-        stream = ChangeStream(self.source, self.mapping.collections, _position(state))
+        # A short await on a quiet stream: a cutover's request (and its proof, an empty
+        # batch) is heard between two; shorter still for the cutover's own follower.
+        stream = ChangeStream(self.source, self.mapping.collections, _position(state),
+                              wait_ms=100 if self.finish_at is not None else 200)
         applier = ChangeApplier(conn, self.mapping, self.source.fetch)
         applied, idle_since, lag, checked = self._applied, None, 0.0, False
         rate_window: list[tuple[float, int]] = []
