@@ -64,6 +64,8 @@ def print_cutover(cut: dict) -> None:
     print(f"validation {v.get('mode')}: {v.get('rowsChecked', 'every')} rows checked by key; "
           f"its parts {v.get('partSeconds')}; fully validated "
           f"{(v.get('fullyValidated') or {}).get('tables')}; why full {v.get('whyFull')}")
+    if v.get("fullyValidated"):
+        print(f"why those tables: {v['fullyValidated']['why'][:4]}")
     print(f"changes applied after the stop: {cut.get('changesAppliedAfterStop')}")
 
 

@@ -200,8 +200,8 @@ CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.validation_missing_pairs (
     left_id uuid NOT NULL,
     right_id uuid NOT NULL
 );
-CREATE INDEX IF NOT EXISTS validation_missing_pairs_left
-    ON {STATE_SCHEMA}.validation_missing_pairs (junction, left_id);
+CREATE UNIQUE INDEX IF NOT EXISTS validation_missing_pairs_pair
+    ON {STATE_SCHEMA}.validation_missing_pairs (junction, left_id, right_id);
 CREATE INDEX IF NOT EXISTS validation_missing_pairs_right
     ON {STATE_SCHEMA}.validation_missing_pairs (junction, right_id);
 """

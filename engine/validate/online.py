@@ -172,6 +172,11 @@ class OnlineValidation:
                     "--online for a source that no longer changes).")
             change_log.install(conn, self.mapping, rows=False)
             start_seq = change_log.last_seq(conn)
+            # The follower's writes made before the log saw them must be in the
+            # counters, or they look like writes no trigger saw: its session reports
+            # them within a second or so. (Its writes since are logged: counted here
+            # too, they only make the counters explain less than the log.)
+            time.sleep(proof_record.STATS_REPORTED_S)
             counters = proof_record.counters(conn, self.mapping)
             position = StreamPosition(follow.token or follow.start_token,
                                       None if follow.token else follow.start_time)

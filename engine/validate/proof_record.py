@@ -30,6 +30,7 @@ from engine.postgres.ddl import ident
 
 PROOF_TABLE = f"{STATE_SCHEMA}.validation_proof"
 MISSING_PAIRS = f"{STATE_SCHEMA}.validation_missing_pairs"
+STATS_REPORTED_S = 1.5  # a busy session reports its counters at most a second apart
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,22 @@ def _ts(value: list[int] | None) -> Timestamp | None:
 
 def record(conn: psycopg.Connection, result: str, change_seq: int, stream_token: dict | None,
            stream_time: Timestamp | None, checked_until: Timestamp | None,
-           counters: dict[str, int], summary: dict, base: Proof | None = None) -> None:
-    """A proof: a full one (base None), or a re-proof of what changed since base."""
+           counters: dict[str, int], summary: dict, previous: Proof | None = None) -> None:
+    """A proof: a full one (previous None), or a re-proof of what changed
+    since the previous proof, on its base."""
     state_schema.ensure(conn)
     logged: dict[str, int] = {}
-    if base is not None:  # the log's rows between the two proofs, added to the base's
-        logged = dict(base.logged)
-        for table, n in change_log.counts_between(conn, base.change_seq, change_seq).items():
+    if previous is not None:  # the log's rows between the two proofs, added to the previous'
+        logged = dict(previous.logged)
+        for table, n in change_log.counts_between(conn, previous.change_seq,
+                                                  change_seq).items():
             logged[table] = logged.get(table, 0) + n
     conn.execute(f"INSERT INTO {PROOF_TABLE} (result, change_seq, stream_token, stream_time, "
                  "checked_until, counters, summary, base_seq, logged, keeps_missing_pairs) "
                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)",
                  [result, change_seq, json_util.dumps(stream_token) if stream_token else None,
                   _pair(stream_time), _pair(checked_until), Jsonb(counters), Jsonb(summary),
-                  change_seq if base is None else base.base_seq, Jsonb(logged)])
+                  change_seq if previous is None else previous.base_seq, Jsonb(logged)])
 
 
 def latest(conn: psycopg.Connection) -> Proof | None:
@@ -105,7 +108,8 @@ def keep_missing_pairs(conn: psycopg.Connection, pairs: str, junctions: list[Jun
         conn.execute(sql.SQL(
             "INSERT INTO {m} (junction, left_id, right_id) SELECT DISTINCT p.junction, "
             "p.left_id, p.right_id FROM {p} p WHERE p.junction = %s AND NOT EXISTS "
-            "(SELECT 1 FROM {jt} x WHERE x.{lc} = p.left_id AND x.{rc} = p.right_id)").format(
+            "(SELECT 1 FROM {jt} x WHERE x.{lc} = p.left_id AND x.{rc} = p.right_id) "
+            "ON CONFLICT DO NOTHING").format(
             m=sql.SQL(MISSING_PAIRS), p=sql.SQL(pairs), jt=ident(j.table),
             lc=ident(j.left_column), rc=ident(j.right_column)), [j.table])
 
@@ -116,7 +120,7 @@ def add_missing_pairs(conn: psycopg.Connection, junction: str,
     if pairs:
         with conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {MISSING_PAIRS} (junction, left_id, right_id) "
-                            "VALUES (%s, %s, %s)",
+                            "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                             [(junction, uuid.UUID(bytes=a), uuid.UUID(bytes=b))
                              for a, b in sorted(pairs)])
 

@@ -90,7 +90,7 @@ def reprove(source: MongoSource, settings: ValidationSettings, mapping: Mapping,
                    "typeProblems": checked.types[:5],
                    "seconds": round(time.monotonic() - began, 3)}
         proof_record.record(conn, result, start_seq, position.token, stream_time, until,
-                            proof.counters, summary, base=proof)
+                            proof.counters, summary, previous=proof)
     if result == "FAIL":
         found = ", ".join(f"{t}: {n}" for t, n in failed.items()) or "references or types"
         emit(events.Notice("warning", "a re-proof while following found rows that differ "
