@@ -68,7 +68,8 @@ def catch_up(source: MongoSource, postgres_url: str, settings: MigrationSettings
              idle_s: float, max_wait_s: float, sinks: Iterable[events.Sink],
              control: MigrationControl, mapping: Mapping,
              on_latest: Callable[[], None] = lambda: None) -> CatchUp:
-    """on_latest: called once the source's last operation time is read."""
+    """on_latest: called once the source's last operation time is read and a
+    running follower has finished."""
     sinks = list(sinks)
 
     def say(text: str) -> None:
@@ -77,12 +78,12 @@ def catch_up(source: MongoSource, postgres_url: str, settings: MigrationSettings
 
     begun = time.monotonic()
     latest = latest_operation(source)
-    on_latest()
     finish = FinishAt(latest.time, idle_s, latest.single_member,
                       recheck=lambda: latest_operation(source).time)
     with connect(postgres_url, "cutover") as conn:
         took_over = take_over(conn, finish, max_wait_s, say)
     taken = time.monotonic()
+    on_latest()  # (after the takeover: the follower finishing has the source to itself)
     followed = Follower(source, settings, None, sinks, control, mapping,
                         max_seconds=max(1.0, max_wait_s - (taken - begun)),
                         finish_at=finish, read_oplog=False).run()

@@ -39,7 +39,7 @@ from engine.validate.online import StreamNotRead, stream_changes, wait_for_follo
 from engine.validate.since_proof import Checked, changed_since, check_changed
 from engine.validate.table_check import ValidationSettings
 
-PAUSE_S = 2.0  # between re-proofs, while following
+PAUSE_S = 0.5  # between re-proofs, while following
 WAIT_S = 60.0  # for the follower to pass a re-proof's start: else none is recorded
 
 
