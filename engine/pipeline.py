@@ -11,9 +11,12 @@ validation's failure is said and does not stop the follower."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 
@@ -25,15 +28,17 @@ from engine.core.run_files import RunFileError
 from engine.core.stage import StageRun
 from engine.cutover.run import Cutover, CutoverSettings
 from engine.migrate.follow import Follower, FollowResult
-from engine.migrate.follow_retry import PATIENCE_S
+from engine.migrate.follow_retry import FIRST_WAIT_S, PATIENCE_S, Outage
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.postgres import checkpoint, ddl
 from engine.postgres.session import connect
-from engine.source.base import Source, SourceError
+from engine.source.base import Source, SourceError, SourceUnreachable
 from engine.source.mongo import MongoSource
 
 SNAPSHOT, FOLLOW, ONLINE_VALIDATION, CUTOVER = ("snapshot", "follow", "online validation",
                                                 "cutover")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 SNAPSHOT_DONE = (Outcome.FINISHED, Outcome.FINISHED_WITH_QUARANTINE, Outcome.FINISHED_SHORT)
 # What a stage may fail with that a lead can act on; anything else is a defect and propagates.
 STAGE_ERRORS = (MigrationError, SourceError, psycopg.Error, RunFileError, ddl.SchemaError,
@@ -173,12 +178,14 @@ class LiveMigration(StageRun):
             try:
                 settings = ValidationSettings(s.postgres_url, s.run_dir,
                                               workers=self.settings.validation_workers)
-                r.online = OnlineValidation(source, settings, self.sinks, self.mapping).run()
+                r.online = self._waiting_out(lambda: OnlineValidation(
+                    source, settings, self.sinks, self.mapping).run(), ONLINE_VALIDATION)
                 # then the proof kept fresh, so that the cutover has little left to check
                 while (r.online.get("status") == "PASS"
                        and not self._following_ended.wait(REPROVE_PAUSE_S)):
-                    reprove(source, settings, self.mapping, self.emit,
-                            stop=self._following_ended.is_set)
+                    self._waiting_out(lambda: reprove(
+                        source, settings, self.mapping, self.emit,
+                        stop=self._following_ended.is_set), "a re-proof")
             finally:
                 source.close()
         except Exception as exc:
@@ -188,9 +195,31 @@ class LiveMigration(StageRun):
             if not isinstance(exc, STAGE_ERRORS):
                 raise
             r.online_failure = StageFailure(ONLINE_VALIDATION, exc)
+            log.warning("%s failed", ONLINE_VALIDATION, exc_info=exc)
             self.emit(events.Notice("warning", f"{ONLINE_VALIDATION} failed (following goes "
                                     f"on; the cutover validates in full): "
                                     f"{r.online_failure.text}"))
+
+    def _waiting_out(self, work: Callable[[], T], doing: str) -> T:
+        """work(), tried again while the source does not answer for a while
+        (a stall under load, a restart), with the follower's growing pauses
+        and patience; following goes on meanwhile. Ends (re-raising) when
+        following does."""
+        outage = Outage()
+        while True:
+            try:
+                return work()
+            except SourceUnreachable as exc:
+                outage.failed()
+                pause = outage.pause(FIRST_WAIT_S)
+                assert outage.since is not None
+                if time.monotonic() + pause - outage.since > self.settings.outage_patience_s:
+                    raise
+                log.warning("%s: the source did not answer", doing, exc_info=exc)
+                self.emit(events.Notice("warning", f"{doing}: {exc}; tried again in "
+                                        f"{pause:.0f} s (following goes on)"))
+                if self._following_ended.wait(pause):
+                    raise
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,46 @@ def test_a_record_count_that_disagrees_is_counted_exactly_and_only_that_decides(
     assert "exact" not in v["counts"]["Users"]
     assert v["fullyValidated"]["tables"] == ["crm_Leads"]
     assert any("exact count differs" in w for w in v["fullyValidated"]["why"])
+
+
+def _live(tmp_path: Path, notices: list, patience_s: float = 60.0) -> LiveMigration:
+    settings = LiveSettings(MigrationSettings("postgresql://unused/x", tmp_path),
+                            outage_patience_s=patience_s)
+    return LiveMigration(None, lambda: None, settings,  # type: ignore[arg-type]
+                         [lambda e: notices.append(e)], mapping=MAPPING)
+
+
+def test_a_stalled_source_is_waited_out_by_the_online_proof(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A read timing out under load (seen at 4.0 scale on the wire server)
+    pauses the online validation and its re-proofs, as it pauses the
+    follower, instead of leaving the cutover without a proof; the lead is
+    told each time. It gives up with following, or past the patience."""
+    from engine import pipeline
+    from engine.source.base import SourceUnreachable
+
+    monkeypatch.setattr(pipeline, "FIRST_WAIT_S", 0.01)
+    notices: list = []
+    live = _live(tmp_path, notices)
+    tries = iter([SourceUnreachable("MongoDB timed out reading crm_Contacts")] * 2 + [None])
+
+    def work() -> str:
+        if (exc := next(tries)) is not None:
+            raise exc
+        return "proven"
+
+    assert live._waiting_out(work, "the online validation") == "proven"
+    said = [n.text for n in notices]
+    assert len(said) == 2 and all("crm_Contacts" in t and "following goes on" in t
+                                  for t in said), said
+
+    def down() -> str:
+        raise SourceUnreachable("MongoDB timed out")
+
+    live._following_ended.set()  # a takeover, a stop: no further try
+    with pytest.raises(SourceUnreachable):
+        live._waiting_out(down, "a re-proof")
+    impatient = _live(tmp_path, [], patience_s=0.0)
+    with pytest.raises(SourceUnreachable):
+        impatient._waiting_out(down, "a re-proof")
