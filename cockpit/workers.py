@@ -113,7 +113,7 @@ class Workers:
                                      follow=self.config.follow)
         source = self.config.context.source()
         try:  # the one orchestration: snapshot -> follow (-> online validation beside it)
-            live = LiveMigration(source, self.config.context.source, LiveSettings(
+            live = LiveMigration(source, LiveSettings(
                 settings, validation_workers=self.config.workers), [self._engine_sink],
                 self.control, self.mapping).run(snapshot_done)
         finally:

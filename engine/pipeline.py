@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import psycopg
@@ -34,9 +34,11 @@ from engine.postgres import checkpoint, ddl
 from engine.postgres.session import connect
 from engine.source.base import Source, SourceError, SourceUnreachable
 from engine.source.mongo import MongoSource
+from engine.source.spec import SourceSpec
 
 SNAPSHOT, FOLLOW, ONLINE_VALIDATION, CUTOVER = ("snapshot", "follow", "online validation",
                                                 "cutover")
+BACKGROUND_READ_TIMEOUT_S = 120.0  # one read of the online validation's, at most
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SNAPSHOT_DONE = (Outcome.FINISHED, Outcome.FINISHED_WITH_QUARANTINE, Outcome.FINISHED_SHORT)
@@ -83,12 +85,10 @@ class LiveMigration(StageRun):
     """snapshot -> follow (-> online validation beside it). run() never raises
     a stage's error: it is in the result, for the caller to say."""
 
-    def __init__(self, source: Source, open_source: Callable[[], Source],
-                 settings: LiveSettings, sinks: Iterable[events.Sink] = (),
+    def __init__(self, source: Source, settings: LiveSettings, sinks: Iterable[events.Sink] = (),
                  control: MigrationControl | None = None, mapping: Mapping | None = None) -> None:
         super().__init__(sinks, control, mapping)
         self.source = source
-        self.open_source = open_source  # a second source, for the online validation
         self.settings = settings
         self._online: threading.Thread | None = None
         self._online_source: Source | None = None
@@ -174,7 +174,7 @@ class LiveMigration(StageRun):
 
         s = self.settings.migration
         try:
-            source = self._online_source = self.open_source()
+            source = self._online_source = self._background_source()
             try:
                 settings = ValidationSettings(s.postgres_url, s.run_dir,
                                               workers=self.settings.validation_workers)
@@ -199,6 +199,15 @@ class LiveMigration(StageRun):
             self.emit(events.Notice("warning", f"{ONLINE_VALIDATION} failed (following goes "
                                     f"on; the cutover validates in full): "
                                     f"{r.online_failure.text}"))
+
+    def _background_source(self) -> Source:
+        """The online validation's own connection to the run's source. Its reads
+        may be slow without the source being gone: a full scan's first batch
+        on a server under the application's load (on a wire server, that
+        batch is the whole collection's scan). The follower, on its own
+        connection, tells an outage within the run's timeout."""
+        spec = SourceSpec.of(self.source)
+        return replace(spec, timeout_s=max(spec.timeout_s, BACKGROUND_READ_TIMEOUT_S)).open()
 
     def _waiting_out(self, work: Callable[[], T], doing: str) -> T:
         """work(), tried again while the source does not answer for a while

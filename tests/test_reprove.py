@@ -43,7 +43,7 @@ def _follow_quietly(url: str, db: str, pg_url: str, run_dir: Path) -> None:
     """Following until quiet, without an online validation of its own."""
     source = MongoSource(f"{url}{db}")  # (the run's source, as the CLI named it)
     try:
-        live = LiveMigration(source, lambda: MongoSource(f"{url}{db}"), LiveSettings(
+        live = LiveMigration(source, LiveSettings(
             MigrationSettings(pg_url, run_dir, follow=True), until_idle=1,
             validate_online=False), mapping=MAPPING).run(snapshot_done=True)
     finally:
@@ -171,7 +171,7 @@ def test_a_record_count_that_disagrees_is_counted_exactly_and_only_that_decides(
 def _live(tmp_path: Path, notices: list, patience_s: float = 60.0) -> LiveMigration:
     settings = LiveSettings(MigrationSettings("postgresql://unused/x", tmp_path),
                             outage_patience_s=patience_s)
-    return LiveMigration(None, lambda: None, settings,  # type: ignore[arg-type]
+    return LiveMigration(None, settings,  # type: ignore[arg-type]
                          [lambda e: notices.append(e)], mapping=MAPPING)
 
 

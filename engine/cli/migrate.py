@@ -36,7 +36,6 @@ from engine.migrate.follow_retry import PATIENCE_S
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.source.base import Source, SourceError
 from engine.source.mongo import MongoSource
-from engine.source.spec import open_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -113,7 +112,7 @@ def finish_snapshot_first(source: Source, url: str, run_dir: Path, mapping: Mapp
     from engine.pipeline import LiveMigration, LiveSettings
 
     with ctrl_c_pauses() as control:
-        live = LiveMigration(source, lambda: source, LiveSettings(MigrationSettings(
+        live = LiveMigration(source, LiveSettings(MigrationSettings(
             url, run_dir, args.batch_size)), [ConsoleRenderer()], control, mapping).run()
     if live.failure is not None:
         raise live.failure.error
@@ -137,7 +136,7 @@ def run_follow(source: Source, url: str, run_dir: Path, mapping: Mapping,
             return fail(lost)
         with ctrl_c_pauses() as control:
             live = LiveMigration(
-                source, lambda: open_source(args.mongo, args.dump, args.db, args.source_timeout),
+                source,
                 LiveSettings(MigrationSettings(url, run_dir, args.batch_size, follow=True),
                              args.until_idle, args.outage_patience), [ConsoleRenderer()],
                 control, mapping).run()
