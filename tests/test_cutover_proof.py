@@ -63,6 +63,40 @@ def test_change_log_tells_the_tools_writes_from_anyone_elses(deployed: str) -> N
         assert all(s.row_trigger is None for s in change_log.trigger_states(conn, MAPPING))
 
 
+def test_installing_the_change_log_beside_a_writer_never_deadlocks(deployed: str) -> None:
+    """Seen at 4.0 scale: the online validation installed the triggers while
+    the follower's transaction held one table and then wrote another whose
+    trigger was already made; PostgreSQL broke the deadlock by failing the
+    online validation. The writer here does the same, deterministically."""
+    names = [t.name for t in MAPPING.tables.values()]
+    first, later = names[0], names[-1]  # installed first, and last
+    errors: list[BaseException] = []
+    with psycopg.connect(deployed) as writer, \
+            psycopg.connect(deployed, autocommit=True) as installer, \
+            psycopg.connect(deployed, autocommit=True) as watch:
+        writer.execute(f'LOCK TABLE "{later}" IN ROW EXCLUSIVE MODE')  # (as a write takes)
+        pid = installer.info.backend_pid
+
+        def install() -> None:
+            try:
+                change_log.install(installer, MAPPING, rows=False)
+            except BaseException as exc:  # (said by the assertion below)
+                errors.append(exc)
+        thread = threading.Thread(target=install)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not watch.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
+                                [pid]).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline and thread.is_alive(), errors
+            time.sleep(0.02)
+        # the installer waits for `later`; the writer now writes `first` too
+        writer.execute(f'LOCK TABLE "{first}" IN ROW EXCLUSIVE MODE')
+        writer.commit()
+        thread.join(30)
+        assert not thread.is_alive() and errors == [], errors
+        assert all(s.sound for s in change_log.trigger_states(watch, MAPPING))
+
+
 # -- the online validation and the cutover ---------------------------------------------
 
 def _follow_once(url: str, db: str, pg_url: str, run_dir: Path) -> None:

@@ -120,19 +120,24 @@ def _tables(mapping: Mapping) -> list[tuple[str, tuple[str, ...]]]:
 def install(conn: psycopg.Connection, mapping: Mapping, rows: bool) -> None:
     """The log table, its functions and both triggers on every NextCRM table
     (entity and junction). Idempotent; called again with rows=True it upgrades
-    the triggers to record row images (rows=False never downgrades them)."""
+    the triggers to record row images (rows=False never downgrades them).
+
+    One table per transaction (on an autocommit connection): a follower's
+    transaction writes many tables, so holding one table's trigger lock
+    while waiting for another's deadlocks with it."""
     with conn.transaction():
         state_schema.ensure(conn)  # the log table is the checkpoint schema's
         conn.execute(FUNCTIONS_DDL)
-        present = {s.table: s for s in trigger_states(conn, mapping)}
-        for table, key in _tables(mapping):
-            state = present.get(table)
-            images = rows or (state is not None and state.rows)
-            if state is not None and state.sound and state.rows == images:
-                continue
-            args = sql.SQL(", ").join(sql.Literal(a)
-                                      for a in ("rows" if images else "keys", *key))
-            target = sql.Identifier("public", table)
+    present = {s.table: s for s in trigger_states(conn, mapping)}
+    for table, key in _tables(mapping):
+        state = present.get(table)
+        images = rows or (state is not None and state.rows)
+        if state is not None and state.sound and state.rows == images:
+            continue
+        args = sql.SQL(", ").join(sql.Literal(a)
+                                  for a in ("rows" if images else "keys", *key))
+        target = sql.Identifier("public", table)
+        with conn.transaction():
             conn.execute(sql.SQL(
                 "DROP TRIGGER IF EXISTS {row} ON {t}; DROP TRIGGER IF EXISTS {trunc} ON {t}; "
                 "CREATE TRIGGER {row} AFTER INSERT OR UPDATE OR DELETE ON {t} "
