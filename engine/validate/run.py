@@ -17,11 +17,12 @@ batch are fetched by primary key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import psycopg
@@ -85,6 +86,22 @@ class Validator:
         for sink in self.sinks:
             sink(event)
 
+    @contextlib.contextmanager
+    def _alone(self, conn: psycopg.Connection) -> Iterator[None]:
+        """One validation at a time on a target: they share the staging
+        tables (IDS, PAIRS). Another one (the follower's online validation
+        winding down while the cockpit's cutover validates) is waited for."""
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                            [IDS]).fetchone()[0]:  # type: ignore[index]
+            self.emit(events.Notice("info", "another validation of this target is running "
+                                    "(the follower's online validation?): waiting for it"))
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [IDS])
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):  # (a lost connection released it)
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [IDS])
+
     def run(self) -> dict:
         started = time.monotonic()
         prepare_run_dir(self.settings.run_dir)  # before the work, not when its report is due
@@ -96,27 +113,28 @@ class Validator:
             conn.execute(checkpoint.OBJECT_ID_FUNCTION)
             quarantined = self._quarantined(conn)
             adjustments = self._adjustments(conn)
-            conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
-            conn.execute(f"CREATE UNLOGGED TABLE {IDS} (t text, id uuid)")
-            conn.execute(f"CREATE UNLOGGED TABLE {PAIRS} "
-                         "(junction text, left_id uuid, right_id uuid, side text)")
-            counts, records, mismatches = self._check_tables(conn, quarantined, adjustments)
-            junctions, orphans = self._set_wise_checks(counts)
-            for j in junctions:
-                if j["missingCount"] or j["extraCount"]:
-                    for table, ids in self.checks.junction_suspects(conn, self._junction(j)):
-                        self.suspects.setdefault(table, set()).update(ids)
-                        self.pair_suspects.setdefault(table, {}).setdefault(
-                            j["table"], set()).update(ids)
-            types = self.checks.data_types(conn)
-            schema = schema_diff.compare(conn, self.mapping)
-            for d in schema:  # the operator's own objects: reported, never a failure
-                if not d.fails_validation:
-                    self.emit(events.Notice("info", f"schema: {d.message}"))
-            migration_finished = checkpoint.run_finished(conn)
-            if self.keep_missing_pairs:
-                proof_record.keep_missing_pairs(conn, PAIRS, self.junctions, replace=True)
-            conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
+            with self._alone(conn):
+                conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
+                conn.execute(f"CREATE UNLOGGED TABLE {IDS} (t text, id uuid)")
+                conn.execute(f"CREATE UNLOGGED TABLE {PAIRS} "
+                             "(junction text, left_id uuid, right_id uuid, side text)")
+                counts, records, mismatches = self._check_tables(conn, quarantined, adjustments)
+                junctions, orphans = self._set_wise_checks(counts)
+                for j in junctions:
+                    if j["missingCount"] or j["extraCount"]:
+                        for table, ids in self.checks.junction_suspects(conn, self._junction(j)):
+                            self.suspects.setdefault(table, set()).update(ids)
+                            self.pair_suspects.setdefault(table, {}).setdefault(
+                                j["table"], set()).update(ids)
+                types = self.checks.data_types(conn)
+                schema = schema_diff.compare(conn, self.mapping)
+                for d in schema:  # the operator's own objects: reported, never a failure
+                    if not d.fails_validation:
+                        self.emit(events.Notice("info", f"schema: {d.message}"))
+                migration_finished = checkpoint.run_finished(conn)
+                if self.keep_missing_pairs:
+                    proof_record.keep_missing_pairs(conn, PAIRS, self.junctions, replace=True)
+                conn.execute(f"DROP TABLE IF EXISTS {IDS}, {PAIRS}")
             rules = (check_rules(conn, self.source, self.mapping, self.rules_sample,
                                  self.settings.thresholds.examples)
                      if self.rules_sample else None)
