@@ -11,9 +11,9 @@ validation's failure is said and does not stop the follower."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -28,11 +28,11 @@ from engine.core.run_files import RunFileError
 from engine.core.stage import StageRun
 from engine.cutover.run import Cutover, CutoverSettings
 from engine.migrate.follow import Follower, FollowResult
-from engine.migrate.follow_retry import FIRST_WAIT_S, PATIENCE_S, Outage
+from engine.migrate.follow_retry import FIRST_WAIT_S, PATIENCE_S, Outage, retrying
 from engine.migrate.run import Migration, MigrationError, MigrationSettings, Outcome
 from engine.postgres import checkpoint, ddl
 from engine.postgres.session import connect
-from engine.source.base import Source, SourceError, SourceUnreachable
+from engine.source.base import Source, SourceError
 from engine.source.mongo import MongoSource
 from engine.source.spec import SourceSpec
 
@@ -211,24 +211,17 @@ class LiveMigration(StageRun):
 
     def _waiting_out(self, work: Callable[[], T], doing: str) -> T:
         """work(), tried again while the source does not answer for a while
-        (a stall under load, a restart), with the follower's growing pauses
-        and patience; following goes on meanwhile. Ends (re-raising) when
-        following does."""
-        outage = Outage()
-        while True:
-            try:
+        (a stall under load, a restart), with the follower's pauses and
+        patience (engine.migrate.follow_retry); following goes on meanwhile.
+        Ends (re-raising) when following does."""
+        def say(what: str, attempt: int, at: dt.datetime) -> None:
+            self.emit(events.Notice("warning", f"{doing}: {what}; tried again at "
+                                    f"{at.astimezone():%H:%M:%S} (following goes on)"))
+        for attempt in retrying(self.control, say, Outage(), self.settings.outage_patience_s,
+                                first_wait_s=FIRST_WAIT_S, ended=self._following_ended):
+            with attempt:
                 return work()
-            except SourceUnreachable as exc:
-                outage.failed()
-                pause = outage.pause(FIRST_WAIT_S)
-                assert outage.since is not None
-                if time.monotonic() + pause - outage.since > self.settings.outage_patience_s:
-                    raise
-                log.warning("%s: the source did not answer", doing, exc_info=exc)
-                self.emit(events.Notice("warning", f"{doing}: {exc}; tried again in "
-                                        f"{pause:.0f} s (following goes on)"))
-                if self._following_ended.wait(pause):
-                    raise
+        raise AssertionError("unreachable: tenacity re-raises or returns")
 
 
 @dataclass(frozen=True)

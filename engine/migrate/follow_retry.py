@@ -9,6 +9,7 @@ or a refusal (SourceError) never is."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 
@@ -48,14 +49,17 @@ class Outage:
 
 
 def retrying(control: MigrationControl, say: Say, outage: Outage, patience_s: float,
-             deadline: float | None = None, first_wait_s: float = FIRST_WAIT_S) -> Retrying:
+             deadline: float | None = None, first_wait_s: float = FIRST_WAIT_S,
+             ended: threading.Event | None = None) -> Retrying:
     """A tenacity loop: `for attempt in retrying(...): with attempt: ...`;
     the caller says outage.answered() whenever the source answers. It gives
     up, re-raising, when the next try would come after patience_s of outage
-    or after deadline (time.monotonic())."""
+    or after deadline (time.monotonic()), or once ended is set (its pauses
+    end with it)."""
 
     def transient(state: RetryCallState) -> bool:
-        if state.outcome is None or not state.outcome.failed or control.stopping:
+        if state.outcome is None or not state.outcome.failed or control.stopping \
+                or (ended is not None and ended.is_set()):
             return False
         if not isinstance(state.outcome.exception(), SourceUnreachable):
             return False
@@ -70,4 +74,5 @@ def retrying(control: MigrationControl, say: Say, outage: Outage, patience_s: fl
         say(str(exc), outage.failures, at)
 
     return Retrying(retry=transient, wait=lambda _: outage.pause(first_wait_s), stop=stop_never,
-                    reraise=True, before_sleep=before_sleep, sleep=lambda s: control.sleep(s))
+                    reraise=True, before_sleep=before_sleep,
+                    sleep=lambda s: control.sleep(s) if ended is None else ended.wait(s))
