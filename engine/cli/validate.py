@@ -80,6 +80,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from engine.console import print_validation
     from engine.validate.run import Thresholds, ValidationSettings, Validator
 
+    if args.online and args.sample:
+        return fail("--sample cannot be used with --online: the online validation is the "
+                    "proof the cutover builds on, and a proof checks every row. Run cockpit "
+                    "validate --online without --sample.", EXIT_USAGE)
     url = need_postgres(args)
     mapping = need_mapping(args)
     run_dir = need_run_dir(args)

@@ -148,7 +148,8 @@ class OnlineValidation:
                  wait_seconds: float = DEFAULT_WAIT_S,
                  rules_sample: int | None = RULES_SAMPLE) -> None:
         self.source = source
-        self.settings = dataclasses.replace(settings, workers=1)  # beside the follower
+        # beside the follower; every row (a proof the cutover builds on is never sampled)
+        self.settings = dataclasses.replace(settings, workers=1, sample=None)
         self.sinks = list(sinks)
         self.mapping = mapping or nextcrm()
         self.wait_seconds = wait_seconds

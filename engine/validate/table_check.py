@@ -157,7 +157,7 @@ class TableChecker:
             ident(table.name))).fetchone()[0]  # type: ignore[index]
         if table.collection not in set(self.source.collection_names()):
             return count
-        plan = self._plan(table)
+        plan = self._plan(table, self.source.count(table.collection))
         for docs in with_gc_paused(self.source.batches(table.collection, Position(), 5000)):
             count.source += len(docs)
             ids, rows, absent, pairs = self._expected(plan, docs, count)
@@ -175,10 +175,12 @@ class TableChecker:
             del docs, rows, got  # before the next batch is read: one batch in memory, not two
         return count
 
-    def _plan(self, table: Table) -> _Plan:
-        """What checking the table's batches needs, worked out once."""
+    def _plan(self, table: Table, expected_total: int = 0) -> _Plan:
+        """What checking the table's batches needs, worked out once.
+        expected_total: the collection's documents, for progress and --sample;
+        0 (chosen rows, by key): none counted, every row compared (a count is
+        a scan on some servers)."""
         assert table.collection
-        expected_total = self.source.count(table.collection)
         # Enums as text: their labels are what the source holds. UUIDs as
         # their bytes (uuid_send), which psycopg reads in C, not one Python
         # call each.
