@@ -173,8 +173,10 @@ class LiveMigration(StageRun):
         from engine.validate.run import ValidationSettings
 
         s = self.settings.migration
+        done = threading.Event()  # the source's recording ends with the proofs
         try:
             source = self._online_source = self._background_source()
+            recording = self._recording(source, done)
             try:
                 settings = ValidationSettings(s.postgres_url, s.run_dir,
                                               workers=self.settings.validation_workers)
@@ -187,6 +189,8 @@ class LiveMigration(StageRun):
                         source, settings, self.mapping, self.emit,
                         stop=self._following_ended.is_set), "a re-proof")
             finally:
+                done.set()
+                recording.join(10.0)
                 source.close()
         except Exception as exc:
             if self._online_ended:  # its source closed under it when following ended
@@ -199,6 +203,33 @@ class LiveMigration(StageRun):
             self.emit(events.Notice("warning", f"{ONLINE_VALIDATION} failed (following goes "
                                     f"on; the cutover validates in full): "
                                     f"{r.online_failure.text}"))
+
+    def _recording(self, source: MongoSource, done: threading.Event) -> threading.Thread:
+        """The source's changes recorded as they happen, beside the follower
+        (engine/validate/source_record.py), from before the online validation
+        notes its position; a failure is said, and the proofs read the
+        source's stream instead."""
+        from engine.validate.source_record import SourceRecorder
+
+        recorder = SourceRecorder(source, self.settings.migration.postgres_url, self.mapping)
+        recorder.begin()
+
+        def record() -> None:
+            try:
+                self._waiting_out(lambda: recorder.run(
+                    lambda: done.is_set() or self._following_ended.is_set()),
+                    "recording the source's changes")
+            except STAGE_ERRORS as exc:
+                if self._online_ended or done.is_set():
+                    return  # (its source closed under it)
+                log.warning("recording the source's changes failed", exc_info=exc)
+                self.emit(events.Notice("warning", "recording the source's changes stopped "
+                                        f"({redact_text(str(exc))[:300]}): re-proofs and the "
+                                        "cutover read the source's stream since the proof "
+                                        "instead (following goes on)"))
+        thread = threading.Thread(target=record, daemon=True, name="source-changes")
+        thread.start()
+        return thread
 
     def _background_source(self) -> Source:
         """The online validation's own connection to the run's source. Its reads

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bson
 import psycopg
 import pytest
 from bson import ObjectId
@@ -209,3 +210,54 @@ def test_a_stalled_source_is_waited_out_by_the_online_proof(tmp_path: Path,
     impatient = _live(tmp_path, [], patience_s=0.0)
     with pytest.raises(SourceUnreachable):
         impatient._waiting_out(down, "a re-proof")
+
+
+def test_the_source_changes_recorded_beside_the_follower_are_what_a_proof_reads(
+        deployed: str, staged: tuple, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What changed at the source since a proof: the recording, then the stream
+    only past the recording's position, never resumed at the proof's; a
+    change no follower applied is found all the same."""
+    import time
+
+    from engine.source.change_stream import StreamPosition
+    from engine.validate import source_record
+
+    url, db, writes = staged
+    _follow_once(url, db, deployed, run_dir)  # the recording begins beside the follower
+    with psycopg.connect(deployed, autocommit=True) as conn:
+        reader, proof = source_record.load_reader(conn), proof_record.latest(conn)
+        assert reader is not None and proof is not None and proof.stream_time is not None
+        at_proof = StreamPosition(proof.stream_token, None)
+        assert reader.covers(at_proof, proof.stream_time)
+        recorded, streamed = writes.db.crm_Leads.find().limit(2)
+        writes.db.crm_Leads.update_one({"_id": recorded["_id"]}, {"$set": {"firstName": "R"}})
+        source = MongoSource(url, db)
+        try:
+            deadline = time.monotonic() + 30
+            source_record.SourceRecorder(source, deployed, MAPPING).run(
+                lambda: bool(source_record.recorded_since(conn, proof.stream_time))
+                or time.monotonic() > deadline)
+            assert source_record.recorded_since(conn, proof.stream_time) == {
+                "crm_Leads": {object_id_to_uuid(recorded["_id"]).bytes}}
+            writes.db.crm_Leads.update_one({"_id": streamed["_id"]}, {"$set": {"firstName": "S"}})
+            read_from: list[StreamPosition] = []
+            real = source_record.stream_changes
+            monkeypatch.setattr(source_record, "stream_changes", lambda s, m, p, u: (
+                read_from.append(p), real(s, m, p, u))[1])
+            changed = source_record.changed_at_source(conn, source, MAPPING, at_proof,
+                                                      proof.stream_time, None)
+            assert changed == {"crm_Leads": {object_id_to_uuid(d["_id"]).bytes
+                                             for d in (recorded, streamed)}}
+            now = source_record.load_reader(conn)
+            assert now is not None and read_from == [StreamPosition(now.token, None)]
+            assert now.token != reader.token
+            # a position the recording does not cover (said to be before it began): the
+            # stream from that position
+            read_from.clear()
+            elsewhere = StreamPosition(now.token, None)
+            source_record.changed_at_source(conn, source, MAPPING, elsewhere,
+                                            bson.Timestamp(proof.stream_time.time - 3600, 0),
+                                            None)
+            assert read_from == [elsewhere]
+        finally:
+            source.close()

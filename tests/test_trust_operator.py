@@ -4,9 +4,11 @@ servers, the cockpit's memory, progress, and a source that dies mid-run."""
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -133,8 +135,9 @@ def processes_in(folder: Path) -> list[psutil.Process]:
     (signal.SIGHUP, "Seeding", "0.1")])  # while it seeds: both servers up, no schema yet
 def test_the_demo_stops_its_servers_when_its_terminal_goes(sig: signal.Signals, at: str,
                                                           scale: str, tmp_path: Path) -> None:
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    # (a short TMPDIR: PostgreSQL's socket path must fit in 107 bytes, and pgserver
+    # puts it under TMPDIR when the data folder's is too long, as xdist's are)
+    temp = Path(tempfile.mkdtemp(prefix="demo-", dir="/tmp"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "demo", "--headless", "--scale", scale,
          "--run-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -159,6 +162,7 @@ def test_the_demo_stops_its_servers_when_its_terminal_goes(sig: signal.Signals, 
         for p in processes_in(temp):
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_source_that_dies_mid_run_pauses_with_the_runbooks_advice(

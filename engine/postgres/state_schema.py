@@ -15,7 +15,7 @@ from engine.core.ids import object_id_to_uuid
 from engine.postgres.session import execute_all
 
 STATE_SCHEMA = "cockpit_migration"  # the engine's own bookkeeping, apart from public
-VERSION = 4  # this code's schema; 1: every version before schema_version existed
+VERSION = 5  # this code's schema; 1: every version before schema_version existed
 
 _TABLES = f"""
 CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA};
@@ -206,6 +206,25 @@ CREATE INDEX IF NOT EXISTS validation_missing_pairs_right
     ON {STATE_SCHEMA}.validation_missing_pairs (junction, right_id);
 """
 
+# Version 5: the source's changes, recorded as they happen by a stream reader
+# of their own beside the follower (engine/validate/source_record.py): what
+# changed since a proof is read here, and the stream only past the reader.
+_V5_DDL = f"""
+CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.source_changes (
+    at bigint NOT NULL,  -- the change's cluster time: seconds << 32 | increment
+    table_name text NOT NULL,
+    row_id uuid NOT NULL
+);
+CREATE INDEX IF NOT EXISTS source_changes_at ON {STATE_SCHEMA}.source_changes (at);
+CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.source_change_reader (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    since bigint NOT NULL,  -- every change after start_token (at or after this) is recorded
+    start_token text NOT NULL,
+    token text NOT NULL,  -- ... up to this position
+    read_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
 
 class StateSchemaError(Exception):
     """A checkpoint schema this version cannot work with; args: (what, what to do)."""
@@ -220,6 +239,7 @@ def create(conn: psycopg.Connection, junctions: list[str]) -> None:
         conn.execute(_WAITS_INDEX)
         conn.execute(_V3_TABLES)
         conn.execute(_V4_DDL)
+        conn.execute(_V5_DDL)
         conn.execute(f"INSERT INTO {STATE_SCHEMA}.schema_version (version) VALUES (%s)",
                      [VERSION])
     else:
@@ -322,6 +342,12 @@ def _v3_to_v4(conn: psycopg.Connection) -> None:
     conn.execute(_V4_DDL)
 
 
+def _v4_to_v5(conn: psycopg.Connection) -> None:
+    """Version 4 recorded no source changes: re-proofs read the stream (still
+    the way, for a proof older than the recording)."""
+    conn.execute(_V5_DDL)
+
+
 # _UPGRADES[n]: version n to n+1.
 _UPGRADES: dict[int, Callable[[psycopg.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3,
-                                                              3: _v3_to_v4}
+                                                              3: _v3_to_v4, 4: _v4_to_v5}

@@ -91,6 +91,7 @@ class MongoSource:
         if name != mongo_database(url):  # the run's source names its database, --db included
             self.description = f"{self.description} (database {name})"
         self.unreachable = False
+        self._closed = False
 
     @contextlib.contextmanager
     def _answering(self, doing: str) -> Iterator[None]:
@@ -202,9 +203,17 @@ class MongoSource:
         return {k: int(stats.get(k, 0)) for k in ("dataSize", "storageSize", "objects")}
 
     def close(self) -> None:
+        """Closes the client, once (a source shared by threads may be closed by each)."""
+        if self._closed:
+            return
+        self._closed = True
         if self.unreachable or not self.client.nodes:
             # Closing ends the server's sessions, which waits for a server
             # (timeout_s) that is gone: let it do so without holding the pause.
-            threading.Thread(target=self.client.close, name="close-mongo", daemon=True).start()
+            threading.Thread(target=self._close_quietly, name="close-mongo", daemon=True).start()
         else:
+            self.client.close()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(self._errors.PyMongoError):  # its server is gone: so are they
             self.client.close()

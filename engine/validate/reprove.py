@@ -8,7 +8,8 @@ As the online validation does, on a source still changing:
    position (the new proof's), and the source's time now;
 2. wait until the follower has applied every change up to that time;
 3. check every row changed since the latest proof (the change log since its
-   seq, the source's stream since its position up to that time), its
+   seq, the source's changes since its position up to that time: recorded
+   as they happen, engine/validate/source_record.py), its
    junction pairs judged from the proof (engine/validate/by_key.py);
 4. a row still differing that changed again since step 1 (in the change
    log, or the source's stream up to the server's time now) is left to the
@@ -35,8 +36,9 @@ from engine.source.change_stream import HistoryLost, StreamPosition, cluster_tim
 from engine.source.mongo import MongoSource
 from engine.validate import proof_record
 from engine.validate.by_key import changed_rows, unexplained
-from engine.validate.online import StreamNotRead, stream_changes, wait_for_follower
+from engine.validate.online import StreamNotRead, wait_for_follower
 from engine.validate.since_proof import Checked, changed_since, check_changed
+from engine.validate.source_record import changed_at_source
 from engine.validate.table_check import ValidationSettings
 
 PAUSE_S = 0.5  # between re-proofs, while following
@@ -75,8 +77,8 @@ def reprove(source: MongoSource, settings: ValidationSettings, mapping: Mapping,
         differing = checked.differing
         again = changed_rows(mapping, change_log.changed_keys(conn, start_seq))
         if any(unexplained(r, again) for r in checked.results.values()):
-            for table, ids in stream_changes(source, mapping, position,
-                                             cluster_time(source)).items():
+            for table, ids in changed_at_source(conn, source, mapping, position, stream_time,
+                                                cluster_time(source)).items():
                 again.setdefault(table, set()).update(ids)
         failing = {t: unexplained(r, again) for t, r in checked.results.items()}
         failed = {t: len(ids) for t, ids in failing.items() if ids}

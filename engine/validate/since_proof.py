@@ -16,22 +16,23 @@ from engine.postgres import change_log
 from engine.source.change_stream import StreamPosition
 from engine.source.mongo import MongoSource
 from engine.validate.by_key import KeyResult, changed_rows, check_keys
-from engine.validate.online import stream_changes
 from engine.validate.proof_record import Proof, add_missing_pairs
 from engine.validate.setwise import SetwiseChecks
+from engine.validate.source_record import changed_at_source
 from engine.validate.table_check import ValidationSettings
 
 
 def changed_since(conn: psycopg.Connection, source: MongoSource, mapping: Mapping,
                   proof: Proof, until: Timestamp | None) -> dict[str, set[bytes]]:
     """Table -> the rows changed since the proof: in the target (the change
-    log, by anyone) and at the source (its stream from the proof's position,
-    up to until; None: to its end). HistoryLost or StreamNotRead when the
-    source's part cannot be read."""
+    log, by anyone) and at the source (since the proof's position, up to
+    until at least; None: to the stream's end: source_record.changed_at_source).
+    HistoryLost or StreamNotRead when the source's part cannot be read."""
     changed = changed_rows(mapping, change_log.changed_keys(conn, proof.change_seq))
     position = StreamPosition(proof.stream_token,
                               None if proof.stream_token else proof.stream_time)
-    for table, ids in stream_changes(source, mapping, position, until).items():
+    for table, ids in changed_at_source(conn, source, mapping, position, proof.stream_time,
+                                        until).items():
         changed.setdefault(table, set()).update(ids)
     return changed
 
