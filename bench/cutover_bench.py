@@ -94,6 +94,7 @@ def main() -> None:
         proof_file = run / "migration-validation-report.json"
         t = time.monotonic()
         during = lags_while(run, lambda: not online_done(proof_file) and follower.poll() is None
+                            and not online_failed(run)
                             and time.monotonic() - t < 600 * max(1.0, args.scale))
         proof = json.loads(proof_file.read_text()) if proof_file.exists() else {}
         print(f"online validation beside the follower: {proof.get('status')} after "
@@ -134,6 +135,11 @@ def main() -> None:
         mongo.close()
         pg.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def online_failed(run: Path) -> bool:
+    """The follower said its online validation failed (no proof will come)."""
+    return "online validation failed" in (run / "follower.log").read_text(errors="replace")
 
 
 def reproofs_made(url: str) -> int:

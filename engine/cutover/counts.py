@@ -15,6 +15,7 @@ was frozen while they counted); else they are taken again."""
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 from psycopg import sql
@@ -32,6 +33,7 @@ class SourceCounts:
         self._thread: threading.Thread | None = None
         self._counts: dict[str, int] = {}
         self._error: BaseException | None = None
+        self.seconds: float | None = None  # the thread's counting took (beside the rest)
 
     def start(self) -> None:
         """Count from now, in a thread (the source's writes have stopped)."""
@@ -40,10 +42,12 @@ class SourceCounts:
         self._thread.start()
 
     def _count_all(self) -> None:
+        began = time.monotonic()
         try:
             self._counts = self._count()
         except BaseException as exc:  # (raised in the caller's thread, by result())
             self._error = exc
+        self.seconds = round(time.monotonic() - began, 3)
 
     def _count(self) -> dict[str, int]:
         present = set(self.source.collection_names())

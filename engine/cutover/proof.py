@@ -79,6 +79,9 @@ def validate_at_cutover(source: MongoSource, settings: ValidationSettings, mappi
                 waited = time.monotonic()
                 counts = exact_counts(conn, source, counting.result(frozen), mapping)
                 report["partSeconds"]["exactCountsWaited"] = round(time.monotonic() - waited, 3)
+                # (the source's own counts, beside the catch-up and the checks: a scan
+                # on a server without a record count, which the other reads queue behind)
+                report["partSeconds"]["sourceCountsBeside"] = counting.seconds
                 _with_counts(report, counts)
                 doubts += [Doubt(f"{t}: exact count differs (expected "
                                  f"{c['source'] - c['quarantined']}, has {c['target']})", t)
